@@ -1,0 +1,100 @@
+"""Signed, scoped links in mail and on the web: confirm, preferences, unsubscribe, archive."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from urllib.parse import quote
+
+from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
+
+
+class Scope(StrEnum):
+    """What a token may do; a token signed for one scope never verifies for another."""
+
+    CONFIRM = "confirm"
+    PREFERENCES = "preferences"
+    UNSUBSCRIBE = "unsubscribe"
+
+
+# How long each kind of token lives, in seconds. Links in sent mail must keep working for a long time
+# (people unsubscribe from year-old mail); a confirmation link should not.
+MAX_AGE: dict[Scope, int | None] = {
+    Scope.CONFIRM: 3 * 24 * 3600,
+    Scope.PREFERENCES: 365 * 24 * 3600,
+    Scope.UNSUBSCRIBE: None,
+}
+
+
+class TokenError(Exception):
+    """A token is forged, expired, or for another scope. ``expired`` tells which."""
+
+    def __init__(self, message: str, expired: bool = False) -> None:
+        super().__init__(message)
+        self.expired = expired
+
+
+class Signer:
+    """Signs and verifies ``(scope, email)`` tokens with HMAC (itsdangerous, constant-time compare)."""
+
+    def __init__(self, secret_key: str) -> None:
+        self._secret = secret_key
+
+    def _serializer(self, scope: Scope) -> URLSafeTimedSerializer:
+        return URLSafeTimedSerializer(self._secret, salt=f"digest.{scope.value}")
+
+    def sign(self, scope: Scope, email: str) -> str:
+        return self._serializer(scope).dumps(email.lower())
+
+    def verify(self, scope: Scope, token: str, max_age: int | None = None) -> str:
+        """Return the email the token was made for; raise TokenError if it is not valid for ``scope``."""
+        age = max_age if max_age is not None else MAX_AGE[scope]
+        try:
+            value = self._serializer(scope).loads(token, max_age=age)
+        except SignatureExpired as err:
+            raise TokenError("link expired", expired=True) from err
+        except BadSignature as err:
+            raise TokenError("invalid link") from err
+        if not isinstance(value, str):
+            raise TokenError("invalid link")
+        return value
+
+
+@dataclass(frozen=True, slots=True)
+class PersonalLinks:
+    """The links one subscriber's email carries."""
+
+    preferences: str
+    unsubscribe: str
+    unsubscribe_mailto: str
+    archive: str
+
+
+class LinkBuilder:
+    """Builds the absolute, signed links for a subscriber from ``[site] base_url``."""
+
+    def __init__(self, base_url: str, signer: Signer, mailto: str) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.signer = signer
+        self.mailto = mailto
+
+    def confirm(self, email: str) -> str:
+        return f"{self.base_url}/confirm/{self.signer.sign(Scope.CONFIRM, email)}"
+
+    def preferences(self, email: str) -> str:
+        return f"{self.base_url}/preferences/{self.signer.sign(Scope.PREFERENCES, email)}"
+
+    def unsubscribe(self, email: str) -> str:
+        return f"{self.base_url}/unsubscribe/{self.signer.sign(Scope.UNSUBSCRIBE, email)}"
+
+    def archive(self, issue_key: str | None = None) -> str:
+        return f"{self.base_url}/archive/{quote(issue_key)}" if issue_key else f"{self.base_url}/archive"
+
+    def for_subscriber(self, email: str, issue_key: str | None = None) -> PersonalLinks:
+        token = self.signer.sign(Scope.UNSUBSCRIBE, email)
+        return PersonalLinks(
+            preferences=self.preferences(email),
+            unsubscribe=f"{self.base_url}/unsubscribe/{token}",
+            unsubscribe_mailto=f"mailto:{self.mailto}?subject=unsubscribe%20{token}",
+            archive=self.archive(issue_key),
+        )

@@ -1,0 +1,224 @@
+"""The typed values passed between pipeline stages: papers, topics, subscribers, issues, messages."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from datetime import date, datetime, time
+from enum import StrEnum
+
+OTHER_SECTION = "other"
+
+
+@dataclass(frozen=True, slots=True)
+class TopicAssignment:
+    """One topic given to one paper: the tagger's score and the evidence behind it."""
+
+    topic: str
+    score: float
+    why: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Paper:
+    """A paper as the pipeline knows it.
+
+    ``id`` is the arXiv id without version (``2403.12345``) where one is known, else a stable id derived
+    from the normalised title (``title:<hex>``). ``sources`` names every source that reported it.
+    ``topics`` is empty until the tagger has run.
+    """
+
+    id: str
+    title: str
+    abstract: str = ""
+    authors: tuple[str, ...] = ()
+    published: datetime | None = None
+    version: int | None = None
+    url: str | None = None
+    pdf_url: str | None = None
+    code_url: str | None = None
+    project_url: str | None = None
+    upvotes: int | None = None
+    ai_summary: str | None = None
+    ai_keywords: tuple[str, ...] = ()
+    categories: tuple[str, ...] = ()
+    sources: tuple[str, ...] = ()
+    first_seen: datetime | None = None
+    topics: tuple[TopicAssignment, ...] = ()
+
+    def with_topics(self, topics: tuple[TopicAssignment, ...]) -> Paper:
+        return replace(self, topics=topics)
+
+    @property
+    def topic_names(self) -> tuple[str, ...]:
+        return tuple(t.topic for t in self.topics)
+
+    @property
+    def link(self) -> str:
+        """The page a reader should land on: the given URL, else arXiv's abstract page."""
+        if self.url:
+            return self.url
+        if not self.id.startswith("title:"):
+            return f"https://arxiv.org/abs/{self.id}"
+        return ""
+
+
+class SubscriberStatus(StrEnum):
+    PENDING = "pending"
+    CONFIRMED = "confirmed"
+    UNSUBSCRIBED = "unsubscribed"
+    SUPPRESSED = "suppressed"
+
+
+class Frequency(StrEnum):
+    DAILY = "daily"
+    WEEKLY = "weekly"
+
+
+@dataclass(frozen=True, slots=True)
+class Subscriber:
+    """A reader and what they asked for.
+
+    With no ``topics``, ``keywords`` or ``authors`` the subscriber follows every topic. ``weekday``
+    (0 = Monday) is the day a weekly subscriber's issue is due.
+    """
+
+    email: str
+    name: str = ""
+    topics: tuple[str, ...] = ()
+    keywords: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    authors: tuple[str, ...] = ()
+    frequency: Frequency = Frequency.DAILY
+    send_at: time = time(8, 0)
+    tz: str = "UTC"
+    max_papers: int = 20
+    send_empty: bool = False
+    weekday: int = 0
+    status: SubscriberStatus = SubscriberStatus.CONFIRMED
+    paused: bool = False
+    id: int | None = None
+    created_at: datetime | None = None
+
+    @property
+    def follows_everything(self) -> bool:
+        return not (self.topics or self.keywords or self.authors)
+
+    @property
+    def active(self) -> bool:
+        return self.status is SubscriberStatus.CONFIRMED and not self.paused
+
+
+@dataclass(frozen=True, slots=True)
+class IssueEntry:
+    """One paper in an issue, with the one-line reason it was chosen for this reader."""
+
+    paper: Paper
+    reason: str
+    score: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class IssueSection:
+    """The papers of one topic (or ``other``) in an issue, best first."""
+
+    topic: str
+    label: str
+    entries: tuple[IssueEntry, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Issue:
+    """One subscriber's issue for one date: sections in the subscriber's order of topics."""
+
+    subscriber: Subscriber
+    date: date
+    sections: tuple[IssueSection, ...]
+    top_pick: IssueEntry | None = None
+    id: int | None = None
+    created_at: datetime | None = None
+
+    @property
+    def entries(self) -> tuple[IssueEntry, ...]:
+        return tuple(e for s in self.sections for e in s.entries)
+
+    @property
+    def paper_ids(self) -> tuple[str, ...]:
+        return tuple(e.paper.id for e in self.entries)
+
+    @property
+    def count(self) -> int:
+        return sum(len(s.entries) for s in self.sections)
+
+
+class DeliveryStatus(StrEnum):
+    """Life of a per-recipient delivery record: pending -> sending -> sent | failed | unknown."""
+
+    PENDING = "pending"
+    SENDING = "sending"
+    SENT = "sent"
+    FAILED = "failed"
+    UNKNOWN = "unknown"
+
+
+class Outcome(StrEnum):
+    """What a mailer learned about one message."""
+
+    DELIVERED = "delivered"  # accepted (SMTP 250, file written)
+    TRANSIENT = "transient"  # 4xx or connection failure before DATA: retry later
+    PERMANENT = "permanent"  # 5xx: do not retry; counts as a hard bounce
+    UNKNOWN = "unknown"  # connection lost after DATA was sent: may or may not have arrived
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """The per-recipient record that makes every send safe to re-run."""
+
+    id: int
+    issue_id: int
+    subscriber_id: int
+    status: DeliveryStatus
+    message_id: str
+    attempts: int = 0
+    last_error: str | None = None
+    next_attempt_at: datetime | None = None
+    sent_at: datetime | None = None
+    in_doubt: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class RenderedEmail:
+    """The two bodies of one email, before headers are added."""
+
+    subject: str
+    html: str
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class OutgoingMessage:
+    """A message ready for a mailer: envelope plus the complete RFC 5322 bytes."""
+
+    sender: str
+    recipient: str
+    message_id: str
+    data: bytes
+    delivery_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SendResult:
+    """A mailer's verdict on one message; ``detail`` is the server's reply or the error, one line."""
+
+    outcome: Outcome
+    detail: str = ""
+    retry_after: float | None = None
+
+
+@dataclass(slots=True)
+class FetchResult:
+    """What one source run produced: papers, plus what to remember for the next incremental run."""
+
+    source: str
+    papers: list[Paper] = field(default_factory=list)
+    state: dict[str, str] = field(default_factory=dict)
+    not_modified: bool = False
