@@ -1,0 +1,758 @@
+"""The command line: thin commands over the pipeline and the store (each docstring is its --help)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import sys
+import tempfile
+import webbrowser
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+from datetime import date, datetime
+from functools import wraps
+from pathlib import Path
+from typing import Any, TypeVar, cast
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import click
+from rich.console import Console
+from rich.logging import RichHandler
+
+from digest import __version__
+from digest.config import Settings, load_settings, parse_hhmm
+from digest.errors import DigestError, UsageError
+from digest.models import Frequency, Subscriber, SubscriberStatus
+
+F = TypeVar("F", bound=Callable[..., Any])
+err_console = Console(stderr=True)
+
+
+class App:
+    """What every command gets: the settings, and the store and pipeline built on first use."""
+
+    def __init__(self, config_path: str | None, verbose: int) -> None:
+        self.config_path = config_path
+        self.verbose = verbose
+        self._settings: Settings | None = None
+        self._pipeline: Any = None
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            self._settings = load_settings(self.config_path)
+            _setup_logging(self._settings.logging.level, self.verbose)
+        return self._settings
+
+    @property
+    def pipeline(self) -> Any:
+        if self._pipeline is None:
+            from digest.pipeline import Pipeline
+            from digest.store import Store
+
+            self._pipeline = Pipeline(self.settings, Store(self.settings.database.url))
+        return self._pipeline
+
+    @property
+    def store(self) -> Any:
+        return self.pipeline.store
+
+
+def _setup_logging(level: str, verbose: int) -> None:
+    chosen = "DEBUG" if verbose > 0 else level
+    root = logging.getLogger()
+    if not any(isinstance(h, RichHandler) for h in root.handlers):
+        handler = RichHandler(console=err_console, show_path=False, show_time=True, markup=False,
+                              rich_tracebacks=False)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        root.addHandler(handler)
+    root.setLevel(chosen)
+    for noisy in ("httpx", "httpcore", "cssutils", "CSSUTILS", "alembic", "apscheduler.executors.default"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(chosen)))
+
+
+def handle_errors(func: F) -> F:
+    """Turn DigestError into one line on stderr and the SPEC's exit code; never a traceback."""
+
+    @wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except DigestError as err:
+            click.echo(f"error: {err}", err=True)
+            sys.exit(err.exit_code)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            sys.exit(130)
+
+    return cast(F, wrapper)
+
+
+pass_app = click.make_pass_decorator(App)
+
+
+def _parse_date(value: str | None) -> date | None:
+    if value is None:
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError as err:
+        raise UsageError(f"invalid date {value!r}: expected YYYY-MM-DD") from err
+
+
+def _split(value: str | None, sep: str = ",") -> tuple[str, ...]:
+    if not value:
+        return ()
+    return tuple(part.strip() for part in value.split(sep) if part.strip())
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
+              help="Config file (default: $DIGEST_CONFIG, else ./config/digest.toml, else built-in defaults).")
+@click.option("-v", "--verbose", count=True, help="More log output (debug).")
+@click.version_option(__version__, prog_name="digest")
+@click.pass_context
+def cli(ctx: click.Context, config_path: str | None, verbose: int) -> None:
+    """Personal email digests of new machine-learning papers, grouped by topic.
+
+    \b
+    Example (the whole job once, on the built-in demo):
+      digest run
+      ls var/outbox/
+    """
+    ctx.obj = App(config_path, verbose)
+
+
+# ---- fetch / tag --------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--source", "sources", multiple=True, metavar="NAME",
+              help="Only this source (repeatable): seed, hf_daily, hf_papers, arxiv, arxiv_rss.")
+@click.option("--date", "day", metavar="YYYY-MM-DD", help="The listing day to fetch (default: the latest).")
+@pass_app
+@handle_errors
+def fetch(app: App, sources: tuple[str, ...], day: str | None) -> None:
+    """Pull new listings from the enabled sources into the store, then tag them.
+
+    Prints one line per source: source=NAME new=N updated=N errors=N. Exits 1 only if every
+    source failed.
+
+    \b
+    Example:
+      digest fetch --source hf_daily --date 2026-08-18
+    """
+    summaries = app.pipeline.fetch(list(sources) or None, _parse_date(day))
+    for s in summaries:
+        click.echo(s.line())
+        if s.errors:
+            click.echo(f"error: {s.source}: {s.reason}", err=True)
+    if summaries and all(s.errors for s in summaries):
+        sys.exit(1)
+
+
+@cli.command()
+@click.option("--input", "input_path", metavar="F.jsonl", help="Classify this JSONL file ('-' = stdin).")
+@click.option("--output", "output_path", metavar="F.jsonl", default="-", show_default=True,
+              help="Where to write the results ('-' = stdout).")
+@click.option("--all", "retag_all", is_flag=True, help="Re-tag every stored paper (after editing topics).")
+@pass_app
+@handle_errors
+def tag(app: App, input_path: str | None, output_path: str, retag_all: bool) -> None:
+    """Tag papers with topics.
+
+    With --input, classify one JSON object per line ({"id","title","abstract"}) and write
+    {"id","topics","scores","why"} per line, in input order. Without it, tag the stored papers that
+    are not tagged yet.
+
+    \b
+    Example:
+      digest tag --input papers.jsonl --output tagged.jsonl
+    """
+    if input_path is None:
+        if retag_all:
+            app.store.mark_all_untagged()
+        click.echo(f"tagged={app.pipeline.tag_pending()}")
+        return
+    from digest.tagger import Tagger
+    from digest.tagger_eval import tag_jsonl
+
+    tagger = Tagger(app.settings.enabled_topics)
+    with _open_in(input_path) as src, _open_out(output_path) as dst:
+        for line in tag_jsonl(tagger, src):
+            dst.write(line + "\n")
+
+
+@contextmanager
+def _open_in(path: str) -> Iterator[Any]:
+    if path == "-":
+        yield sys.stdin
+        return
+    try:
+        fh = open(path, encoding="utf-8")
+    except OSError as err:
+        raise UsageError(f"cannot read {path}: {err.strerror}") from err
+    with fh:
+        yield fh
+
+
+@contextmanager
+def _open_out(path: str) -> Iterator[Any]:
+    if path == "-":
+        yield sys.stdout
+        return
+    try:
+        fh = open(path, "w", encoding="utf-8")
+    except OSError as err:
+        raise UsageError(f"cannot write {path}: {err.strerror}") from err
+    with fh:
+        yield fh
+
+
+@cli.command("tagger-eval")
+@click.option("--labels", "labels_path", required=True, metavar="F.jsonl",
+              help="Labelled papers: {\"id\",\"title\",\"abstract\",\"topics\":[...]} per line.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@pass_app
+@handle_errors
+def tagger_eval(app: App, labels_path: str, as_json: bool) -> None:
+    """Measure the tagger: per-topic precision, recall, F1 and the macro-F1.
+
+    The last line is macro_f1=0.NNN.
+
+    \b
+    Example:
+      digest tagger-eval --labels tests/fixtures/labels/seed_topics.jsonl
+    """
+    from digest.tagger import Tagger
+    from digest.tagger_eval import evaluate, format_report, load_labelled, report_json
+
+    report = evaluate(Tagger(app.settings.enabled_topics), load_labelled(Path(labels_path)))
+    if as_json:
+        click.echo(json.dumps(report_json(report)))
+        click.echo(f"macro_f1={report.macro_f1:.3f}")
+    else:
+        click.echo(format_report(report))
+
+
+# ---- subscribers --------------------------------------------------------------------------------
+
+
+@cli.group()
+def subscribers() -> None:
+    """Manage subscribers: add, update, remove, list, import.
+
+    \b
+    Example:
+      digest subscribers add ada@example.org --topics pruning,nas --tz Europe/London
+    """
+
+
+def _subscriber_options(func: F) -> F:
+    options = [
+        click.option("--name", default=None, help="Display name."),
+        click.option("--topics", default=None, help="Comma-separated topic names (see config)."),
+        click.option("--keywords", default=None, help="Comma-separated words that qualify a paper."),
+        click.option("--authors", default=None, help='Followed authors, ";"-separated: "A B;C D".'),
+        click.option("--exclude", default=None, help="Comma-separated words that disqualify a paper."),
+        click.option("--frequency", type=click.Choice(["daily", "weekly"]), default=None),
+        click.option("--send-at", "send_at", default=None, metavar="HH:MM", help="Local send time."),
+        click.option("--tz", default=None, metavar="Area/City", help="IANA time zone."),
+        click.option("--max-papers", "max_papers", type=int, default=None, help="Papers per issue at most."),
+        click.option("--weekday", type=click.IntRange(0, 6), default=None,
+                     help="Weekly issue day, 0 = Monday."),
+        click.option("--send-empty/--no-send-empty", "send_empty", default=None,
+                     help="Send an issue even when nothing new matched."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def validate_email(address: str) -> str:
+    from email_validator import EmailNotValidError
+    from email_validator import validate_email as _validate
+
+    try:
+        return _validate(address.strip(), check_deliverability=False).normalized.lower()
+    except EmailNotValidError as err:
+        raise UsageError(f"invalid email address {address!r}: {err}") from err
+
+
+def apply_preferences(settings: Settings, sub: Subscriber, **opts: Any) -> Subscriber:
+    """Validate and apply subscriber options given on the command line or in a CSV row."""
+    changes: dict[str, Any] = {}
+    if opts.get("name") is not None:
+        changes["name"] = opts["name"].strip()
+    if opts.get("topics") is not None:
+        topics = opts["topics"] if isinstance(opts["topics"], tuple) else _split(opts["topics"])
+        unknown = [t for t in topics if t not in settings.enabled_topics]
+        if unknown:
+            known = ", ".join(settings.enabled_topics)
+            raise UsageError(f"unknown topic {unknown[0]!r} (known: {known})")
+        changes["topics"] = topics
+    for key, sep in (("keywords", ","), ("exclude", ","), ("authors", ";")):
+        if opts.get(key) is not None:
+            value = opts[key]
+            changes[key] = value if isinstance(value, tuple) else _split(value, sep)
+    if opts.get("frequency"):
+        try:
+            changes["frequency"] = Frequency(opts["frequency"])
+        except ValueError as err:
+            raise UsageError(f"invalid frequency {opts['frequency']!r}: expected daily or weekly") from err
+    if opts.get("send_at"):
+        try:
+            changes["send_at"] = parse_hhmm(opts["send_at"])
+        except ValueError as err:
+            raise UsageError(str(err)) from err
+    if opts.get("tz"):
+        try:
+            ZoneInfo(opts["tz"])
+        except (ZoneInfoNotFoundError, ValueError) as err:
+            raise UsageError(f"unknown time zone {opts['tz']!r}: use an IANA name like Europe/Paris") from err
+        changes["tz"] = opts["tz"]
+    if opts.get("max_papers") is not None:
+        if not 1 <= int(opts["max_papers"]) <= 200:
+            raise UsageError("--max-papers must be between 1 and 200")
+        changes["max_papers"] = int(opts["max_papers"])
+    if opts.get("weekday") is not None:
+        changes["weekday"] = int(opts["weekday"])
+    if opts.get("send_empty") is not None:
+        changes["send_empty"] = bool(opts["send_empty"])
+    return replace(sub, **changes)
+
+
+def new_subscriber(settings: Settings, email: str) -> Subscriber:
+    return Subscriber(email=validate_email(email), max_papers=settings.selection.max_papers,
+                      weekday=settings.selection.weekly_weekday)
+
+
+@subscribers.command("add")
+@click.argument("email")
+@_subscriber_options
+@pass_app
+@handle_errors
+def subscribers_add(app: App, email: str, **opts: Any) -> None:
+    """Add a confirmed subscriber.
+
+    Without --topics, --keywords and --authors they follow every topic; with any of them, exactly
+    what is named. Invalid address, unknown topic or time zone: exit 2.
+
+    \b
+    Example:
+      digest subscribers add ada@example.org --topics pruning,nas --keywords "low-rank" \\
+          --authors "Song Han;Yann LeCun" --frequency weekly --send-at 07:30 --tz Europe/London
+    """
+    sub = apply_preferences(app.settings, new_subscriber(app.settings, email), **opts)
+    stored = app.store.add_subscriber(sub)
+    click.echo(f"added {stored.email} topics={','.join(stored.topics) or '(all)'}")
+
+
+@subscribers.command("update")
+@click.argument("email")
+@_subscriber_options
+@click.option("--status", type=click.Choice([s.value for s in SubscriberStatus]), default=None)
+@click.option("--pause/--resume", "paused", default=None, help="Stop or restart sending for now.")
+@pass_app
+@handle_errors
+def subscribers_update(app: App, email: str, status: str | None, paused: bool | None, **opts: Any) -> None:
+    """Change a subscriber's preferences; options not given stay as they are.
+
+    \b
+    Example:
+      digest subscribers update ada@example.org --topics diffusion --max-papers 10
+    """
+    sub = app.store.get_subscriber(validate_email(email))
+    if sub is None:
+        raise UsageError(f"no subscriber {email}")
+    sub = apply_preferences(app.settings, sub, **opts)
+    if status is not None:
+        sub = replace(sub, status=SubscriberStatus(status))
+    if paused is not None:
+        sub = replace(sub, paused=paused)
+    app.store.save_subscriber(sub)
+    click.echo(f"updated {sub.email}")
+
+
+@subscribers.command("remove")
+@click.argument("email")
+@pass_app
+@handle_errors
+def subscribers_remove(app: App, email: str) -> None:
+    """Delete a subscriber and their issue history.
+
+    \b
+    Example:
+      digest subscribers remove ada@example.org
+    """
+    if not app.store.remove_subscriber(email.strip().lower()):
+        raise UsageError(f"no subscriber {email}")
+    click.echo(f"removed {email}")
+
+
+def subscriber_json(sub: Subscriber) -> dict[str, Any]:
+    return {
+        "email": sub.email, "name": sub.name, "status": sub.status.value, "paused": sub.paused,
+        "topics": list(sub.topics), "keywords": list(sub.keywords), "exclude": list(sub.exclude),
+        "authors": list(sub.authors), "frequency": sub.frequency.value, "weekday": sub.weekday,
+        "send_at": sub.send_at.strftime("%H:%M"), "tz": sub.tz, "max_papers": sub.max_papers,
+        "send_empty": sub.send_empty,
+    }
+
+
+@subscribers.command("list")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@pass_app
+@handle_errors
+def subscribers_list(app: App, as_json: bool) -> None:
+    """List subscribers.
+
+    \b
+    Example:
+      digest subscribers list --json | jq -r .email
+    """
+    for sub in app.store.iter_subscribers():
+        if as_json:
+            click.echo(json.dumps(subscriber_json(sub)))
+        else:
+            topics = ",".join(sub.topics) or "(all topics)"
+            extra = f" keywords={','.join(sub.keywords)}" if sub.keywords else ""
+            click.echo(f"{sub.email}\t{sub.status.value}\t{sub.frequency.value} {sub.send_at:%H:%M} {sub.tz}\t"
+                       f"{topics}{extra}")
+
+
+CSV_FIELDS = ("email", "name", "topics", "keywords", "exclude", "authors", "frequency", "send_at", "tz",
+              "max_papers")
+
+
+@subscribers.command("import")
+@click.argument("csv_path", metavar="F.csv", type=click.Path(dir_okay=False))
+@pass_app
+@handle_errors
+def subscribers_import(app: App, csv_path: str) -> None:
+    """Add or update subscribers from a CSV file.
+
+    Header: email,name,topics,keywords,exclude,authors,frequency,send_at,tz,max_papers (only
+    email required; lists separated by ";"). Valid rows are imported; each invalid row is reported
+    with its line number and the command exits 2.
+
+    \b
+    Example:
+      digest subscribers import people.csv
+    """
+    try:
+        fh = open(csv_path, encoding="utf-8-sig", newline="")
+    except OSError as err:
+        raise UsageError(f"cannot read {csv_path}: {err.strerror}") from err
+    added = updated = 0
+    problems: list[str] = []
+    with fh:
+        reader = csv.DictReader(fh)
+        header = [h.strip() for h in (reader.fieldnames or [])]
+        if "email" not in header:
+            raise UsageError(f"{csv_path}: the header must have an 'email' column")
+        unknown = [h for h in header if h not in CSV_FIELDS]
+        if unknown:
+            raise UsageError(f"{csv_path}: unknown column {unknown[0]!r} (allowed: {','.join(CSV_FIELDS)})")
+        for row in reader:
+            line = reader.line_num
+            row = {(k or "").strip(): (v or "").strip() for k, v in row.items()}
+            try:
+                email = validate_email(row.get("email", ""))
+                existing = app.store.get_subscriber(email)
+                opts = {
+                    "name": row.get("name") or None,
+                    "topics": _split(row.get("topics"), ";") or None,
+                    "keywords": _split(row.get("keywords"), ";") or None,
+                    "exclude": _split(row.get("exclude"), ";") or None,
+                    "authors": _split(row.get("authors"), ";") or None,
+                    "frequency": row.get("frequency") or None, "send_at": row.get("send_at") or None,
+                    "tz": row.get("tz") or None,
+                    "max_papers": int(row["max_papers"]) if row.get("max_papers") else None,
+                }
+                base = existing or new_subscriber(app.settings, email)
+                sub = apply_preferences(app.settings, base, **opts)
+                if existing:
+                    app.store.save_subscriber(sub)
+                    updated += 1
+                else:
+                    app.store.add_subscriber(sub)
+                    added += 1
+            except (UsageError, ValueError) as err:
+                problems.append(f"{csv_path}:{line}: {err}")
+    for problem in problems:
+        click.echo(f"error: {problem}", err=True)
+    click.echo(f"added={added} updated={updated} invalid={len(problems)}")
+    if problems:
+        sys.exit(2)
+
+
+# ---- papers -------------------------------------------------------------------------------------
+
+
+@cli.group()
+def papers() -> None:
+    """Look at the papers in the store.
+
+    \b
+    Example:
+      digest papers list --topic diffusion
+    """
+
+
+@papers.command("list")
+@click.option("--since", metavar="YYYY-MM-DD", help="Only papers first seen on or after this day (UTC).")
+@click.option("--topic", metavar="T", help="Only papers tagged with this topic.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@pass_app
+@handle_errors
+def papers_list(app: App, since: str | None, topic: str | None, as_json: bool) -> None:
+    """List stored papers, newest first.
+
+    \b
+    Example:
+      digest papers list --since 2026-08-18 --json
+    """
+    from datetime import UTC
+
+    day = _parse_date(since)
+    start = datetime(day.year, day.month, day.day, tzinfo=UTC) if day else None
+    if topic is not None and topic not in app.settings.topics:
+        raise UsageError(f"unknown topic {topic!r}")
+    for p in app.store.list_papers(since=start, topic=topic):
+        if as_json:
+            click.echo(json.dumps({
+                "id": p.id, "title": p.title, "topics": list(p.topic_names), "sources": list(p.sources),
+                "authors": list(p.authors), "url": p.link, "upvotes": p.upvotes, "version": p.version,
+                "first_seen": p.first_seen.isoformat() if p.first_seen else None,
+                "why": {a.topic: list(a.why) for a in p.topics},
+            }))
+        else:
+            click.echo(f"{p.id}\t{','.join(p.topic_names) or '-'}\t{p.title}")
+
+
+# ---- preview / send / run -----------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--subscriber", "email", required=True, metavar="EMAIL")
+@click.option("--date", "day", metavar="YYYY-MM-DD", help="Issue date (default: today); a past date "
+              "shows exactly what was sent then.")
+@click.option("--format", "fmt", type=click.Choice(["html", "text", "eml"]), default="html", show_default=True)
+@click.option("--out", "out_path", metavar="F", help="Write to this file instead of stdout.")
+@click.option("--open", "open_browser", is_flag=True, help="Open the HTML in the default browser.")
+@pass_app
+@handle_errors
+def preview(app: App, email: str, day: str | None, fmt: str, out_path: str | None, open_browser: bool) -> None:
+    """Build a subscriber's issue without sending or recording anything.
+
+    \b
+    Example:
+      digest preview --subscriber ada@example.org --format html --out issue.html --open
+    """
+    pipeline = app.pipeline
+    sub = app.store.get_subscriber(validate_email(email))
+    if sub is None:
+        raise UsageError(f"no subscriber {email}")
+    issue_date = _parse_date(day) or pipeline.clock().date()
+    issue = pipeline.preview_issue(sub, issue_date)
+    message_id = pipeline.message_id(issue.id or 0, sub.email)
+    if fmt == "eml":
+        content: str | bytes = pipeline.render_message(issue, message_id, pipeline.clock()).data
+    else:
+        links = pipeline.links.for_subscriber(sub.email, str(issue.id) if issue.id else None)
+        rendered = pipeline.renderer.render(issue, links, full_issue_url=links.archive)
+        content = rendered.html if fmt == "html" else rendered.text
+    if open_browser and out_path is None:
+        suffix = {"html": ".html", "text": ".txt", "eml": ".eml"}[fmt]
+        out_path = tempfile.NamedTemporaryFile(prefix="digest-preview-", suffix=suffix, delete=False).name
+    if out_path:
+        data = content if isinstance(content, bytes) else content.encode("utf-8")
+        try:
+            Path(out_path).write_bytes(data)
+        except OSError as err:
+            raise UsageError(f"cannot write {out_path}: {err.strerror}") from err
+        click.echo(f"wrote {out_path} ({issue.count} papers)", err=True)
+        if open_browser:
+            webbrowser.open(Path(out_path).resolve().as_uri())
+    else:
+        click.echo(content.decode("utf-8") if isinstance(content, bytes) else content)
+
+
+class _RichProgress:
+    """A rich progress bar on a terminal; silent otherwise (cron, CI, pipes)."""
+
+    def __init__(self) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+        self.enabled = err_console.is_terminal
+        self._bar = Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
+                             TimeRemainingColumn(), console=err_console, transient=True)
+        self._task: Any = None
+
+    def start(self, total: int | None) -> None:
+        if self.enabled:
+            self._bar.start()
+            self._task = self._bar.add_task("sending", total=total)
+
+    def advance(self, n: int = 1) -> None:
+        if self._task is not None:
+            self._bar.advance(self._task, n)
+
+    def stop(self) -> None:
+        if self._task is not None:
+            self._bar.stop()
+
+
+def _run_send(app: App, day: str | None, email: str | None, dry_run: bool, retry_unknown: bool = False) -> None:
+    pipeline = app.pipeline
+    issue_date = _parse_date(day)
+    if email is not None:
+        email = validate_email(email)
+    if retry_unknown:
+        requeued = app.store.requeue_unknown(issue_date)
+        click.echo(f"requeued {requeued} deliveries of unknown outcome", err=True)
+    progress = _RichProgress()
+    try:
+        summary = pipeline.send(issue_date, only=email, dry_run=dry_run, progress=progress)
+    finally:
+        progress.stop()
+    if dry_run:
+        for address, count in summary.planned:
+            click.echo(f"would send {count} papers to {address}")
+        click.echo(f"would_send={len(summary.planned)} (dry run: nothing sent or recorded)")
+    elif summary.deferred or summary.unknown:
+        click.echo(f"deferred={summary.deferred} unknown={summary.unknown}")
+    click.echo(summary.line())
+    if summary.failed:
+        sys.exit(1)
+
+
+@cli.command()
+@click.option("--dry-run", is_flag=True, help="Show who would get what; send and record nothing.")
+@click.option("--subscriber", "email", metavar="EMAIL", help="Only this subscriber.")
+@click.option("--date", "day", metavar="YYYY-MM-DD", help="Issue date (default: today, UTC).")
+@click.option("--retry-unknown", is_flag=True,
+              help="Also resend messages whose outcome is unknown (same Message-ID).")
+@pass_app
+@handle_errors
+def send(app: App, dry_run: bool, email: str | None, day: str | None, retry_unknown: bool) -> None:
+    """Build and deliver the issue dated D to every subscriber due that day.
+
+    Daily subscribers are due every day, weekly ones on their weekday; the hour is the daemon's
+    business. Safe to re-run and to kill at any moment: a re-run delivers only what was not
+    delivered. Last line: sent=N skipped=N failed=N (exit 1 if any failed).
+
+    \b
+    Example:
+      digest send --dry-run
+      digest send --date 2026-08-18
+    """
+    _run_send(app, day, email, dry_run, retry_unknown)
+
+
+@cli.command()
+@click.option("--date", "day", metavar="YYYY-MM-DD", help="Issue date and listing day (default: today).")
+@pass_app
+@handle_errors
+def run(app: App, day: str | None) -> None:
+    """Fetch, tag and send once.
+
+    \b
+    Example:
+      digest run && ls var/outbox/
+    """
+    summaries = app.pipeline.fetch(None, None)
+    for s in summaries:
+        click.echo(s.line())
+        if s.errors:
+            click.echo(f"error: {s.source}: {s.reason}", err=True)
+    _run_send(app, day, None, False)
+    if app.settings.mailer.backend == "file":
+        click.echo(f"outbox: {Path(app.settings.mailer.path).resolve()}", err=True)
+
+
+# ---- status -------------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the status as one JSON object.")
+@pass_app
+@handle_errors
+def status(app: App, as_json: bool) -> None:
+    """Show last fetch per source, last send and its counts, next runs, who is due, failures.
+
+    \b
+    Example:
+      digest status --json
+    """
+    from digest.status import collect_status, format_status
+
+    report = collect_status(app.pipeline)
+    click.echo(json.dumps(report, default=str) if as_json else format_status(report))
+
+
+# ---- long-running and tools ---------------------------------------------------------------------
+
+
+@cli.command()
+@pass_app
+@handle_errors
+def daemon(app: App) -> None:
+    """Run the scheduler: fetch on its schedule, send at each subscriber's local time.
+
+    Stops cleanly on SIGTERM or SIGINT. Run exactly one daemon per database.
+
+    \b
+    Example:
+      digest --config config/digest.toml daemon
+    """
+    from digest.scheduler import run_daemon
+
+    sys.exit(run_daemon(app.pipeline))
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+@pass_app
+@handle_errors
+def serve(app: App, host: str, port: int) -> None:
+    """Serve the web app: subscribe, confirm, preferences, unsubscribe, archive.
+
+    \b
+    Example:
+      digest serve --host 0.0.0.0 --port 8000
+    """
+    from digest.web import serve as serve_app
+
+    serve_app(app.pipeline, host, port)
+
+
+@cli.command()
+@click.option("--subscribers", "n_subscribers", default=10_000, show_default=True, type=int)
+@click.option("--papers", "n_papers", default=300, show_default=True, type=int)
+@click.option("--only", type=click.Choice(["render", "send", "memory", "tagger"]), multiple=True,
+              help="Run only these parts (repeatable).")
+@pass_app
+@handle_errors
+def bench(app: App, n_subscribers: int, n_papers: int, only: tuple[str, ...]) -> None:
+    """Run the benchmarks and print figures; the last lines are key=value.
+
+    \b
+    Example:
+      digest bench --subscribers 100000
+    """
+    from digest.bench import run_bench
+
+    run_bench(app.settings, n_subscribers=n_subscribers, n_papers=n_papers, parts=list(only) or None)
+
+
+def main() -> None:
+    cli(prog_name="digest")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,412 @@
+"""The only module that wires the stages together: fetch -> store -> tag -> select -> render -> send."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from functools import cached_property
+
+import httpx
+
+from digest.config import Settings
+from digest.errors import DigestError, SourceError, UsageError
+from digest.links import LinkBuilder, Signer
+from digest.mail import Mailer, build_mailer
+from digest.models import (
+    Delivery,
+    DeliveryStatus,
+    Issue,
+    Outcome,
+    OutgoingMessage,
+    Paper,
+    SendResult,
+    Subscriber,
+    SubscriberStatus,
+)
+from digest.selection import SelectionContext, is_due, select, window_start
+from digest.store import Store
+from digest.tagger import Tagger
+
+log = logging.getLogger("digest")
+
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class FetchSummary:
+    source: str
+    new: int = 0
+    updated: int = 0
+    errors: int = 0
+    reason: str = ""
+    not_modified: bool = False
+
+    def line(self) -> str:
+        return f"source={self.source} new={self.new} updated={self.updated} errors={self.errors}"
+
+
+@dataclass(slots=True)
+class SendSummary:
+    sent: int = 0
+    skipped: int = 0
+    failed: int = 0
+    deferred: int = 0
+    unknown: int = 0
+    in_doubt: int = 0
+    planned: list[tuple[str, int]] = field(default_factory=list)
+
+    def line(self) -> str:
+        return f"sent={self.sent} skipped={self.skipped} failed={self.failed}"
+
+
+class Progress:
+    """What the send loop reports as it goes; the CLI plugs a rich progress bar in."""
+
+    def start(self, total: int | None) -> None: ...
+
+    def advance(self, n: int = 1) -> None: ...
+
+
+class Pipeline:
+    """One configured instance of the service: settings, store, mailer and clock, injected."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        mailer: Mailer | None = None,
+        clock: Clock = utc_now,
+        http_client: httpx.Client | None = None,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self._mailer = mailer
+        self.clock = clock
+        self._http_client = http_client
+        self.stop_requested = threading.Event()
+
+    # ---- wiring ---------------------------------------------------------------------------------
+
+    @cached_property
+    def tagger(self) -> Tagger:
+        return Tagger(self.settings.enabled_topics)
+
+    @cached_property
+    def labels(self) -> dict[str, str]:
+        return {name: spec.label or name for name, spec in self.settings.enabled_topics.items()}
+
+    @cached_property
+    def selection_context(self) -> SelectionContext:
+        sel = self.settings.selection
+        return SelectionContext(labels=self.labels, include_other=sel.include_other,
+                                daily_window_days=sel.daily_window_days)
+
+    @cached_property
+    def links(self) -> LinkBuilder:
+        site = self.settings.site
+        mailto = site.unsubscribe_mailto or _address_of(site.sender)
+        return LinkBuilder(site.base_url, Signer(self.settings.secret_key), mailto)
+
+    @cached_property
+    def renderer(self):  # type: ignore[no-untyped-def]
+        from digest.render import Renderer
+
+        return Renderer(self.settings)
+
+    @property
+    def mailer(self) -> Mailer:
+        if self._mailer is None:
+            self._mailer = build_mailer(self.settings)
+        return self._mailer
+
+    # ---- fetch and tag --------------------------------------------------------------------------
+
+    def fetch(self, names: list[str] | None = None, day: date | None = None) -> list[FetchSummary]:
+        """Run each enabled source (or those named); a failing source is recorded and the rest go on."""
+        from digest.sources import build_sources
+
+        client = self._http_client or httpx.Client(
+            headers={"User-Agent": self.settings.user_agent}, follow_redirects=True,
+            timeout=httpx.Timeout(30.0),
+        )
+        try:
+            sources = build_sources(self.settings, client, names)
+            summaries = [self._fetch_one(source, day) for source in sources]
+        finally:
+            if self._http_client is None:
+                client.close()
+        self.tag_pending()
+        return summaries
+
+    def _fetch_one(self, source, day: date | None) -> FetchSummary:  # type: ignore[no-untyped-def]
+        name = source.name
+        try:
+            result = source.fetch(day, self.store.source_state(name))
+        except SourceError as err:
+            log.warning("fetch failed source=%s reason=%s", name, err.reason)
+            self.store.record_fetch(name, ok=False, error=err.reason, now=self.clock())
+            return FetchSummary(name, errors=1, reason=err.reason)
+        except DigestError as err:
+            log.warning("fetch failed source=%s reason=%s", name, err)
+            self.store.record_fetch(name, ok=False, error=str(err), now=self.clock())
+            return FetchSummary(name, errors=1, reason=str(err))
+        new, updated = self.store.upsert_papers(result.papers, now=self.clock())
+        self.store.record_fetch(name, ok=True, new=new, updated=updated, state=result.state, now=self.clock())
+        log.info("fetched source=%s papers=%d new=%d updated=%d%s", name, len(result.papers), new, updated,
+                 " (not modified)" if result.not_modified else "")
+        return FetchSummary(name, new=new, updated=updated, not_modified=result.not_modified)
+
+    def tag_pending(self) -> int:
+        """Tag every stored paper that has not been tagged since its text last changed."""
+        papers = self.store.papers_needing_tags()
+        tagged = [self.tagger.tag_paper(p) for p in papers]
+        return self.store.save_tags(tagged, now=self.clock())
+
+    # ---- issues ---------------------------------------------------------------------------------
+
+    def _candidate_papers(self, now: datetime) -> list[Paper]:
+        days = max(7, self.settings.selection.daily_window_days)
+        return self.store.list_papers(since=now - timedelta(days=days))
+
+    def build_issue(
+        self, sub: Subscriber, issue_date: date, now: datetime, papers: list[Paper] | None = None
+    ) -> Issue:
+        """Select ``sub``'s issue as it would be built now (pure apart from reading the store)."""
+        if sub.id is None:
+            received: set[str] = set()
+            last = None
+        else:
+            received = self.store.received_paper_ids(sub.id, exclude_date=issue_date)
+            last = self.store.last_issue_time(sub.id, before=issue_date)
+        since = window_start(sub, now, last, self.selection_context)
+        pool = papers if papers is not None else self._candidate_papers(now)
+        return select(pool, sub, received, now, issue_date, self.selection_context, since=since)
+
+    def preview_issue(self, sub: Subscriber, issue_date: date) -> Issue:
+        """The issue stored for that date if one was built (exactly what was sent), else a fresh one."""
+        if sub.id is not None:
+            stored = self.store.find_issue(sub.id, issue_date, self.labels)
+            if stored is not None:
+                return stored
+        return self.build_issue(sub, issue_date, self.clock())
+
+    def message_id(self, issue_id: int, email: str) -> str:
+        from digest.message import make_message_id
+
+        return make_message_id(issue_id, email, _domain_of(self.settings.site.sender), self.settings.secret_key)
+
+    def render_message(self, issue: Issue, message_id: str, now: datetime) -> OutgoingMessage:
+        from digest.message import build_message, list_id_for
+
+        sub = issue.subscriber
+        key = str(issue.id) if issue.id is not None else None
+        links = self.links.for_subscriber(sub.email, key)
+        rendered = self.renderer.render(issue, links, full_issue_url=links.archive)
+        data = build_message(rendered, sender=self.settings.site.sender, recipient=sub.email,
+                             message_id=message_id, date=now, list_id=list_id_for(self.settings), links=links)
+        return OutgoingMessage(sender=_address_of(self.settings.site.sender), recipient=sub.email,
+                               message_id=message_id, data=data)
+
+    def due_subscribers(self, issue_date: date, only: str | None = None) -> Iterator[Subscriber]:
+        if only is not None:
+            sub = self.store.get_subscriber(only)
+            if sub is None:
+                raise UsageError(f"no subscriber {only}")
+            if sub.active and is_due(sub, issue_date):
+                yield sub
+            return
+        for sub in self.store.iter_subscribers(status=SubscriberStatus.CONFIRMED,
+                                               batch_size=self.settings.delivery.batch_size):
+            if not sub.paused and is_due(sub, issue_date):
+                yield sub
+
+    # ---- send -----------------------------------------------------------------------------------
+
+    def send(
+        self,
+        issue_date: date | None = None,
+        only: str | None = None,
+        dry_run: bool = False,
+        progress: Progress | None = None,
+        subscribers: Callable[[], Iterator[Subscriber]] | None = None,
+    ) -> SendSummary:
+        """Build and deliver the issue dated ``issue_date`` to every subscriber due on it.
+
+        Safe to re-run and to kill at any moment: each subscriber's issue and delivery record are
+        written before the message is handed over and updated after, so a re-run sends only what
+        was not delivered. ``subscribers`` narrows who is considered (the daemon passes those whose
+        local send time has come).
+        """
+        now = self.clock()
+        issue_date = issue_date or now.date()
+        summary = SendSummary()
+        progress = progress or Progress()
+        if dry_run:
+            return self._dry_run(issue_date, only, now, summary)
+
+        run_id = self.store.start_send_run(issue_date, now)
+        recovered = self.store.recover_interrupted(now, self.settings.delivery.resend_in_doubt)
+        if recovered:
+            log.warning("recovered %d deliveries interrupted while sending (in doubt)", recovered)
+        targets = subscribers() if subscribers is not None else self.due_subscribers(issue_date, only)
+        only_id = self._build_issues(targets, issue_date, now, summary, only)
+        progress.start(self.store.delivery_counts(issue_date).get(DeliveryStatus.PENDING.value))
+        self._deliver(issue_date, only_id, summary, progress)
+        self.store.finish_send_run(run_id, self.clock(), summary.sent, summary.skipped, summary.failed)
+        log.info("send done date=%s %s deferred=%d unknown=%d", issue_date, summary.line(), summary.deferred,
+                 summary.unknown)
+        return summary
+
+    def _build_issues(
+        self, targets: Iterator[Subscriber], issue_date: date, now: datetime, summary: SendSummary,
+        only: str | None,
+    ) -> int | None:
+        papers: list[Paper] | None = None
+        only_id: int | None = None
+        for sub in targets:
+            if self.stop_requested.is_set():
+                break
+            assert sub.id is not None
+            if only is not None:
+                only_id = sub.id
+            existing = self.store.issue_id_for(sub.id, issue_date)
+            if existing is not None:
+                delivery = self.store.delivery_for_issue(existing)
+                if delivery is not None and delivery.status is not DeliveryStatus.PENDING:
+                    summary.skipped += 1
+                continue
+            if papers is None:
+                papers = self._candidate_papers(now)
+            issue = self.build_issue(sub, issue_date, now, papers)
+            if issue.count == 0 and not sub.send_empty:
+                log.info("no issue subscriber=%s reason=nothing new matches their preferences", sub.email)
+                summary.skipped += 1
+                continue
+            email = sub.email
+            self.store.create_issue(issue, subject="", message_id=lambda i, e=email: self.message_id(i, e),
+                                    now=now)
+        return only_id
+
+    def _deliver(self, issue_date: date, only_id: int | None, summary: SendSummary, progress: Progress) -> None:
+        worker = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        cfg = self.settings.delivery
+        lock = threading.Lock()
+
+        def one(delivery: Delivery) -> None:
+            if self.stop_requested.is_set():
+                return
+            status = self._deliver_one(delivery, worker)
+            with lock:
+                if status is DeliveryStatus.SENT:
+                    summary.sent += 1
+                    summary.in_doubt += int(delivery.in_doubt)
+                elif status is DeliveryStatus.FAILED:
+                    summary.failed += 1
+                elif status is DeliveryStatus.UNKNOWN:
+                    summary.unknown += 1
+                    summary.failed += 1
+                elif status is DeliveryStatus.PENDING:
+                    summary.deferred += 1
+            progress.advance()
+
+        with self.mailer as mailer, ThreadPoolExecutor(max_workers=max(1, mailer.concurrency)) as pool:
+            while not self.stop_requested.is_set():
+                claims = self.store.claim_deliveries(worker, self.clock(), cfg.lease_seconds, cfg.batch_size,
+                                                     issue_date=issue_date, subscriber_id=only_id)
+                if not claims:
+                    break
+                list(pool.map(one, claims))
+            self.store.release_claims(worker)
+
+    def _deliver_one(self, delivery: Delivery, worker: str) -> DeliveryStatus | None:
+        issue = self.store.load_issue(delivery.issue_id, self.labels)
+        sub = issue.subscriber if issue else None
+        if issue is None or sub is None or not sub.active:
+            # Unsubscribed or suppressed since the issue was built: never send it.
+            self.store.mark_outcome(delivery.id, DeliveryStatus.FAILED, self.clock(),
+                                    "subscriber no longer active")
+            return DeliveryStatus.FAILED
+        try:
+            message = self.render_message(issue, delivery.message_id, self.clock())
+        except DigestError as err:
+            log.error("render failed subscriber=%s reason=%s", sub.email, err)
+            self.store.mark_outcome(delivery.id, DeliveryStatus.FAILED, self.clock(), f"render: {err}")
+            return DeliveryStatus.FAILED
+        if not self.store.mark_sending(delivery.id, worker, self.clock(), self.settings.delivery.lease_seconds):
+            return None
+        try:
+            result = self.mailer.send(message)
+        except Exception as err:  # a backend bug must not lose the record: treat as unknown
+            log.exception("mailer crashed subscriber=%s", sub.email)
+            result = SendResult(Outcome.UNKNOWN, f"mailer error: {err}")
+        return self._record(delivery, sub, result)
+
+    def _record(self, delivery: Delivery, sub: Subscriber, result: SendResult) -> DeliveryStatus:
+        now = self.clock()
+        smtp = self.settings.smtp
+        if result.outcome is Outcome.DELIVERED:
+            self.store.mark_outcome(delivery.id, DeliveryStatus.SENT, now, None)
+            log.info("sent subscriber=%s message_id=%s", sub.email, delivery.message_id)
+            return DeliveryStatus.SENT
+        if result.outcome is Outcome.TRANSIENT:
+            attempts = delivery.attempts + 1
+            if attempts >= smtp.max_attempts:
+                self.store.mark_outcome(delivery.id, DeliveryStatus.FAILED, now,
+                                        f"gave up after {attempts} attempts: {result.detail}")
+                log.error("failed subscriber=%s attempts=%d reason=%s", sub.email, attempts, result.detail)
+                return DeliveryStatus.FAILED
+            delay = result.retry_after or smtp.retry_backoff_seconds * (2 ** (attempts - 1))
+            self.store.mark_outcome(delivery.id, DeliveryStatus.PENDING, now, result.detail,
+                                    next_attempt_at=now + timedelta(seconds=delay))
+            log.warning("deferred subscriber=%s retry_in=%.0fs reason=%s", sub.email, delay, result.detail)
+            return DeliveryStatus.PENDING
+        if result.outcome is Outcome.PERMANENT:
+            self.store.mark_outcome(delivery.id, DeliveryStatus.FAILED, now, result.detail)
+            suppressed = self.store.record_hard_bounce(delivery.subscriber_id, smtp.hard_bounces_to_suppress)
+            log.error("bounced subscriber=%s reason=%s%s", sub.email, result.detail,
+                      " (suppressed)" if suppressed else "")
+            return DeliveryStatus.FAILED
+        self.store.mark_outcome(delivery.id, DeliveryStatus.UNKNOWN, now, result.detail)
+        log.error("outcome unknown subscriber=%s reason=%s", sub.email, result.detail)
+        return DeliveryStatus.UNKNOWN
+
+    def _dry_run(self, issue_date: date, only: str | None, now: datetime, summary: SendSummary) -> SendSummary:
+        papers = self._candidate_papers(now)
+        for sub in self.due_subscribers(issue_date, only):
+            assert sub.id is not None
+            existing = self.store.issue_id_for(sub.id, issue_date)
+            if existing is not None:
+                delivery = self.store.delivery_for_issue(existing)
+                if delivery is not None and delivery.status is not DeliveryStatus.PENDING:
+                    summary.skipped += 1
+                    continue
+                issue = self.store.load_issue(existing, self.labels)
+            else:
+                issue = self.build_issue(sub, issue_date, now, papers)
+            if issue is None or (issue.count == 0 and not sub.send_empty):
+                summary.skipped += 1
+                continue
+            summary.planned.append((sub.email, issue.count))
+        return summary
+
+
+def _address_of(sender: str) -> str:
+    from email.utils import parseaddr
+
+    return parseaddr(sender)[1] or sender
+
+
+def _domain_of(sender: str) -> str:
+    address = _address_of(sender)
+    return address.rsplit("@", 1)[1] if "@" in address else "localhost"

@@ -1,0 +1,86 @@
+"""What `digest status` reports: sources, sends, schedule, who is due, what needs attention."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from digest.selection import is_due, local_issue_date, send_time_passed
+
+if TYPE_CHECKING:
+    from digest.pipeline import Pipeline
+
+
+def collect_status(pipeline: Pipeline) -> dict[str, Any]:
+    store = pipeline.store
+    now = pipeline.clock()
+    sources = [
+        {"source": r.source, "last_fetch_at": r.last_fetch_at, "result": r.last_result, "new": r.last_new,
+         "updated": r.last_updated, "error": r.last_error, "last_ok_at": r.last_ok_at}
+        for r in store.source_records()
+    ]
+    run = store.last_send_run()
+    last_send = None
+    if run is not None:
+        last_send = {"issue_date": run.issue_date, "started_at": run.started_at, "finished_at": run.finished_at,
+                     "sent": run.sent, "skipped": run.skipped, "failed": run.failed,
+                     "deliveries": store.delivery_counts(run.issue_date)}
+    due = []
+    for sub in pipeline.due_subscribers(now.date()):
+        local_day = local_issue_date(sub, now)
+        if not is_due(sub, local_day) or sub.id is None:
+            continue
+        if store.issue_id_for(sub.id, local_day) is None:
+            due.append({"email": sub.email, "issue_date": local_day, "send_at": sub.send_at.strftime("%H:%M"),
+                        "tz": sub.tz, "time_passed": send_time_passed(sub, now)})
+    try:
+        from digest.scheduler import next_run_times
+
+        next_runs = next_run_times(pipeline)
+    except ImportError:
+        next_runs = {}
+    return {
+        "now": now,
+        "papers": store.count_papers(),
+        "subscribers": store.count_subscribers(),
+        "sources": sources,
+        "last_send": last_send,
+        "next_runs": next_runs,
+        "due": due,
+        "attention": store.deliveries_needing_attention(),
+    }
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if hasattr(value, "strftime"):
+        return value.strftime("%Y-%m-%d %H:%M UTC") if hasattr(value, "hour") else value.isoformat()
+    return str(value)
+
+
+def format_status(report: dict[str, Any]) -> str:
+    lines = [f"papers: {report['papers']}   subscribers: "
+             + (", ".join(f"{k}={v}" for k, v in sorted(report["subscribers"].items())) or "none")]
+    lines.append("sources:")
+    if not report["sources"]:
+        lines.append("  (never fetched)")
+    for s in report["sources"]:
+        tail = f" error: {s['error']}" if s["result"] == "error" else f" new={s['new']} updated={s['updated']}"
+        lines.append(f"  {s['source']:<10} last fetch {_fmt(s['last_fetch_at'])} {s['result']}{tail}")
+    send = report["last_send"]
+    if send:
+        lines.append(f"last send: issue {_fmt(send['issue_date'])} at {_fmt(send['started_at'])}: "
+                     f"sent={send['sent']} skipped={send['skipped']} failed={send['failed']}")
+    else:
+        lines.append("last send: never")
+    if report["next_runs"]:
+        lines.append("next runs:")
+        lines.extend(f"  {job:<10} {_fmt(when)}" for job, when in report["next_runs"].items())
+    lines.append(f"due now or later today: {len(report['due'])}")
+    lines.extend(f"  {d['email']} at {d['send_at']} {d['tz']}" + (" (time passed)" if d["time_passed"] else "")
+                 for d in report["due"][:20])
+    attention = report["attention"]
+    lines.append(f"needing attention: {len(attention)}")
+    lines.extend(f"  {a['email']} {a['issue_date']} {a['status']} attempts={a['attempts']}: {a['last_error']}"
+                 for a in attention)
+    return "\n".join(lines)

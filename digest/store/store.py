@@ -1,0 +1,771 @@
+"""All database I/O: papers and their topics, sources' state, subscribers, issues and deliveries."""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, date, datetime, timedelta
+from importlib import resources
+from typing import Any
+
+from sqlalchemy import (
+    Connection,
+    Engine,
+    and_,
+    create_engine,
+    delete,
+    event,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
+
+from digest.config import parse_hhmm
+from digest.errors import StoreError, UsageError
+from digest.models import (
+    Delivery,
+    DeliveryStatus,
+    Frequency,
+    Issue,
+    IssueEntry,
+    IssueSection,
+    Paper,
+    Subscriber,
+    SubscriberStatus,
+    TopicAssignment,
+)
+from digest.sources.normalize import title_key
+from digest.store import schema as t
+
+log = logging.getLogger("digest.store")
+
+# Issues whose papers count as "already received": everything except a permanent failure.
+_RECEIVED = (DeliveryStatus.PENDING, DeliveryStatus.SENDING, DeliveryStatus.SENT, DeliveryStatus.UNKNOWN)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def normalize_url(url: str) -> str:
+    """Accept ``sqlite:///x`` and ``postgresql://`` (mapped to the psycopg 3 driver)."""
+    if url.startswith("postgresql://") or url.startswith("postgres://"):
+        return "postgresql+psycopg://" + url.split("://", 1)[1]
+    return url
+
+
+@dataclass(frozen=True, slots=True)
+class SourceRecord:
+    source: str
+    state: dict[str, str]
+    last_fetch_at: datetime | None
+    last_ok_at: datetime | None
+    last_result: str | None
+    last_error: str | None
+    last_new: int
+    last_updated: int
+
+
+@dataclass(frozen=True, slots=True)
+class SendRun:
+    id: int
+    issue_date: date
+    started_at: datetime
+    finished_at: datetime | None
+    sent: int
+    skipped: int
+    failed: int
+
+
+class Store:
+    """The project's database. Construct with a SQLAlchemy URL; ``migrate()`` brings the schema up to date.
+
+    Every method is a complete transaction. Datetimes must be aware; they come back in UTC.
+    """
+
+    def __init__(self, url: str, *, migrate: bool = True, echo: bool = False) -> None:
+        self.url = normalize_url(url)
+        try:
+            self.engine: Engine = self._make_engine(self.url, echo)
+        except (SQLAlchemyError, ImportError, ValueError) as err:
+            raise StoreError(f"cannot open database {url!r}: {err}") from err
+        if migrate:
+            self.migrate()
+
+    @staticmethod
+    def _make_engine(url: str, echo: bool) -> Engine:
+        if url.startswith("sqlite"):
+            path = url.split("///", 1)[1] if "///" in url else ""
+            if path and path != ":memory:":
+                from pathlib import Path
+
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            engine = create_engine(url, echo=echo, connect_args={"timeout": 30})
+
+            @event.listens_for(engine, "connect")
+            def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+                # WAL lets the daemon, the web app and a CLI send share the file; foreign keys are
+                # off by default in SQLite.
+                cur = dbapi_conn.cursor()
+                cur.execute("PRAGMA journal_mode=WAL")
+                cur.execute("PRAGMA synchronous=NORMAL")
+                cur.execute("PRAGMA foreign_keys=ON")
+                cur.execute("PRAGMA busy_timeout=30000")
+                cur.close()
+
+            @event.listens_for(engine, "begin")
+            def _sqlite_begin(conn: Connection) -> None:
+                # Take the write lock at BEGIN so two senders never both read a row as claimable.
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+            # pysqlite's own transaction handling would BEGIN lazily; take control of it.
+            @event.listens_for(engine, "connect", insert=True)
+            def _no_autobegin(dbapi_conn: Any, _record: Any) -> None:
+                dbapi_conn.isolation_level = None
+
+            return engine
+        return create_engine(url, echo=echo, pool_pre_ping=True)
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    def migrate(self) -> None:
+        """Apply every pending migration (idempotent; safe to call on each start)."""
+        from alembic import command
+        from alembic.config import Config
+
+        cfg = Config()
+        cfg.set_main_option("script_location", str(resources.files("digest.store") / "migrations"))
+        try:
+            with self.engine.begin() as conn:
+                cfg.attributes["connection"] = conn
+                command.upgrade(cfg, "head")
+        except OperationalError as err:
+            raise StoreError(f"cannot open database {self.url!r}: {err.orig}") from err
+        except SQLAlchemyError as err:
+            raise StoreError(f"migrating {self.url!r} failed: {err}") from err
+
+    def schema_version(self) -> str | None:
+        from alembic.runtime.migration import MigrationContext
+
+        with self.engine.connect() as conn:
+            return MigrationContext.configure(conn).get_current_revision()
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # ---- papers ---------------------------------------------------------------------------------
+
+    def upsert_papers(self, papers: Iterable[Paper], now: datetime | None = None) -> tuple[int, int]:
+        """Insert new papers and merge known ones; return ``(new, updated)``.
+
+        A paper is known by its id, or by its normalised title when one side has no arXiv id; a paper
+        first seen without an id takes the arXiv id when a source reports it (its issues follow). A
+        newer arXiv version replaces title and abstract; upvotes, AI fields and links are merged; the
+        tagger runs again only when title or abstract changed.
+        """
+        now = now or _now()
+        incoming: dict[str, Paper] = {}
+        for paper in papers:
+            prev = incoming.get(paper.id)
+            incoming[paper.id] = _merge(prev, paper) if prev else paper
+        if not incoming:
+            return 0, 0
+        new = updated = 0
+        with self.engine.begin() as conn:
+            keys = {title_key(p.title) for p in incoming.values()}
+            rows = conn.execute(
+                select(t.papers).where(or_(t.papers.c.id.in_(list(incoming)), t.papers.c.title_key.in_(keys)))
+            ).mappings().all()
+            by_id = {r["id"]: r for r in rows}
+            by_key: dict[str, Any] = {}
+            for r in rows:
+                by_key.setdefault(r["title_key"], r)
+            for paper in incoming.values():
+                key = title_key(paper.title)
+                row = by_id.get(paper.id)
+                if row is None:
+                    candidate = by_key.get(key)
+                    # Only merge by title across an id-less record; two arXiv ids are two papers.
+                    if candidate is not None and (candidate["id"].startswith("title:")
+                                                  or paper.id.startswith("title:")):
+                        row = candidate
+                if row is None:
+                    conn.execute(insert(t.papers).values(**_paper_row(paper, key, now)))
+                    by_id[paper.id] = {"id": paper.id, "title_key": key}
+                    new += 1
+                    continue
+                old = _row_to_paper(row)
+                merged = _merge(old, paper)
+                if row["id"].startswith("title:") and not paper.id.startswith("title:"):
+                    self._rekey(conn, row["id"], paper.id)
+                    merged = replace(merged, id=paper.id)
+                elif paper.id.startswith("title:"):
+                    merged = replace(merged, id=row["id"])
+                values = _paper_row(merged, title_key(merged.title), now)
+                values.pop("first_seen")
+                if (old.title, old.abstract) != (merged.title, merged.abstract):
+                    values["tagged_at"] = None
+                else:
+                    values.pop("tagged_at")
+                if _differs(old, merged):
+                    conn.execute(update(t.papers).where(t.papers.c.id == merged.id).values(**values))
+                    updated += 1
+        return new, updated
+
+    @staticmethod
+    def _rekey(conn: Connection, old_id: str, new_id: str) -> None:
+        for table in (t.paper_topics, t.issue_papers):
+            conn.execute(update(table).where(table.c.paper_id == old_id).values(paper_id=new_id))
+        conn.execute(update(t.papers).where(t.papers.c.id == old_id).values(id=new_id))
+
+    def papers_needing_tags(self) -> list[Paper]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(t.papers).where(t.papers.c.tagged_at.is_(None))).mappings().all()
+        return [_row_to_paper(r) for r in rows]
+
+    def mark_all_untagged(self) -> int:
+        with self.engine.begin() as conn:
+            return conn.execute(update(t.papers).values(tagged_at=None)).rowcount
+
+    def save_tags(self, tagged: Iterable[Paper], now: datetime | None = None) -> int:
+        """Replace the topics of each given paper with ``paper.topics``; return how many were saved."""
+        now = now or _now()
+        count = 0
+        with self.engine.begin() as conn:
+            for paper in tagged:
+                conn.execute(delete(t.paper_topics).where(t.paper_topics.c.paper_id == paper.id))
+                if paper.topics:
+                    conn.execute(insert(t.paper_topics), [
+                        {"paper_id": paper.id, "topic": a.topic, "score": a.score, "why": list(a.why)}
+                        for a in paper.topics
+                    ])
+                conn.execute(update(t.papers).where(t.papers.c.id == paper.id).values(tagged_at=now))
+                count += 1
+        return count
+
+    def list_papers(
+        self,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        topic: str | None = None,
+        ids: Sequence[str] | None = None,
+    ) -> list[Paper]:
+        """Papers first seen in ``[since, until)`` (all when None), with their topics, newest first."""
+        query = select(t.papers)
+        if since is not None:
+            query = query.where(t.papers.c.first_seen >= since)
+        if until is not None:
+            query = query.where(t.papers.c.first_seen < until)
+        if ids is not None:
+            query = query.where(t.papers.c.id.in_(list(ids)))
+        if topic is not None:
+            query = query.where(t.papers.c.id.in_(
+                select(t.paper_topics.c.paper_id).where(t.paper_topics.c.topic == topic)))
+        query = query.order_by(t.papers.c.first_seen.desc(), t.papers.c.id)
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).mappings().all()
+            topics = self._topics_for(conn, [r["id"] for r in rows])
+        return [_row_to_paper(r, topics.get(r["id"], ())) for r in rows]
+
+    @staticmethod
+    def _topics_for(conn: Connection, ids: list[str]) -> dict[str, tuple[TopicAssignment, ...]]:
+        out: dict[str, list[TopicAssignment]] = defaultdict(list)
+        for start in range(0, len(ids), 500):
+            chunk = ids[start:start + 500]
+            for r in conn.execute(select(t.paper_topics).where(t.paper_topics.c.paper_id.in_(chunk))):
+                out[r.paper_id].append(TopicAssignment(r.topic, r.score, tuple(r.why or ())))
+        return {k: tuple(sorted(v, key=lambda a: -a.score)) for k, v in out.items()}
+
+    def count_papers(self) -> int:
+        with self.engine.connect() as conn:
+            return conn.execute(select(func.count()).select_from(t.papers)).scalar_one()
+
+    # ---- sources --------------------------------------------------------------------------------
+
+    def source_state(self, source: str) -> dict[str, str]:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(t.source_state.c.state).where(t.source_state.c.source == source)).first()
+        return dict(row.state or {}) if row else {}
+
+    def record_fetch(
+        self,
+        source: str,
+        *,
+        ok: bool,
+        new: int = 0,
+        updated: int = 0,
+        error: str | None = None,
+        state: Mapping[str, str] | None = None,
+        now: datetime | None = None,
+    ) -> None:
+        """Remember one fetch's outcome; ``state`` replaces the stored state only when ``ok``."""
+        now = now or _now()
+        with self.engine.begin() as conn:
+            exists = conn.execute(select(t.source_state.c.source).where(t.source_state.c.source == source)).first()
+            values: dict[str, Any] = {
+                "last_fetch_at": now, "last_result": "ok" if ok else "error",
+                "last_error": error, "last_new": new, "last_updated": updated,
+            }
+            if ok:
+                values["last_ok_at"] = now
+                if state is not None:
+                    values["state"] = dict(state)
+            if exists:
+                conn.execute(update(t.source_state).where(t.source_state.c.source == source).values(**values))
+            else:
+                values.setdefault("state", dict(state or {}) if ok else {})
+                conn.execute(insert(t.source_state).values(source=source, **values))
+
+    def source_records(self) -> list[SourceRecord]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(t.source_state).order_by(t.source_state.c.source)).mappings().all()
+        return [SourceRecord(r["source"], dict(r["state"] or {}), r["last_fetch_at"], r["last_ok_at"],
+                             r["last_result"], r["last_error"], r["last_new"], r["last_updated"]) for r in rows]
+
+    # ---- subscribers ----------------------------------------------------------------------------
+
+    def add_subscriber(self, sub: Subscriber, now: datetime | None = None) -> Subscriber:
+        """Insert a subscriber; UsageError if the address is already there."""
+        now = now or _now()
+        values = _subscriber_row(sub)
+        values.update(created_at=now, updated_at=now,
+                      confirmed_at=now if sub.status is SubscriberStatus.CONFIRMED else None)
+        try:
+            with self.engine.begin() as conn:
+                new_id = conn.execute(insert(t.subscribers).values(**values)).inserted_primary_key[0]
+        except IntegrityError as err:
+            raise UsageError(f"subscriber {sub.email} already exists (use 'subscribers update')") from err
+        return replace(sub, id=new_id, created_at=now)
+
+    def save_subscriber(self, sub: Subscriber, now: datetime | None = None) -> Subscriber:
+        """Update an existing subscriber (matched by email) with every field of ``sub``."""
+        now = now or _now()
+        values = _subscriber_row(sub)
+        values["updated_at"] = now
+        with self.engine.begin() as conn:
+            row = conn.execute(select(t.subscribers.c.id, t.subscribers.c.confirmed_at)
+                               .where(t.subscribers.c.email == sub.email)).first()
+            if row is None:
+                raise UsageError(f"no subscriber {sub.email}")
+            if sub.status is SubscriberStatus.CONFIRMED and row.confirmed_at is None:
+                values["confirmed_at"] = now
+            conn.execute(update(t.subscribers).where(t.subscribers.c.id == row.id).values(**values))
+        return replace(sub, id=row.id)
+
+    def remove_subscriber(self, email: str) -> bool:
+        with self.engine.begin() as conn:
+            sub_id = conn.execute(select(t.subscribers.c.id).where(t.subscribers.c.email == email)).scalar()
+            if sub_id is None:
+                return False
+            issue_ids = select(t.issues.c.id).where(t.issues.c.subscriber_id == sub_id)
+            conn.execute(delete(t.deliveries).where(t.deliveries.c.subscriber_id == sub_id))
+            conn.execute(delete(t.issue_papers).where(t.issue_papers.c.issue_id.in_(issue_ids)))
+            conn.execute(delete(t.issues).where(t.issues.c.subscriber_id == sub_id))
+            conn.execute(delete(t.subscribers).where(t.subscribers.c.id == sub_id))
+        return True
+
+    def get_subscriber(self, email: str) -> Subscriber | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(t.subscribers).where(t.subscribers.c.email == email.lower())).mappings().first()
+        return _row_to_subscriber(row) if row else None
+
+    def get_subscriber_by_id(self, sub_id: int) -> Subscriber | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(t.subscribers).where(t.subscribers.c.id == sub_id)).mappings().first()
+        return _row_to_subscriber(row) if row else None
+
+    def list_subscribers(self, status: SubscriberStatus | None = None) -> list[Subscriber]:
+        return list(self.iter_subscribers(status=status))
+
+    def iter_subscribers(
+        self, status: SubscriberStatus | None = None, batch_size: int = 500
+    ) -> Iterator[Subscriber]:
+        """All subscribers (optionally of one status) by id, fetched in batches so memory stays flat."""
+        last_id = 0
+        while True:
+            query = select(t.subscribers).where(t.subscribers.c.id > last_id)
+            if status is not None:
+                query = query.where(t.subscribers.c.status == status.value)
+            query = query.order_by(t.subscribers.c.id).limit(batch_size)
+            with self.engine.connect() as conn:
+                rows = conn.execute(query).mappings().all()
+            if not rows:
+                return
+            for row in rows:
+                yield _row_to_subscriber(row)
+            last_id = rows[-1]["id"]
+
+    def count_subscribers(self) -> dict[str, int]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(t.subscribers.c.status, func.count()).group_by(t.subscribers.c.status))
+            return {r[0]: r[1] for r in rows}
+
+    def set_subscriber_status(self, email: str, status: SubscriberStatus, now: datetime | None = None) -> bool:
+        now = now or _now()
+        values: dict[str, Any] = {"status": status.value, "updated_at": now}
+        if status is SubscriberStatus.CONFIRMED:
+            values["confirmed_at"] = now
+        with self.engine.begin() as conn:
+            return conn.execute(update(t.subscribers).where(t.subscribers.c.email == email.lower())
+                                .values(**values)).rowcount > 0
+
+    def record_hard_bounce(self, subscriber_id: int, threshold: int) -> bool:
+        """Count one hard bounce; suppress the subscriber at ``threshold``. Returns True if suppressed."""
+        with self.engine.begin() as conn:
+            conn.execute(update(t.subscribers).where(t.subscribers.c.id == subscriber_id)
+                         .values(hard_bounces=t.subscribers.c.hard_bounces + 1))
+            bounces = conn.execute(select(t.subscribers.c.hard_bounces)
+                                   .where(t.subscribers.c.id == subscriber_id)).scalar_one()
+            if bounces >= threshold:
+                conn.execute(update(t.subscribers).where(t.subscribers.c.id == subscriber_id)
+                             .values(status=SubscriberStatus.SUPPRESSED.value, updated_at=_now()))
+                return True
+        return False
+
+    # ---- issues ---------------------------------------------------------------------------------
+
+    def received_paper_ids(self, subscriber_id: int, exclude_date: date | None = None) -> set[str]:
+        """Every paper in an issue already sent (or on its way) to this subscriber."""
+        query = (
+            select(t.issue_papers.c.paper_id)
+            .join(t.issues, t.issues.c.id == t.issue_papers.c.issue_id)
+            .join(t.deliveries, t.deliveries.c.issue_id == t.issues.c.id)
+            .where(t.issues.c.subscriber_id == subscriber_id,
+                   t.deliveries.c.status.in_([s.value for s in _RECEIVED]))
+        )
+        if exclude_date is not None:
+            query = query.where(t.issues.c.issue_date != exclude_date)
+        with self.engine.connect() as conn:
+            return set(conn.execute(query).scalars())
+
+    def last_issue_time(self, subscriber_id: int, before: date) -> datetime | None:
+        """When this subscriber's latest earlier issue was built (None if they never had one)."""
+        query = (select(func.max(t.issues.c.created_at))
+                 .where(t.issues.c.subscriber_id == subscriber_id, t.issues.c.issue_date < before))
+        with self.engine.connect() as conn:
+            value = conn.execute(query).scalar()
+        if value is not None and value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        return value
+
+    def issue_id_for(self, subscriber_id: int, issue_date: date) -> int | None:
+        with self.engine.connect() as conn:
+            return conn.execute(select(t.issues.c.id).where(
+                t.issues.c.subscriber_id == subscriber_id, t.issues.c.issue_date == issue_date)).scalar()
+
+    def create_issue(
+        self, issue: Issue, subject: str, message_id: Callable[[int], str], now: datetime | None = None
+    ) -> int:
+        """Store an issue, its papers and a pending delivery record in one transaction.
+
+        Idempotent: if this subscriber already has an issue for that date, its id is returned and
+        nothing is written (two senders racing to build the same issue end with one).
+        """
+        now = now or _now()
+        if issue.subscriber.id is None:
+            raise StoreError("create_issue needs a stored subscriber")
+        try:
+            with self.engine.begin() as conn:
+                issue_id = conn.execute(insert(t.issues).values(
+                    subscriber_id=issue.subscriber.id, issue_date=issue.date, created_at=now,
+                    subject=subject, paper_count=issue.count,
+                )).inserted_primary_key[0]
+                rows = [
+                    {"issue_id": issue_id, "paper_id": e.paper.id, "position": pos, "section": s.topic,
+                     "reason": e.reason, "score": e.score}
+                    for pos, (s, e) in enumerate((s, e) for s in issue.sections for e in s.entries)
+                ]
+                if rows:
+                    conn.execute(insert(t.issue_papers), rows)
+                conn.execute(insert(t.deliveries).values(
+                    issue_id=issue_id, subscriber_id=issue.subscriber.id, issue_date=issue.date,
+                    status=DeliveryStatus.PENDING.value, message_id=message_id(issue_id),
+                    attempts=0, in_doubt=False, created_at=now, updated_at=now,
+                ))
+        except IntegrityError:
+            existing = self.issue_id_for(issue.subscriber.id, issue.date)
+            if existing is None:
+                raise
+            return existing
+        return issue_id
+
+    def load_issue(self, issue_id: int, labels: Mapping[str, str]) -> Issue | None:
+        """Rebuild a stored issue exactly as it was built (same papers, order, reasons)."""
+        with self.engine.connect() as conn:
+            head = conn.execute(select(t.issues).where(t.issues.c.id == issue_id)).mappings().first()
+            if head is None:
+                return None
+            sub_row = conn.execute(select(t.subscribers).where(t.subscribers.c.id == head["subscriber_id"])
+                                   ).mappings().first()
+            entries = conn.execute(select(t.issue_papers).where(t.issue_papers.c.issue_id == issue_id)
+                                   .order_by(t.issue_papers.c.position)).mappings().all()
+            ids = [e["paper_id"] for e in entries]
+            paper_rows = conn.execute(select(t.papers).where(t.papers.c.id.in_(ids))).mappings().all()
+            topics = self._topics_for(conn, ids)
+        papers = {r["id"]: _row_to_paper(r, topics.get(r["id"], ())) for r in paper_rows}
+        sections: dict[str, list[IssueEntry]] = {}
+        for e in entries:
+            paper = papers.get(e["paper_id"])
+            if paper is not None:
+                sections.setdefault(e["section"], []).append(IssueEntry(paper, e["reason"], e["score"]))
+        built = tuple(IssueSection(name, labels.get(name, name.title()), tuple(es))
+                      for name, es in sections.items())
+        top = max((e for s in built for e in s.entries), key=lambda e: e.score, default=None)
+        return Issue(subscriber=_row_to_subscriber(sub_row), date=head["issue_date"], sections=built,
+                     top_pick=top, id=issue_id, created_at=head["created_at"])
+
+    def find_issue(self, subscriber_id: int, issue_date: date, labels: Mapping[str, str]) -> Issue | None:
+        issue_id = self.issue_id_for(subscriber_id, issue_date)
+        return self.load_issue(issue_id, labels) if issue_id is not None else None
+
+    def list_issues(self, limit: int = 100) -> list[dict[str, Any]]:
+        """Recent issues with their delivery status, newest first (for the archive and status)."""
+        query = (select(t.issues.c.id, t.issues.c.issue_date, t.issues.c.subject, t.issues.c.paper_count,
+                        t.issues.c.subscriber_id, t.deliveries.c.status, t.deliveries.c.sent_at)
+                 .join(t.deliveries, t.deliveries.c.issue_id == t.issues.c.id)
+                 .order_by(t.issues.c.issue_date.desc(), t.issues.c.id.desc()).limit(limit))
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(query).mappings()]
+
+    # ---- deliveries -----------------------------------------------------------------------------
+
+    def recover_interrupted(self, now: datetime, resend_in_doubt: bool) -> int:
+        """Deal with records a killed sender left in "sending" once their lease has expired.
+
+        Such a message may or may not have reached the server. With ``resend_in_doubt`` it goes back to
+        pending (flagged ``in_doubt``; it is re-sent with the same Message-ID so the receiver can drop
+        a duplicate), else it becomes "unknown". Returns how many records were recovered.
+        """
+        stale = and_(t.deliveries.c.status == DeliveryStatus.SENDING.value,
+                     or_(t.deliveries.c.lease_until.is_(None), t.deliveries.c.lease_until < now))
+        target = DeliveryStatus.PENDING if resend_in_doubt else DeliveryStatus.UNKNOWN
+        with self.engine.begin() as conn:
+            return conn.execute(update(t.deliveries).where(stale).values(
+                status=target.value, in_doubt=True, claimed_by=None, lease_until=None, updated_at=now,
+                last_error="interrupted while sending: outcome unknown",
+            )).rowcount
+
+    def claim_deliveries(
+        self,
+        worker: str,
+        now: datetime,
+        lease_seconds: float,
+        limit: int,
+        issue_date: date | None = None,
+        subscriber_id: int | None = None,
+    ) -> list[Delivery]:
+        """Lease up to ``limit`` pending deliveries that are due, for this worker alone.
+
+        On PostgreSQL rows are picked with ``FOR UPDATE SKIP LOCKED`` so any number of senders can
+        claim at once; on SQLite the write lock taken at BEGIN serialises claimers. A lease that
+        expires (its sender died) makes the rows claimable again.
+        """
+        c = t.deliveries.c
+        claimable = and_(
+            c.status == DeliveryStatus.PENDING.value,
+            or_(c.next_attempt_at.is_(None), c.next_attempt_at <= now),
+            or_(c.claimed_by.is_(None), c.lease_until < now),
+        )
+        query = select(c.id).where(claimable)
+        if issue_date is not None:
+            query = query.where(c.issue_date == issue_date)
+        if subscriber_id is not None:
+            query = query.where(c.subscriber_id == subscriber_id)
+        query = query.order_by(c.id).limit(limit)
+        if self.dialect == "postgresql":
+            query = query.with_for_update(skip_locked=True)
+        lease = now + timedelta(seconds=lease_seconds)
+        with self.engine.begin() as conn:
+            ids = list(conn.execute(query).scalars())
+            if not ids:
+                return []
+            conn.execute(update(t.deliveries).where(c.id.in_(ids), claimable)
+                         .values(claimed_by=worker, lease_until=lease, updated_at=now))
+            rows = conn.execute(select(t.deliveries).where(c.id.in_(ids), c.claimed_by == worker)
+                                .order_by(c.id)).mappings().all()
+        return [_row_to_delivery(r) for r in rows]
+
+    def release_claims(self, worker: str) -> int:
+        """Give back this worker's unsent claims (clean shutdown)."""
+        c = t.deliveries.c
+        with self.engine.begin() as conn:
+            return conn.execute(update(t.deliveries).where(
+                c.claimed_by == worker, c.status == DeliveryStatus.PENDING.value
+            ).values(claimed_by=None, lease_until=None)).rowcount
+
+    def mark_sending(self, delivery_id: int, worker: str, now: datetime, lease_seconds: float) -> bool:
+        """Record that the message is about to be handed over; False if the claim was lost."""
+        c = t.deliveries.c
+        with self.engine.begin() as conn:
+            return conn.execute(update(t.deliveries).where(
+                c.id == delivery_id, c.claimed_by == worker, c.status == DeliveryStatus.PENDING.value
+            ).values(status=DeliveryStatus.SENDING.value, attempts=c.attempts + 1,
+                     lease_until=now + timedelta(seconds=lease_seconds), updated_at=now)).rowcount == 1
+
+    def mark_outcome(
+        self,
+        delivery_id: int,
+        status: DeliveryStatus,
+        now: datetime,
+        detail: str | None = None,
+        next_attempt_at: datetime | None = None,
+    ) -> None:
+        """Record the end of one attempt: sent, failed, unknown, or pending again (retry later)."""
+        values: dict[str, Any] = {"status": status.value, "updated_at": now, "last_error": detail,
+                                  "claimed_by": None, "lease_until": None, "next_attempt_at": next_attempt_at}
+        if status is DeliveryStatus.SENT:
+            values["sent_at"] = now
+        with self.engine.begin() as conn:
+            conn.execute(update(t.deliveries).where(t.deliveries.c.id == delivery_id).values(**values))
+
+    def requeue_unknown(self, issue_date: date | None = None) -> int:
+        """Put "unknown" deliveries back to pending (an operator's explicit decision to resend)."""
+        c = t.deliveries.c
+        query = update(t.deliveries).where(c.status == DeliveryStatus.UNKNOWN.value)
+        if issue_date is not None:
+            query = query.where(c.issue_date == issue_date)
+        with self.engine.begin() as conn:
+            return conn.execute(query.values(status=DeliveryStatus.PENDING.value, next_attempt_at=None,
+                                             in_doubt=True)).rowcount
+
+    def get_delivery(self, delivery_id: int) -> Delivery | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(t.deliveries).where(t.deliveries.c.id == delivery_id)).mappings().first()
+        return _row_to_delivery(row) if row else None
+
+    def delivery_for_issue(self, issue_id: int) -> Delivery | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(t.deliveries).where(t.deliveries.c.issue_id == issue_id)).mappings().first()
+        return _row_to_delivery(row) if row else None
+
+    def delivery_counts(self, issue_date: date | None = None) -> dict[str, int]:
+        c = t.deliveries.c
+        query = select(c.status, func.count()).group_by(c.status)
+        if issue_date is not None:
+            query = query.where(c.issue_date == issue_date)
+        with self.engine.connect() as conn:
+            return {r[0]: r[1] for r in conn.execute(query)}
+
+    def deliveries_needing_attention(self, limit: int = 20) -> list[dict[str, Any]]:
+        c = t.deliveries.c
+        query = (select(c.id, c.issue_date, c.status, c.attempts, c.last_error, t.subscribers.c.email)
+                 .join(t.subscribers, t.subscribers.c.id == c.subscriber_id)
+                 .where(or_(c.status.in_([DeliveryStatus.FAILED.value, DeliveryStatus.UNKNOWN.value]),
+                            and_(c.status == DeliveryStatus.PENDING.value, c.attempts > 0)))
+                 .order_by(c.updated_at.desc()).limit(limit))
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(query).mappings()]
+
+    # ---- send runs ------------------------------------------------------------------------------
+
+    def start_send_run(self, issue_date: date, now: datetime, dry_run: bool = False) -> int:
+        with self.engine.begin() as conn:
+            return conn.execute(insert(t.send_runs).values(
+                issue_date=issue_date, started_at=now, sent=0, skipped=0, failed=0, dry_run=dry_run,
+            )).inserted_primary_key[0]
+
+    def finish_send_run(self, run_id: int, now: datetime, sent: int, skipped: int, failed: int) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(update(t.send_runs).where(t.send_runs.c.id == run_id).values(
+                finished_at=now, sent=sent, skipped=skipped, failed=failed))
+
+    def last_send_run(self) -> SendRun | None:
+        query = (select(t.send_runs).where(t.send_runs.c.dry_run.is_(False))
+                 .order_by(t.send_runs.c.id.desc()).limit(1))
+        with self.engine.connect() as conn:
+            r = conn.execute(query).mappings().first()
+        if r is None:
+            return None
+        return SendRun(r["id"], r["issue_date"], r["started_at"], r["finished_at"], r["sent"], r["skipped"],
+                       r["failed"])
+
+
+# ---- row <-> model ------------------------------------------------------------------------------
+
+
+def _union(a: Sequence[str], b: Sequence[str]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys([*a, *b]))
+
+
+def _merge(old: Paper, new: Paper) -> Paper:
+    """Fold what ``new`` reports into ``old``: the newest arXiv version's text wins, fields accumulate."""
+    newer = new.version is not None and (old.version is None or new.version > old.version)
+    take_text = newer or not old.abstract
+    return replace(
+        old,
+        title=new.title if (take_text and new.title) else old.title,
+        abstract=new.abstract if (take_text and new.abstract) else old.abstract,
+        version=max(v for v in (old.version, new.version, 0) if v is not None) or None,
+        authors=old.authors or new.authors,
+        published=old.published or new.published,
+        url=old.url or new.url,
+        pdf_url=old.pdf_url or new.pdf_url,
+        code_url=old.code_url or new.code_url,
+        project_url=old.project_url or new.project_url,
+        upvotes=new.upvotes if new.upvotes is not None else old.upvotes,
+        ai_summary=new.ai_summary or old.ai_summary,
+        ai_keywords=_union(old.ai_keywords, new.ai_keywords),
+        categories=_union(old.categories, new.categories),
+        sources=_union(old.sources, new.sources),
+    )
+
+
+def _differs(a: Paper, b: Paper) -> bool:
+    return replace(a, topics=(), first_seen=None) != replace(b, topics=(), first_seen=None)
+
+
+def _paper_row(p: Paper, key: str, now: datetime) -> dict[str, Any]:
+    return {
+        "id": p.id, "title": p.title, "title_key": key, "abstract": p.abstract, "authors": list(p.authors),
+        "published": p.published, "version": p.version, "url": p.url, "pdf_url": p.pdf_url,
+        "code_url": p.code_url, "project_url": p.project_url, "upvotes": p.upvotes,
+        "ai_summary": p.ai_summary, "ai_keywords": list(p.ai_keywords), "categories": list(p.categories),
+        "sources": list(p.sources), "first_seen": p.first_seen or now, "updated_at": now, "tagged_at": None,
+    }
+
+
+def _row_to_paper(r: Mapping[str, Any], topics: tuple[TopicAssignment, ...] = ()) -> Paper:
+    return Paper(
+        id=r["id"], title=r["title"], abstract=r["abstract"] or "", authors=tuple(r["authors"] or ()),
+        published=r["published"], version=r["version"], url=r["url"], pdf_url=r["pdf_url"],
+        code_url=r["code_url"], project_url=r["project_url"], upvotes=r["upvotes"],
+        ai_summary=r["ai_summary"], ai_keywords=tuple(r["ai_keywords"] or ()),
+        categories=tuple(r["categories"] or ()), sources=tuple(r["sources"] or ()),
+        first_seen=r["first_seen"], topics=topics,
+    )
+
+
+def _subscriber_row(s: Subscriber) -> dict[str, Any]:
+    return {
+        "email": s.email.lower(), "name": s.name, "topics": list(s.topics), "keywords": list(s.keywords),
+        "exclude": list(s.exclude), "authors": list(s.authors), "frequency": s.frequency.value,
+        "send_at": s.send_at.strftime("%H:%M"), "tz": s.tz, "max_papers": s.max_papers,
+        "send_empty": s.send_empty, "weekday": s.weekday, "status": s.status.value, "paused": s.paused,
+    }
+
+
+def _row_to_subscriber(r: Mapping[str, Any]) -> Subscriber:
+    return Subscriber(
+        email=r["email"], name=r["name"] or "", topics=tuple(r["topics"] or ()),
+        keywords=tuple(r["keywords"] or ()), exclude=tuple(r["exclude"] or ()),
+        authors=tuple(r["authors"] or ()), frequency=Frequency(r["frequency"]),
+        send_at=parse_hhmm(r["send_at"]), tz=r["tz"], max_papers=r["max_papers"],
+        send_empty=bool(r["send_empty"]), weekday=r["weekday"], status=SubscriberStatus(r["status"]),
+        paused=bool(r["paused"]), id=r["id"], created_at=r["created_at"],
+    )
+
+
+def _row_to_delivery(r: Mapping[str, Any]) -> Delivery:
+    return Delivery(
+        id=r["id"], issue_id=r["issue_id"], subscriber_id=r["subscriber_id"],
+        status=DeliveryStatus(r["status"]), message_id=r["message_id"], attempts=r["attempts"],
+        last_error=r["last_error"], next_attempt_at=r["next_attempt_at"], sent_at=r["sent_at"],
+        in_doubt=bool(r["in_doubt"]),
+    )
