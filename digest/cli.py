@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import sys
@@ -15,16 +14,16 @@ from datetime import date, datetime
 from functools import wraps
 from pathlib import Path
 from typing import Any, TypeVar, cast
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import click
 from rich.console import Console
 from rich.logging import RichHandler
 
 from digest import __version__
-from digest.config import Settings, load_settings, parse_hhmm
+from digest.config import Settings, load_settings
 from digest.errors import DigestError, UsageError
-from digest.models import Frequency, Subscriber, SubscriberStatus
+from digest.models import SubscriberStatus
+from digest.subscribers import apply_preferences, import_csv, new_subscriber, subscriber_json, validate_email
 
 F = TypeVar("F", bound=Callable[..., Any])
 err_console = Console(stderr=True)
@@ -100,12 +99,6 @@ def _parse_date(value: str | None) -> date | None:
         return date.fromisoformat(value)
     except ValueError as err:
         raise UsageError(f"invalid date {value!r}: expected YYYY-MM-DD") from err
-
-
-def _split(value: str | None, sep: str = ",") -> tuple[str, ...]:
-    if not value:
-        return ()
-    return tuple(part.strip() for part in value.split(sep) if part.strip())
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -271,64 +264,6 @@ def _subscriber_options(func: F) -> F:
     return func
 
 
-def validate_email(address: str) -> str:
-    from email_validator import EmailNotValidError
-    from email_validator import validate_email as _validate
-
-    try:
-        return _validate(address.strip(), check_deliverability=False).normalized.lower()
-    except EmailNotValidError as err:
-        raise UsageError(f"invalid email address {address!r}: {err}") from err
-
-
-def apply_preferences(settings: Settings, sub: Subscriber, **opts: Any) -> Subscriber:
-    """Validate and apply subscriber options given on the command line or in a CSV row."""
-    changes: dict[str, Any] = {}
-    if opts.get("name") is not None:
-        changes["name"] = opts["name"].strip()
-    if opts.get("topics") is not None:
-        topics = opts["topics"] if isinstance(opts["topics"], tuple) else _split(opts["topics"])
-        unknown = [t for t in topics if t not in settings.enabled_topics]
-        if unknown:
-            known = ", ".join(settings.enabled_topics)
-            raise UsageError(f"unknown topic {unknown[0]!r} (known: {known})")
-        changes["topics"] = topics
-    for key, sep in (("keywords", ","), ("exclude", ","), ("authors", ";")):
-        if opts.get(key) is not None:
-            value = opts[key]
-            changes[key] = value if isinstance(value, tuple) else _split(value, sep)
-    if opts.get("frequency"):
-        try:
-            changes["frequency"] = Frequency(opts["frequency"])
-        except ValueError as err:
-            raise UsageError(f"invalid frequency {opts['frequency']!r}: expected daily or weekly") from err
-    if opts.get("send_at"):
-        try:
-            changes["send_at"] = parse_hhmm(opts["send_at"])
-        except ValueError as err:
-            raise UsageError(str(err)) from err
-    if opts.get("tz"):
-        try:
-            ZoneInfo(opts["tz"])
-        except (ZoneInfoNotFoundError, ValueError) as err:
-            raise UsageError(f"unknown time zone {opts['tz']!r}: use an IANA name like Europe/Paris") from err
-        changes["tz"] = opts["tz"]
-    if opts.get("max_papers") is not None:
-        if not 1 <= int(opts["max_papers"]) <= 200:
-            raise UsageError("--max-papers must be between 1 and 200")
-        changes["max_papers"] = int(opts["max_papers"])
-    if opts.get("weekday") is not None:
-        changes["weekday"] = int(opts["weekday"])
-    if opts.get("send_empty") is not None:
-        changes["send_empty"] = bool(opts["send_empty"])
-    return replace(sub, **changes)
-
-
-def new_subscriber(settings: Settings, email: str) -> Subscriber:
-    return Subscriber(email=validate_email(email), max_papers=settings.selection.max_papers,
-                      weekday=settings.selection.weekly_weekday)
-
-
 @subscribers.command("add")
 @click.argument("email")
 @_subscriber_options
@@ -392,16 +327,6 @@ def subscribers_remove(app: App, email: str) -> None:
     click.echo(f"removed {email}")
 
 
-def subscriber_json(sub: Subscriber) -> dict[str, Any]:
-    return {
-        "email": sub.email, "name": sub.name, "status": sub.status.value, "paused": sub.paused,
-        "topics": list(sub.topics), "keywords": list(sub.keywords), "exclude": list(sub.exclude),
-        "authors": list(sub.authors), "frequency": sub.frequency.value, "weekday": sub.weekday,
-        "send_at": sub.send_at.strftime("%H:%M"), "tz": sub.tz, "max_papers": sub.max_papers,
-        "send_empty": sub.send_empty,
-    }
-
-
 @subscribers.command("list")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
 @pass_app
@@ -423,10 +348,6 @@ def subscribers_list(app: App, as_json: bool) -> None:
                        f"{topics}{extra}")
 
 
-CSV_FIELDS = ("email", "name", "topics", "keywords", "exclude", "authors", "frequency", "send_at", "tz",
-              "max_papers")
-
-
 @subscribers.command("import")
 @click.argument("csv_path", metavar="F.csv", type=click.Path(dir_okay=False))
 @pass_app
@@ -442,50 +363,11 @@ def subscribers_import(app: App, csv_path: str) -> None:
     Example:
       digest subscribers import people.csv
     """
-    try:
-        fh = open(csv_path, encoding="utf-8-sig", newline="")
-    except OSError as err:
-        raise UsageError(f"cannot read {csv_path}: {err.strerror}") from err
-    added = updated = 0
-    problems: list[str] = []
-    with fh:
-        reader = csv.DictReader(fh)
-        header = [h.strip() for h in (reader.fieldnames or [])]
-        if "email" not in header:
-            raise UsageError(f"{csv_path}: the header must have an 'email' column")
-        unknown = [h for h in header if h not in CSV_FIELDS]
-        if unknown:
-            raise UsageError(f"{csv_path}: unknown column {unknown[0]!r} (allowed: {','.join(CSV_FIELDS)})")
-        for row in reader:
-            line = reader.line_num
-            row = {(k or "").strip(): (v or "").strip() for k, v in row.items()}
-            try:
-                email = validate_email(row.get("email", ""))
-                existing = app.store.get_subscriber(email)
-                opts = {
-                    "name": row.get("name") or None,
-                    "topics": _split(row.get("topics"), ";") or None,
-                    "keywords": _split(row.get("keywords"), ";") or None,
-                    "exclude": _split(row.get("exclude"), ";") or None,
-                    "authors": _split(row.get("authors"), ";") or None,
-                    "frequency": row.get("frequency") or None, "send_at": row.get("send_at") or None,
-                    "tz": row.get("tz") or None,
-                    "max_papers": int(row["max_papers"]) if row.get("max_papers") else None,
-                }
-                base = existing or new_subscriber(app.settings, email)
-                sub = apply_preferences(app.settings, base, **opts)
-                if existing:
-                    app.store.save_subscriber(sub)
-                    updated += 1
-                else:
-                    app.store.add_subscriber(sub)
-                    added += 1
-            except (UsageError, ValueError) as err:
-                problems.append(f"{csv_path}:{line}: {err}")
-    for problem in problems:
+    result = import_csv(app.settings, app.store, Path(csv_path))
+    for problem in result.problems:
         click.echo(f"error: {problem}", err=True)
-    click.echo(f"added={added} updated={updated} invalid={len(problems)}")
-    if problems:
+    click.echo(f"added={result.added} updated={result.updated} invalid={len(result.problems)}")
+    if result.problems:
         sys.exit(2)
 
 
@@ -606,8 +488,18 @@ class _RichProgress:
             self._bar.stop()
 
 
+def _seed_demo_subscribers(app: App) -> None:
+    """On an empty store, add the demo subscribers named by [demo] subscribers_csv (if the file exists)."""
+    csv_path = app.settings.demo.subscribers_csv
+    if not csv_path or app.store.count_subscribers() or not Path(csv_path).is_file():
+        return
+    result = import_csv(app.settings, app.store, Path(csv_path))
+    click.echo(f"no subscribers yet: added {result.added} demo subscribers from {csv_path}", err=True)
+
+
 def _run_send(app: App, day: str | None, email: str | None, dry_run: bool, retry_unknown: bool = False) -> None:
     pipeline = app.pipeline
+    _seed_demo_subscribers(app)
     issue_date = _parse_date(day)
     if email is not None:
         email = validate_email(email)

@@ -45,6 +45,8 @@ class HfDailySource(HttpSource):
 
 class HfPapersSource(HttpSource):
     url: str = "https://huggingface.co/papers"
+    # Which listing page: {url} or {url}/date/D, {url}/week/YYYY-Www, {url}/month/YYYY-MM, {url}/trending.
+    listing: Literal["daily", "weekly", "monthly", "trending"] = "daily"
 
 
 class ArxivSource(HttpSource):
@@ -54,6 +56,8 @@ class ArxivSource(HttpSource):
     page_size: int = Field(default=100, ge=1, le=2000)
     max_results: int = Field(default=500, ge=1)
     lookback_days: int = Field(default=3, ge=1)
+    # Paging stops at the previous run's newest submission minus this overlap (late announcements).
+    watermark_overlap_hours: float = Field(default=24.0, ge=0)
 
 
 class ArxivRssSource(HttpSource):
@@ -134,6 +138,12 @@ class ScheduleSettings(_Section):
     shutdown_timeout_seconds: float = Field(default=30.0, gt=0)
 
 
+class DemoSettings(_Section):
+    # Subscribers added on `digest run` / `send` when the store has none at all, so the embedded demo
+    # produces real mail on a fresh clone. Set to "" in a real deployment.
+    subscribers_csv: str = "config/demo_subscribers.csv"
+
+
 class LoggingSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -150,6 +160,7 @@ class Settings(_Section):
     selection: SelectionSettings = SelectionSettings()
     schedule: ScheduleSettings = ScheduleSettings()
     logging: LoggingSettings = LoggingSettings()
+    demo: DemoSettings = DemoSettings()
 
     # Where the config came from; relative paths in it are resolved against the working directory,
     # as the SPEC's defaults (`var/outbox`, `seeds/...`) are.

@@ -1,0 +1,169 @@
+"""The store contract, run on a real SQLite file and a real PostgreSQL database."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, date, datetime, timedelta
+
+import pytest
+
+from digest.errors import UsageError
+from digest.models import (
+    DeliveryStatus,
+    Issue,
+    IssueEntry,
+    IssueSection,
+    Paper,
+    Subscriber,
+    SubscriberStatus,
+    TopicAssignment,
+)
+from digest.sources.normalize import title_key
+from digest.store import Store
+
+NOW = datetime(2026, 8, 19, 12, 0, tzinfo=UTC)
+
+
+def p(pid: str, **kw: object) -> Paper:
+    base = {"title": f"Title {pid}", "abstract": f"Abstract of {pid}.", "sources": ("hf_daily",)}
+    base.update(kw)
+    return Paper(id=pid, **base)  # type: ignore[arg-type]
+
+
+def test_migrations_are_idempotent(any_store: Store) -> None:
+    any_store.migrate()
+    assert any_store.schema_version() == "0001"
+
+
+def test_insert_then_same_again_is_not_new(any_store: Store) -> None:
+    assert any_store.upsert_papers([p("2408.00001"), p("2408.00002")], NOW) == (2, 0)
+    assert any_store.upsert_papers([p("2408.00001"), p("2408.00002")], NOW) == (0, 0)
+    assert any_store.count_papers() == 2
+
+
+def test_fields_merge_across_sources(any_store: Store) -> None:
+    any_store.upsert_papers([p("2408.00001", upvotes=3, ai_keywords=("pruning",), code_url="https://g/x")], NOW)
+    any_store.upsert_papers([p("2408.00001", sources=("arxiv",), categories=("cs.LG",), version=1,
+                               pdf_url="https://arxiv.org/pdf/2408.00001v1")], NOW)
+    [merged] = any_store.list_papers()
+    assert merged.sources == ("hf_daily", "arxiv")
+    assert merged.categories == ("cs.LG",) and merged.upvotes == 3
+    assert merged.code_url == "https://g/x" and merged.pdf_url and merged.version == 1
+
+
+def test_new_version_updates_text_and_needs_tagging_again(any_store: Store) -> None:
+    any_store.upsert_papers([p("2408.00001", version=1)], NOW)
+    any_store.save_tags([p("2408.00001", topics=(TopicAssignment("nas", 2.0, ("nas",)),))], NOW)
+    assert any_store.papers_needing_tags() == []
+    new, updated = any_store.upsert_papers([p("2408.00001", version=2, abstract="Rewritten.")], NOW)
+    assert (new, updated) == (0, 1)
+    [paper] = any_store.papers_needing_tags()
+    assert paper.abstract == "Rewritten." and paper.version == 2
+    any_store.upsert_papers([p("2408.00001", version=1, abstract="Old text.")], NOW)
+    assert any_store.list_papers()[0].abstract == "Rewritten."
+
+
+def test_title_only_paper_takes_the_arxiv_id_later(any_store: Store) -> None:
+    title = "Sharper Bounds for $\\ell_p$ Sensitivity Sampling"
+    seed = Paper(id=title_key(title), title=title, abstract="Seed abstract here.", sources=("seed",))
+    any_store.upsert_papers([seed], NOW)
+    new, _ = any_store.upsert_papers([p("2306.00001", title=title, abstract="Seed abstract here.")], NOW)
+    assert new == 0
+    [paper] = any_store.list_papers()
+    assert paper.id == "2306.00001" and set(paper.sources) == {"seed", "hf_daily"}
+
+
+def test_topics_round_trip_and_filter(any_store: Store) -> None:
+    any_store.upsert_papers([p("a1"), p("a2")], NOW)
+    any_store.save_tags([p("a1", topics=(TopicAssignment("pruning", 3.5, ("structured pruning",)),)),
+                         p("a2")], NOW)
+    [tagged] = any_store.list_papers(topic="pruning")
+    assert tagged.id == "a1" and tagged.topics[0].why == ("structured pruning",)
+    assert any_store.list_papers(since=NOW + timedelta(seconds=1)) == []
+
+
+def test_source_state_kept_only_on_success(any_store: Store) -> None:
+    any_store.record_fetch("hf_daily", ok=True, new=3, state={"etag": '"v1"'}, now=NOW)
+    any_store.record_fetch("hf_daily", ok=False, error="HTTP 500", state={"etag": "bad"}, now=NOW)
+    assert any_store.source_state("hf_daily") == {"etag": '"v1"'}
+    [rec] = any_store.source_records()
+    assert rec.last_result == "error" and rec.last_error == "HTTP 500" and rec.last_ok_at == NOW
+
+
+def test_subscriber_crud(any_store: Store) -> None:
+    sub = any_store.add_subscriber(Subscriber(email="Ada@Example.org", topics=("nas",)), NOW)
+    assert sub.id is not None
+    with pytest.raises(UsageError, match="already exists"):
+        any_store.add_subscriber(Subscriber(email="ada@example.org"), NOW)
+    any_store.save_subscriber(replace(sub, email="ada@example.org", topics=("pruning", "nas"), max_papers=5))
+    got = any_store.get_subscriber("ada@example.org")
+    assert got is not None and got.topics == ("pruning", "nas") and got.max_papers == 5
+    assert any_store.set_subscriber_status("ada@example.org", SubscriberStatus.UNSUBSCRIBED)
+    assert any_store.list_subscribers(SubscriberStatus.CONFIRMED) == []
+    assert any_store.remove_subscriber("ada@example.org")
+    assert any_store.get_subscriber("ada@example.org") is None
+
+
+def test_iter_subscribers_in_batches(any_store: Store) -> None:
+    for i in range(7):
+        any_store.add_subscriber(Subscriber(email=f"s{i}@example.org"), NOW)
+    assert [s.email for s in any_store.iter_subscribers(batch_size=3)] == [f"s{i}@example.org" for i in range(7)]
+
+
+def _issue(store: Store, sub: Subscriber, day: date, ids: list[str]) -> int:
+    store.upsert_papers([p(i) for i in ids], NOW)
+    papers = store.list_papers(ids=ids)
+    entries = tuple(IssueEntry(x, "because", 1.0) for x in sorted(papers, key=lambda x: ids.index(x.id)))
+    issue = Issue(sub, day, (IssueSection("nas", "NAS", entries),))
+    return store.create_issue(issue, "subject", lambda n: f"<m{n}@x>", NOW)
+
+
+def test_issue_and_delivery_lifecycle(any_store: Store) -> None:
+    sub = any_store.add_subscriber(Subscriber(email="r@example.org"), NOW)
+    day = date(2026, 8, 19)
+    issue_id = _issue(any_store, sub, day, ["b1", "b2"])
+    assert _issue(any_store, sub, day, ["b1", "b2"]) == issue_id  # idempotent per (subscriber, date)
+    loaded = any_store.load_issue(issue_id, {"nas": "NAS"})
+    assert loaded is not None and loaded.paper_ids == ("b1", "b2")
+
+    [claim] = any_store.claim_deliveries("w1", NOW, 60, 10, issue_date=day)
+    assert claim.message_id == f"<m{issue_id}@x>" and claim.status is DeliveryStatus.PENDING
+    assert any_store.claim_deliveries("w2", NOW, 60, 10, issue_date=day) == []  # leased to w1
+    assert any_store.mark_sending(claim.id, "w1", NOW, 60)
+    any_store.mark_outcome(claim.id, DeliveryStatus.SENT, NOW)
+    assert any_store.received_paper_ids(sub.id) == {"b1", "b2"}  # type: ignore[arg-type]
+    assert any_store.delivery_counts(day) == {"sent": 1}
+
+
+def test_expired_lease_is_claimable_again(any_store: Store) -> None:
+    sub = any_store.add_subscriber(Subscriber(email="r@example.org"), NOW)
+    _issue(any_store, sub, date(2026, 8, 19), ["c1"])
+    assert any_store.claim_deliveries("dead", NOW, 60, 10)
+    assert any_store.claim_deliveries("alive", NOW + timedelta(seconds=61), 60, 10)
+
+
+def test_interrupted_send_is_recovered_as_in_doubt(any_store: Store) -> None:
+    sub = any_store.add_subscriber(Subscriber(email="r@example.org"), NOW)
+    _issue(any_store, sub, date(2026, 8, 19), ["d1"])
+    [claim] = any_store.claim_deliveries("dead", NOW, 60, 10)
+    any_store.mark_sending(claim.id, "dead", NOW, 60)
+    assert any_store.recover_interrupted(NOW + timedelta(seconds=30), resend_in_doubt=True) == 0  # lease alive
+    assert any_store.recover_interrupted(NOW + timedelta(seconds=61), resend_in_doubt=True) == 1
+    record = any_store.get_delivery(claim.id)
+    assert record is not None and record.status is DeliveryStatus.PENDING and record.in_doubt
+
+
+def test_failed_issue_papers_do_not_count_as_received(any_store: Store) -> None:
+    sub = any_store.add_subscriber(Subscriber(email="r@example.org"), NOW)
+    _issue(any_store, sub, date(2026, 8, 19), ["e1"])
+    [claim] = any_store.claim_deliveries("w", NOW, 60, 10)
+    any_store.mark_outcome(claim.id, DeliveryStatus.FAILED, NOW, "550 no such user")
+    assert any_store.received_paper_ids(sub.id) == set()  # type: ignore[arg-type]
+
+
+def test_hard_bounces_suppress_at_threshold(any_store: Store) -> None:
+    sub = any_store.add_subscriber(Subscriber(email="r@example.org"), NOW)
+    assert not any_store.record_hard_bounce(sub.id, 2)  # type: ignore[arg-type]
+    assert any_store.record_hard_bounce(sub.id, 2)  # type: ignore[arg-type]
+    got = any_store.get_subscriber("r@example.org")
+    assert got is not None and got.status is SubscriberStatus.SUPPRESSED
