@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import email.utils
 import hashlib
 import re
 import unicodedata
@@ -41,13 +42,19 @@ def title_key(title: str) -> str:
 
 
 def parse_datetime(value: str | None) -> datetime | None:
-    """ISO 8601 (``Z`` allowed) -> aware datetime in UTC; naive values are taken as UTC; bad -> None."""
+    """ISO 8601 (``Z`` allowed) or RFC 2822 (RSS ``pubDate``) -> aware datetime in UTC.
+
+    Naive values are taken as UTC; anything unparseable -> None.
+    """
     if not value:
         return None
     try:
         parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
     except ValueError:
-        return None
+        try:
+            parsed = email.utils.parsedate_to_datetime(value.strip())
+        except (TypeError, ValueError, IndexError):
+            return None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
     return parsed.astimezone(UTC)

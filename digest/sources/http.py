@@ -1,0 +1,298 @@
+"""Polite HTTP GET for sources: timeouts, bounded retries, Retry-After, conditional requests, pacing.
+
+Every failure leaves this module as ``SourceError(source, one-line reason)``:
+
+    httpx.TimeoutException, httpx.TransportError   retried with backoff, then SourceError
+    HTTP 429 / 5xx                                  retried (Retry-After honoured), then SourceError
+    HTTP 429 / 503 with Retry-After above the cap   SourceError at once
+    other HTTP 4xx, bad URL, too many redirects     SourceError at once
+"""
+
+from __future__ import annotations
+
+import email.utils
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import httpx
+
+from digest.config import HttpSource
+from digest.errors import SourceError
+
+__all__ = [
+    "ARXIV_MIN_INTERVAL",
+    "DEFAULT_PACER",
+    "HostPacer",
+    "HttpResponse",
+    "PoliteHttp",
+    "conditional_validators",
+    "min_interval",
+    "new_client",
+    "parse_retry_after",
+]
+
+# arXiv's terms of use: no more than one request every three seconds, one connection at a time.
+ARXIV_MIN_INTERVAL = 3.0
+_ARXIV_DOMAIN = "arxiv.org"
+_MAX_BACKOFF_SECONDS = 60.0
+
+
+def min_interval(url: str | httpx.URL, configured: float) -> float:
+    """The pause between two requests to ``url``'s host: ``configured``, never under 3 s for arxiv.org.
+
+    The floor does not apply to other hosts, so tests against 127.0.0.1 can run fast.
+    """
+    host = (httpx.URL(url).host if isinstance(url, str) else url.host).lower().rstrip(".")
+    if host == _ARXIV_DOMAIN or host.endswith("." + _ARXIV_DOMAIN):
+        return max(configured, ARXIV_MIN_INTERVAL)
+    return max(configured, 0.0)
+
+
+class HostPacer:
+    """Serialises requests per host and spaces their starts by at least an interval.
+
+    One pacer shared by all sources in a process keeps the promise "one connection at a time" even
+    when two sources talk to the same host. Thread-safe.
+    """
+
+    def __init__(
+        self,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self._clock = clock
+        self._sleep = sleep
+        self._guard = threading.Lock()
+        self._locks: dict[str, threading.Lock] = {}
+        self._last_start: dict[str, float] = {}
+
+    @contextmanager
+    def slot(self, host: str, interval: float) -> Iterator[None]:
+        """Hold ``host`` for one request, after waiting until ``interval`` s since the previous start."""
+        with self._guard:
+            lock = self._locks.setdefault(host, threading.Lock())
+        with lock:
+            last = self._last_start.get(host)
+            if last is not None and interval > 0:
+                wait = last + interval - self._clock()
+                if wait > 0:
+                    self._sleep(wait)
+            self._last_start[host] = self._clock()
+            yield
+
+
+DEFAULT_PACER = HostPacer()
+
+
+@dataclass(frozen=True, slots=True)
+class HttpResponse:
+    """A completed response: 2xx with its body, or 304 (``not_modified``) with none."""
+
+    url: str
+    status: int
+    content: bytes
+    headers: httpx.Headers
+
+    @property
+    def not_modified(self) -> bool:
+        return self.status == 304
+
+    @property
+    def validators(self) -> dict[str, str]:
+        """What to remember for the next conditional request: ``url``, ``etag``, ``last_modified``."""
+        found = {"url": self.url}
+        if etag := self.headers.get("etag"):
+            found["etag"] = etag
+        if last_modified := self.headers.get("last-modified"):
+            found["last_modified"] = last_modified
+        return found
+
+
+def conditional_validators(state: Mapping[str, str], url: str) -> tuple[str | None, str | None]:
+    """The (ETag, Last-Modified) remembered for exactly this URL, else (None, None)."""
+    if state.get("url") != url:
+        return None, None
+    return state.get("etag") or None, state.get("last_modified") or None
+
+
+def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
+    """``Retry-After`` as seconds from now: delta-seconds or an HTTP date; absent or unparseable -> None."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max((when - (now or datetime.now(UTC))).total_seconds(), 0.0)
+
+
+def new_client(user_agent: str, timeout_seconds: float = 20.0) -> httpx.Client:
+    """An ``httpx.Client`` suitable for the sources (the caller closes it)."""
+    return httpx.Client(
+        headers={"User-Agent": user_agent},
+        timeout=timeout_seconds,
+        follow_redirects=True,
+    )
+
+
+class PoliteHttp:
+    """GET with a timeout, bounded retries with backoff and jitter, Retry-After, ETag/Last-Modified.
+
+    ``settings`` gives the timeout, retry count, backoff base and the longest Retry-After accepted.
+    ``interval`` is the minimum pause between requests to one host (floored for arxiv.org, see
+    ``min_interval``). ``sleep`` and ``rng`` are injectable so tests can observe the waits.
+    """
+
+    def __init__(
+        self,
+        source: str,
+        client: httpx.Client,
+        settings: HttpSource,
+        user_agent: str,
+        *,
+        interval: float = 0.0,
+        pacer: HostPacer | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.source = source
+        self._client = client
+        self._settings = settings
+        self._user_agent = user_agent
+        self._interval = interval
+        self._pacer = pacer or DEFAULT_PACER
+        self._sleep = sleep
+        self._rng = rng or random.Random()
+
+    def url_for(self, url: str, params: Mapping[str, str] | None = None) -> str:
+        """The full URL a GET of ``url`` with ``params`` requests (the key for conditional state)."""
+        try:
+            return str(httpx.URL(url).copy_merge_params(dict(params or {})))
+        except (httpx.InvalidURL, TypeError, ValueError) as err:
+            raise SourceError(self.source, f"invalid URL {url!r}: {err}") from err
+
+    def get(
+        self,
+        url: str,
+        params: Mapping[str, str] | None = None,
+        *,
+        etag: str | None = None,
+        last_modified: str | None = None,
+        accept: str | None = None,
+        error_detail: Callable[[bytes], str | None] | None = None,
+    ) -> HttpResponse:
+        """GET ``url``; returns a 2xx or 304 response, or raises SourceError with a one-line reason.
+
+        ``etag`` / ``last_modified`` make the request conditional (a 304 comes back as
+        ``not_modified``). Connection errors, timeouts, 429 and 5xx are retried up to
+        ``settings.max_retries`` times; anything else fails at once. ``error_detail`` may turn the body
+        of a failed response into a short explanation (e.g. the message in arXiv's error feed).
+        """
+        full_url = self.url_for(url, params)
+        target = httpx.URL(full_url)
+        if target.scheme not in ("http", "https"):
+            raise SourceError(self.source, f"invalid URL {url!r}: only http and https are supported")
+        if not target.host:
+            raise SourceError(self.source, f"invalid URL {url!r}: no host")
+        headers = {"User-Agent": self._user_agent}
+        if accept:
+            headers["Accept"] = accept
+        if etag:
+            headers["If-None-Match"] = etag
+        if last_modified:
+            headers["If-Modified-Since"] = last_modified
+        interval = min_interval(target, self._interval)
+        attempts = self._settings.max_retries + 1
+        attempt = 0
+        while True:
+            outcome, wait = self._attempt(target, headers, interval, attempt, error_detail)
+            if isinstance(outcome, HttpResponse):
+                return outcome
+            attempt += 1
+            if attempt >= attempts:
+                tries = "1 attempt" if attempts == 1 else f"{attempts} attempts"
+                raise SourceError(self.source, f"{outcome} (gave up after {tries})")
+            self._sleep(wait)
+
+    def _attempt(
+        self,
+        target: httpx.URL,
+        headers: dict[str, str],
+        interval: float,
+        attempt: int,
+        error_detail: Callable[[bytes], str | None] | None,
+    ) -> tuple[HttpResponse | str, float]:
+        """One request: the response, or (reason, seconds to wait) for a retryable failure."""
+        timeout = self._settings.timeout_seconds
+        shown = _short(target)
+        try:
+            with self._pacer.slot(target.host, interval):
+                response = self._client.get(target, headers=headers, timeout=timeout, follow_redirects=True)
+        except httpx.TimeoutException:
+            return f"timed out after {timeout:g} s: GET {shown}", self._backoff(attempt)
+        except (httpx.UnsupportedProtocol, httpx.InvalidURL) as err:
+            raise SourceError(self.source, f"invalid URL {shown}: {err}") from err
+        except httpx.TransportError as err:
+            return f"connection failed: GET {shown}: {_one_line(err)}", self._backoff(attempt)
+        except httpx.HTTPError as err:
+            raise SourceError(self.source, f"GET {shown} failed: {_one_line(err)}") from err
+
+        status = response.status_code
+        if 200 <= status < 300 or status == 304:
+            return HttpResponse(str(target), status, response.content, response.headers), 0.0
+        reason = " ".join(f"HTTP {status} {response.reason_phrase} from {shown}".split())
+        detail = _describe(error_detail, response.content)
+        if detail:
+            reason = f"{reason}: {detail}"
+        if status != 429 and status < 500:
+            raise SourceError(self.source, reason)
+        retry_after = parse_retry_after(response.headers.get("retry-after"))
+        limit = self._settings.max_retry_after_seconds
+        if retry_after is not None and retry_after > limit:
+            raise SourceError(
+                self.source,
+                f"{reason}: server asks to retry after {retry_after:.0f} s, "
+                f"more than max_retry_after_seconds = {limit:g}",
+            )
+        return reason, max(retry_after or 0.0, self._backoff(attempt))
+
+    def _backoff(self, attempt: int) -> float:
+        # "Equal jitter": half the exponential delay is fixed, half random, so retries from several
+        # clients spread out but never collapse to zero.
+        base = min(self._settings.backoff_seconds * 2**attempt, _MAX_BACKOFF_SECONDS)
+        return base / 2 + self._rng.uniform(0, base / 2)
+
+
+def _describe(error_detail: Callable[[bytes], str | None] | None, content: bytes) -> str:
+    if error_detail is None or not content:
+        return ""
+    try:
+        return _one_line_text(error_detail(content) or "")
+    except Exception:  # an explanation is a courtesy; never let it hide the HTTP error
+        return ""
+
+
+def _one_line_text(text: str) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def _short(url: httpx.URL) -> str:
+    text = str(url)
+    return text if len(text) <= 160 else text[:157] + "..."
+
+
+def _one_line(err: Exception) -> str:
+    return _one_line_text(str(err)) or type(err).__name__
