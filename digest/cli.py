@@ -17,7 +17,6 @@ from typing import Any, TypeVar, cast
 
 import click
 from rich.console import Console
-from rich.logging import RichHandler
 
 from digest import __version__
 from digest.config import Settings, load_settings
@@ -62,10 +61,12 @@ class App:
 def _setup_logging(level: str, verbose: int) -> None:
     chosen = "DEBUG" if verbose > 0 else level
     root = logging.getLogger()
-    if not any(isinstance(h, RichHandler) for h in root.handlers):
-        handler = RichHandler(console=err_console, show_path=False, show_time=True, markup=False,
-                              rich_tracebacks=False)
-        handler.setFormatter(logging.Formatter("%(message)s"))
+    if not any(getattr(h, "_digest", False) for h in root.handlers):
+        # One line per event (grep-able, also under systemd/cron); names the source or subscriber.
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s",
+                                               "%Y-%m-%dT%H:%M:%S"))
+        handler._digest = True  # type: ignore[attr-defined]
         root.addHandler(handler)
     root.setLevel(chosen)
     for noisy in ("httpx", "httpcore", "cssutils", "CSSUTILS", "alembic", "apscheduler.executors.default"):

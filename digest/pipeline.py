@@ -357,7 +357,7 @@ class Pipeline:
         smtp = self.settings.smtp
         if result.outcome is Outcome.DELIVERED:
             self.store.mark_outcome(delivery.id, DeliveryStatus.SENT, now, None)
-            log.info("sent subscriber=%s message_id=%s", sub.email, delivery.message_id)
+            log.debug("sent subscriber=%s message_id=%s", sub.email, delivery.message_id)
             return DeliveryStatus.SENT
         if result.outcome is Outcome.TRANSIENT:
             attempts = delivery.attempts + 1
