@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time
 from enum import StrEnum
+from urllib.parse import quote_plus
 
 OTHER_SECTION = "other"
 
@@ -54,12 +55,13 @@ class Paper:
 
     @property
     def link(self) -> str:
-        """The page a reader should land on: the given URL, else arXiv's abstract page."""
+        """The page a reader should land on: the given URL, else arXiv's abstract page, else (no id
+        known yet) an arXiv title search that finds it."""
         if self.url:
             return self.url
         if not self.id.startswith("title:"):
             return f"https://arxiv.org/abs/{self.id}"
-        return ""
+        return "https://arxiv.org/search/?searchtype=title&query=" + quote_plus(self.title)
 
 
 class SubscriberStatus(StrEnum):

@@ -1,0 +1,191 @@
+"""The whole job through the real CLI, in a fresh folder, as a new user would run it."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def digest(cwd: Path, *args: str, check: bool = True, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run([sys.executable, "-m", "digest", *args], cwd=cwd, capture_output=True, text=True,
+                          input=stdin, timeout=180, env={"PATH": "/usr/bin:/bin", "HOME": str(cwd)})
+    if check and proc.returncode != 0:
+        raise AssertionError(f"digest {' '.join(args)} exited {proc.returncode}:\n{proc.stderr}")
+    return proc
+
+
+@pytest.fixture
+def demo_dir(tmp_path: Path) -> Path:
+    """A folder laid out like a fresh clone: seeds/ and config/ (demo subscribers), no database yet."""
+    shutil.copytree(REPO / "seeds", tmp_path / "seeds")
+    (tmp_path / "config").mkdir()
+    shutil.copy(REPO / "config" / "demo_subscribers.csv", tmp_path / "config" / "demo_subscribers.csv")
+    return tmp_path
+
+
+def _messages(outbox: Path) -> list[email.message.EmailMessage]:
+    return [email.message_from_bytes(p.read_bytes(), policy=email.policy.default)  # type: ignore[misc]
+            for p in sorted(outbox.glob("*.eml"))]
+
+
+def test_run_leaves_one_valid_email_per_demo_subscriber(demo_dir: Path) -> None:
+    proc = digest(demo_dir, "run")
+    assert "source=seed new=77 updated=0 errors=0" in proc.stdout
+    assert proc.stdout.strip().splitlines()[-1] == "sent=3 skipped=0 failed=0"
+    messages = _messages(demo_dir / "var" / "outbox")
+    assert sorted(str(m["To"]) for m in messages) == ["ada@example.org", "alan@example.org", "grace@example.org"]
+
+    papers = [json.loads(line) for line in digest(demo_dir, "papers", "list", "--json").stdout.splitlines()]
+    topics_by_title = {p["title"]: set(p["topics"]) for p in papers}
+    wanted = {"ada@example.org": {"pruning", "nas"}, "grace@example.org": {"diffusion"},
+              "alan@example.org": {"subspace"}}
+    for msg in messages:
+        assert msg.get_content_type() == "multipart/alternative"
+        for header in ("Message-ID", "Date", "List-Id", "List-Unsubscribe", "List-Unsubscribe-Post"):
+            assert msg[header], header
+        text = msg.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+        html = msg.get_body(("html",)).get_content()  # type: ignore[union-attr]
+        assert len(html.encode()) < 102 * 1024
+        included = [t for t in topics_by_title if t in text]
+        assert included, f"no paper in the mail to {msg['To']}"
+        for title in included:
+            assert topics_by_title[title] & wanted[str(msg["To"])], (msg["To"], title)
+
+
+def test_send_again_delivers_nothing_new(demo_dir: Path) -> None:
+    digest(demo_dir, "run")
+    proc = digest(demo_dir, "send")
+    assert proc.stdout.strip().splitlines()[-1] == "sent=0 skipped=3 failed=0"
+    assert len(list((demo_dir / "var" / "outbox").glob("*.eml"))) == 3
+
+
+def test_broken_config_exits_2_with_one_line(demo_dir: Path) -> None:
+    (demo_dir / "broken.toml").write_text("[smtp]\nport = 'twenty-five'\n")
+    proc = digest(demo_dir, "--config", "broken.toml", "send", check=False)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "smtp.port" in lines[0] and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("text", ["[smtp\n", "[mailer]\nbackend = 'pigeon'\n", "[whatever]\nx = 1\n"])
+def test_other_broken_configs(demo_dir: Path, text: str) -> None:
+    (demo_dir / "broken.toml").write_text(text)
+    proc = digest(demo_dir, "--config", "broken.toml", "fetch", check=False)
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_preview_writes_a_page(demo_dir: Path) -> None:
+    digest(demo_dir, "fetch")
+    digest(demo_dir, "subscribers", "add", "r@example.org", "--topics", "diffusion")
+    digest(demo_dir, "preview", "--subscriber", "r@example.org", "--format", "html", "--out", "f.html")
+    page = (demo_dir / "f.html").read_text()
+    assert page.lstrip().lower().startswith("<!doctype html") and "</html>" in page
+    text = digest(demo_dir, "preview", "--subscriber", "r@example.org", "--format", "text").stdout
+    assert "Diffusion" in text
+    eml = digest(demo_dir, "preview", "--subscriber", "r@example.org", "--format", "eml").stdout
+    assert "multipart/alternative" in eml
+    assert not (demo_dir / "var" / "outbox").exists()  # preview sends and records nothing
+
+
+def test_preview_of_a_past_date_shows_what_was_sent(demo_dir: Path) -> None:
+    digest(demo_dir, "run", "--date", "2026-08-18")
+    [msg] = [m for m in _messages(demo_dir / "var" / "outbox") if str(m["To"]) == "grace@example.org"]
+    sent_text = msg.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    # A new diffusion paper arriving later must not change what the stored issue shows.
+    title = "Yet Another Latent Diffusion Model For Tests"
+    with open(demo_dir / "seeds" / "hf_papers_search.txt", "a", encoding="utf-8") as fh:
+        fh.write(f"\n\n{title}\n\n" + "We train a latent diffusion model with a new sampler. " * 5 + "\n")
+    assert "new=1" in digest(demo_dir, "fetch").stdout
+    past = digest(demo_dir, "preview", "--subscriber", "grace@example.org", "--date", "2026-08-18",
+                  "--format", "text").stdout
+    assert title not in past
+    assert [line for line in past.splitlines() if line[:3].strip().rstrip(".").isdigit()] == \
+        [line for line in sent_text.splitlines() if line[:3].strip().rstrip(".").isdigit()]
+    fresh = digest(demo_dir, "preview", "--subscriber", "grace@example.org", "--format", "text").stdout
+    assert title in fresh
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["subscribers", "add", "not-an-address"], "invalid email"),
+        (["subscribers", "add", "a@example.org", "--topics", "astrology"], "unknown topic"),
+        (["subscribers", "add", "a@example.org", "--tz", "Mars/Olympus"], "unknown time zone"),
+        (["subscribers", "add", "a@example.org", "--send-at", "25:99"], "invalid time"),
+        (["send", "--date", "2026-13-45"], "invalid date"),
+        (["preview", "--subscriber", "nobody@example.org"], "no subscriber"),
+    ],
+)
+def test_bad_input_exits_2(demo_dir: Path, args: list[str], needle: str) -> None:
+    proc = digest(demo_dir, *args, check=False)
+    assert proc.returncode == 2, proc.stderr
+    assert needle in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_subscribers_round_trip_and_import(demo_dir: Path) -> None:
+    digest(demo_dir, "subscribers", "add", "ada@example.org", "--topics", "pruning,nas", "--keywords", "sparsity",
+           "--authors", "Song Han;Yann LeCun", "--frequency", "weekly", "--send-at", "07:30",
+           "--tz", "Europe/London", "--max-papers", "5")
+    digest(demo_dir, "subscribers", "update", "ada@example.org", "--topics", "diffusion")
+    (demo_dir / "people.csv").write_text(
+        "email,name,topics,keywords,exclude,authors,frequency,send_at,tz,max_papers\n"
+        "b@example.org,B,subspace;nas,,medical,,daily,09:00,Asia/Tokyo,7\n"
+        "broken-address,X,,,,,,,,\n"
+        "c@example.org,,,,,,,,,\n")
+    proc = digest(demo_dir, "subscribers", "import", "people.csv", check=False)
+    assert proc.returncode == 2 and "people.csv:3" in proc.stderr and "added=2" in proc.stdout
+    listed = digest(demo_dir, "subscribers", "list", "--json").stdout.splitlines()
+    rows = {r["email"]: r for r in map(json.loads, listed)}
+    assert rows["ada@example.org"]["topics"] == ["diffusion"]
+    assert rows["ada@example.org"]["authors"] == ["Song Han", "Yann LeCun"]
+    assert rows["b@example.org"]["topics"] == ["subspace", "nas"] and rows["b@example.org"]["max_papers"] == 7
+    assert rows["c@example.org"]["topics"] == [] and rows["c@example.org"]["status"] == "confirmed"
+    digest(demo_dir, "subscribers", "remove", "c@example.org")
+    assert "c@example.org" not in digest(demo_dir, "subscribers", "list").stdout
+
+
+def test_tag_jsonl_and_eval(demo_dir: Path) -> None:
+    lines = [json.dumps({"id": "x1", "title": "Structured Pruning of LLMs", "abstract": "We prune heads."}),
+             json.dumps({"id": "x2", "title": "A note on weather", "abstract": "Rain."})]
+    out = digest(demo_dir, "tag", "--input", "-", "--output", "-", stdin="\n".join(lines) + "\n").stdout
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert [r["id"] for r in rows] == ["x1", "x2"]
+    assert "pruning" in rows[0]["topics"] and rows[0]["why"]["pruning"] and rows[1]["topics"] == []
+    labels = REPO / "tests" / "fixtures" / "labels" / "seed_topics.jsonl"
+    report = digest(demo_dir, "tagger-eval", "--labels", str(labels)).stdout.strip().splitlines()
+    assert report[-1].startswith("macro_f1=0.") or report[-1] == "macro_f1=1.000"
+
+
+def test_dry_run_records_nothing(demo_dir: Path) -> None:
+    digest(demo_dir, "fetch")
+    digest(demo_dir, "subscribers", "add", "r@example.org", "--topics", "nas")
+    proc = digest(demo_dir, "send", "--dry-run")
+    assert "would send" in proc.stdout and "r@example.org" in proc.stdout
+    assert not (demo_dir / "var" / "outbox").exists()
+    assert digest(demo_dir, "send").stdout.strip().splitlines()[-1] == "sent=1 skipped=0 failed=0"
+
+
+COMMANDS = [["fetch"], ["tag"], ["tagger-eval"], ["subscribers", "add"], ["subscribers", "update"],
+            ["subscribers", "remove"], ["subscribers", "list"], ["subscribers", "import"], ["papers", "list"],
+            ["preview"], ["send"], ["status"], ["run"], ["daemon"], ["serve"], ["bench"]]
+
+
+def test_every_command_has_help_with_an_example() -> None:
+    from click.testing import CliRunner
+
+    from digest.cli import cli
+
+    runner = CliRunner()
+    for command in COMMANDS:
+        result = runner.invoke(cli, [*command, "--help"])
+        assert result.exit_code == 0, command
+        assert "Example" in result.output, f"digest {' '.join(command)} --help has no example"
