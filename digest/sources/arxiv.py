@@ -15,7 +15,7 @@ from lxml import etree
 from digest.config import ArxivSource as ArxivSettings
 from digest.errors import SourceError
 from digest.models import FetchResult, Paper
-from digest.sources.http import HostPacer, PoliteHttp
+from digest.sources.http import HostPacer, PoliteHttp, reported_as
 from digest.sources.normalize import clean_text, parse_datetime, split_arxiv_id, title_key
 
 __all__ = ["ArxivSource", "AtomPage", "atom_error_message", "build_query", "parse_atom", "parse_xml"]
@@ -160,6 +160,11 @@ class ArxivSource:
         )
 
     def fetch(self, day: date | None, state: Mapping[str, str]) -> FetchResult:
+        """See digest.sources.base.Source: the papers listed, the state to keep, or SourceError."""
+        with reported_as(self.name):
+            return self._fetch(day, state)
+
+    def _fetch(self, day: date | None, state: Mapping[str, str]) -> FetchResult:
         cfg = self.settings
         if not cfg.url:
             raise SourceError(self.name, "no url configured")

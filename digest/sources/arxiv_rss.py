@@ -16,7 +16,7 @@ from digest.config import ArxivRssSource as ArxivRssSettings
 from digest.errors import SourceError
 from digest.models import FetchResult, Paper
 from digest.sources.arxiv import ARXIV, ATOM, parse_xml
-from digest.sources.http import HostPacer, PoliteHttp, conditional_validators
+from digest.sources.http import HostPacer, PoliteHttp, conditional_validators, reported_as
 from digest.sources.normalize import clean_text, parse_datetime, split_arxiv_id, title_key
 
 __all__ = ["ArxivRssSource", "RssFeed", "RssItem", "feed_url", "parse_feed"]
@@ -179,6 +179,11 @@ class ArxivRssSource:
         self._http = PoliteHttp(name, client, settings, user_agent, pacer=pacer, sleep=sleep)
 
     def fetch(self, day: date | None, state: Mapping[str, str]) -> FetchResult:
+        """See digest.sources.base.Source: the papers listed, the state to keep, or SourceError."""
+        with reported_as(self.name):
+            return self._fetch(day, state)
+
+    def _fetch(self, day: date | None, state: Mapping[str, str]) -> FetchResult:
         if not self.settings.url:
             raise SourceError(self.name, "no url configured")
         if not self.settings.categories:

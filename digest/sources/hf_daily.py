@@ -14,7 +14,7 @@ import httpx
 from digest.config import HfDailySource as HfDailySettings
 from digest.errors import SourceError
 from digest.models import FetchResult, Paper
-from digest.sources.http import HostPacer, PoliteHttp, conditional_validators
+from digest.sources.http import HostPacer, PoliteHttp, conditional_validators, reported_as
 from digest.sources.normalize import clean_text, parse_datetime, split_arxiv_id, title_key
 
 __all__ = [
@@ -164,6 +164,11 @@ class HfDailySource:
         self._http = PoliteHttp(name, client, settings, user_agent, pacer=pacer, sleep=sleep)
 
     def fetch(self, day: date | None, state: Mapping[str, str]) -> FetchResult:
+        """See digest.sources.base.Source: the papers listed, the state to keep, or SourceError."""
+        with reported_as(self.name):
+            return self._fetch(day, state)
+
+    def _fetch(self, day: date | None, state: Mapping[str, str]) -> FetchResult:
         if not self.settings.url:
             raise SourceError(self.name, "no url configured")
         params = {"date": day.isoformat()} if day else {}

@@ -18,7 +18,7 @@ from digest.config import HfPapersSource as HfPapersSettings
 from digest.errors import SourceError
 from digest.models import FetchResult, Paper
 from digest.sources.hf_daily import papers_from_entries
-from digest.sources.http import HostPacer, PoliteHttp, conditional_validators
+from digest.sources.http import HostPacer, PoliteHttp, conditional_validators, reported_as
 from digest.sources.normalize import clean_text
 
 __all__ = ["HfPapersSource", "PapersPage", "listing_url", "parse_papers_page"]
@@ -171,6 +171,11 @@ class HfPapersSource:
         self._http = PoliteHttp(name, client, settings, user_agent, pacer=pacer, sleep=sleep)
 
     def fetch(self, day: date | None, state: Mapping[str, str]) -> FetchResult:
+        """See digest.sources.base.Source: the papers listed, the state to keep, or SourceError."""
+        with reported_as(self.name):
+            return self._fetch(day, state)
+
+    def _fetch(self, day: date | None, state: Mapping[str, str]) -> FetchResult:
         if not self.settings.url:
             raise SourceError(self.name, "no url configured")
         page_url = listing_url(self.settings.url, self.settings.listing, day, self._now().date())

@@ -11,6 +11,7 @@ Every failure leaves this module as ``SourceError(source, one-line reason)``:
 from __future__ import annotations
 
 import email.utils
+import logging
 import random
 import threading
 import time
@@ -27,6 +28,7 @@ from digest.errors import SourceError
 __all__ = [
     "ARXIV_MIN_INTERVAL",
     "DEFAULT_PACER",
+    "MAX_RESPONSE_BYTES",
     "HostPacer",
     "HttpResponse",
     "PoliteHttp",
@@ -34,12 +36,17 @@ __all__ = [
     "min_interval",
     "new_client",
     "parse_retry_after",
+    "reported_as",
 ]
+
+log = logging.getLogger(__name__)
 
 # arXiv's terms of use: no more than one request every three seconds, one connection at a time.
 ARXIV_MIN_INTERVAL = 3.0
 _ARXIV_DOMAIN = "arxiv.org"
 _MAX_BACKOFF_SECONDS = 60.0
+# The largest real response is the RSS feed at its 2,000-item cap (a few MB).
+MAX_RESPONSE_BYTES = 64 * 1024 * 1024
 
 
 def min_interval(url: str | httpx.URL, configured: float) -> float:
@@ -113,6 +120,19 @@ class HttpResponse:
         return found
 
 
+@contextmanager
+def reported_as(source: str) -> Iterator[None]:
+    """Turn anything but SourceError raised inside into SourceError(source, ...): a source's contract
+    is that it raises nothing else, so a parser bug on odd data still only fails that one source."""
+    try:
+        yield
+    except SourceError:
+        raise
+    except Exception as err:
+        log.exception("%s: unexpected error", source)
+        raise SourceError(source, f"unexpected {type(err).__name__}: {_one_line(err)}") from err
+
+
 def conditional_validators(state: Mapping[str, str], url: str) -> tuple[str | None, str | None]:
     """The (ETag, Last-Modified) remembered for exactly this URL, else (None, None)."""
     if state.get("url") != url:
@@ -152,7 +172,8 @@ class PoliteHttp:
 
     ``settings`` gives the timeout, retry count, backoff base and the longest Retry-After accepted.
     ``interval`` is the minimum pause between requests to one host (floored for arxiv.org, see
-    ``min_interval``). ``sleep`` and ``rng`` are injectable so tests can observe the waits.
+    ``min_interval``). ``sleep`` and ``rng`` are injectable so tests can observe the waits. Bodies
+    larger than ``max_bytes`` are refused.
     """
 
     def __init__(
@@ -166,6 +187,7 @@ class PoliteHttp:
         pacer: HostPacer | None = None,
         sleep: Callable[[float], None] = time.sleep,
         rng: random.Random | None = None,
+        max_bytes: int = MAX_RESPONSE_BYTES,
     ) -> None:
         self.source = source
         self._client = client
@@ -175,6 +197,7 @@ class PoliteHttp:
         self._pacer = pacer or DEFAULT_PACER
         self._sleep = sleep
         self._rng = rng or random.Random()
+        self._max_bytes = max_bytes
 
     def url_for(self, url: str, params: Mapping[str, str] | None = None) -> str:
         """The full URL a GET of ``url`` with ``params`` requests (the key for conditional state)."""
@@ -238,8 +261,10 @@ class PoliteHttp:
         timeout = self._settings.timeout_seconds
         shown = _short(target)
         try:
-            with self._pacer.slot(target.host, interval):
-                response = self._client.get(target, headers=headers, timeout=timeout, follow_redirects=True)
+            with self._pacer.slot(target.host, interval), self._client.stream(
+                "GET", target, headers=headers, timeout=timeout, follow_redirects=True
+            ) as response:
+                content = self._read(response, shown)
         except httpx.TimeoutException:
             return f"timed out after {timeout:g} s: GET {shown}", self._backoff(attempt)
         except (httpx.UnsupportedProtocol, httpx.InvalidURL) as err:
@@ -251,9 +276,9 @@ class PoliteHttp:
 
         status = response.status_code
         if 200 <= status < 300 or status == 304:
-            return HttpResponse(str(target), status, response.content, response.headers), 0.0
+            return HttpResponse(str(target), status, content, response.headers), 0.0
         reason = " ".join(f"HTTP {status} {response.reason_phrase} from {shown}".split())
-        detail = _describe(error_detail, response.content)
+        detail = _describe(error_detail, content)
         if detail:
             reason = f"{reason}: {detail}"
         if status != 429 and status < 500:
@@ -267,6 +292,17 @@ class PoliteHttp:
                 f"more than max_retry_after_seconds = {limit:g}",
             )
         return reason, max(retry_after or 0.0, self._backoff(attempt))
+
+    def _read(self, response: httpx.Response, shown: str) -> bytes:
+        # Streamed with a cap: a misbehaving server must not be able to exhaust memory.
+        chunks: list[bytes] = []
+        size = 0
+        for chunk in response.iter_bytes():
+            size += len(chunk)
+            if size > self._max_bytes:
+                raise SourceError(self.source, f"response from {shown} is larger than {self._max_bytes} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
 
     def _backoff(self, attempt: int) -> float:
         # "Equal jitter": half the exponential delay is fixed, half random, so retries from several

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import socket
 
 import httpx
@@ -72,7 +73,7 @@ def test_timeout_is_retried_then_reported(http_server: HttpServer, http_client: 
 
 def test_cut_off_transfer_is_a_connection_failure(http_server: HttpServer, http_client: httpx.Client) -> None:
     http_server.route("/cut", Reply(body=b"x" * 10_000, truncate=100))
-    with pytest.raises(SourceError, match="connection failed: GET .*/cut"):
+    with pytest.raises(SourceError, match=r"connection failed: GET .*/cut"):
         polite(http_client, max_retries=1).get(http_server.url("/cut"))
     assert len(http_server.requests_to("/cut")) == 2
 
@@ -116,6 +117,6 @@ def test_requests_to_one_host_are_spaced(http_server: HttpServer, http_client: h
     for _ in range(3):
         http.get(http_server.url("/a"))
     times = [r.at for r in http_server.requests_to("/a")]
-    gaps = [later - earlier for earlier, later in zip(times, times[1:], strict=False)]
+    gaps = [later - earlier for earlier, later in itertools.pairwise(times)]
     assert len(gaps) == 2
-    assert all(gap >= 0.24 for gap in gaps), gaps
+    assert all(gap >= 0.2 for gap in gaps), gaps  # client-side starts are 0.25 s apart

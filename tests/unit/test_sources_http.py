@@ -17,6 +17,7 @@ from digest.sources.http import (
     conditional_validators,
     min_interval,
     parse_retry_after,
+    reported_as,
 )
 
 
@@ -154,3 +155,20 @@ def test_conditional_headers_and_304() -> None:
     assert response.not_modified and response.content == b""
     assert seen[0].headers["if-none-match"] == '"abc"'
     assert seen[0].headers["if-modified-since"] == "Tue, 18 Aug 2026 10:00:00 GMT"
+
+
+def test_oversized_bodies_are_refused() -> None:
+    handler = httpx.MockTransport(lambda r: httpx.Response(200, content=b"x" * 5000))
+    cfg = HttpSource(enabled=True, url="http://h/")
+    http = PoliteHttp("test", httpx.Client(transport=handler), cfg, "ua", pacer=HostPacer(), max_bytes=4096)
+    with pytest.raises(SourceError, match="larger than 4096 bytes"):
+        http.get("http://h/big")
+
+
+def test_reported_as_turns_surprises_into_source_errors() -> None:
+    with pytest.raises(SourceError) as info, reported_as("hf_daily"):
+        raise KeyError("paper")
+    assert info.value.source == "hf_daily"
+    assert info.value.reason == "unexpected KeyError: 'paper'"
+    with pytest.raises(SourceError, match=r"^arxiv: kept$"), reported_as("hf_daily"):
+        raise SourceError("arxiv", "kept")
