@@ -160,8 +160,9 @@ class ArxivRssSource:
     """One request for ``{url}/{cat+cat...}``; keeps the announce types in ``announce_types``.
 
     The feed only ever holds the latest announcement, so ``day`` is ignored. State kept between runs:
-    ``url``, ``etag``, ``last_modified`` and ``feed_date``; a feed with the same date as last time for
-    the same URL has been seen already and comes back as ``not_modified``.
+    ``url``, ``etag``, ``last_modified``, ``feed_date`` and ``announce_types``; a feed with the same
+    date as last time, for the same URL and announce types, has been seen already and comes back as
+    ``not_modified``.
     """
 
     def __init__(
@@ -199,13 +200,15 @@ class ArxivRssSource:
         if response.not_modified:
             return FetchResult(self.name, [], dict(state), not_modified=True)
         feed = parse_feed(response.content, self.name)
+        wanted = {t.lower() for t in self.settings.announce_types}
         new_state = response.validators
+        new_state["announce_types"] = ",".join(sorted(wanted))
         feed_date = feed.date.isoformat() if feed.date else ""
         if feed_date:
             new_state["feed_date"] = feed_date
-            if state.get("url") == url and state.get("feed_date") == feed_date:
+            seen = all(state.get(k) == new_state[k] for k in ("url", "feed_date", "announce_types"))
+            if seen:
                 return FetchResult(self.name, [], new_state, not_modified=True)
-        wanted = {t.lower() for t in self.settings.announce_types}
         papers: dict[str, Paper] = {}
         for item in feed.items:
             if not wanted or item.announce_type in wanted:

@@ -180,8 +180,11 @@ def test_rss_seen_feed_and_etag(http_server: HttpServer, http_client: httpx.Clie
     assert second.not_modified and second.papers == []
     assert http_server.requests[1].headers["if-none-match"] == '"rss1"'
     http_server.route("/rss/cs.LG", Reply.file(body))  # no ETag support: the feed date says "seen"
-    third = source.fetch(None, {"url": first.state["url"], "feed_date": first.state["feed_date"]})
+    without_etag = {k: v for k, v in first.state.items() if k != "etag"}
+    third = source.fetch(None, without_etag)
     assert third.not_modified and third.papers == []
+    wider = rss(http_server, http_client, announce_types=["new", "replace"]).fetch(None, without_etag)
+    assert not wider.not_modified and len(wider.papers) == 3  # another filter has not seen this feed
 
 
 def test_rss_empty_weekend_feed_is_normal(http_server: HttpServer, http_client: httpx.Client) -> None:
