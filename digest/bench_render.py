@@ -1,0 +1,194 @@
+"""The rendering benchmark: sample issues for many subscribers, and emails/s of the fast and naive paths."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import time
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+from digest.config import Settings
+from digest.links import LinkBuilder, PersonalLinks, Signer
+from digest.message import build_message, list_id_for, make_message_id
+from digest.models import Issue, IssueEntry, IssueSection, Paper, Subscriber
+from digest.render import Renderer
+from digest.tagger import Tagger
+
+__all__ = ["RenderJob", "load_papers", "make_jobs", "measure_render", "sample_issue"]
+
+OTHER = "other"
+
+
+@dataclass(frozen=True, slots=True)
+class RenderJob:
+    """One email to render: the issue, the subscriber's links, and the delivery facts for the headers."""
+
+    issue: Issue
+    links: PersonalLinks
+
+
+def load_papers(path: Path, settings: Settings | None = None) -> list[Paper]:
+    """Papers from a JSON-lines file (``id``, ``title``, ``abstract``, ``authors`` ...), tagged with the
+    configured topics so sample issues have real sections."""
+    tagger = Tagger((settings or Settings()).enabled_topics)
+    papers = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if not line.strip():
+            continue
+        row = json.loads(line)
+        paper = Paper(
+            id=row["id"], title=row["title"], abstract=row.get("abstract") or "",
+            authors=tuple(row.get("authors") or ()), upvotes=row.get("upvotes"),
+            ai_summary=row.get("ai_summary"), code_url=row.get("code_url"),
+            project_url=row.get("project_url"), pdf_url=row.get("pdf_url"),
+            categories=tuple(row.get("categories") or ()),
+        )
+        papers.append(tagger.tag_paper(paper))
+    return papers
+
+
+def sample_issue(papers: Sequence[Paper], subscriber: Subscriber, day: date, settings: Settings,
+                 issue_id: int = 1) -> Issue:
+    """A plausible issue: the subscriber's topics (all when they follow everything), best scores first,
+    at most ``subscriber.max_papers`` papers, never one twice; the rest of the budget from ``other``."""
+    topics = settings.enabled_topics
+    wanted = list(subscriber.topics) or list(topics)
+    used: set[str] = set()
+    by_topic: dict[str, list[IssueEntry]] = {t: [] for t in [*wanted, OTHER]}
+    scored = sorted(papers, key=lambda p: -max((t.score for t in p.topics), default=0.0))
+    for paper in scored:
+        if len(used) >= subscriber.max_papers:
+            break
+        match = next((t for t in paper.topics if t.topic in by_topic and t.topic != OTHER), None)
+        if match is not None:
+            why = ", ".join(match.why[:3]) or topics[match.topic].label
+            by_topic[match.topic].append(IssueEntry(paper, f"matches {why}", match.score))
+            used.add(paper.id)
+    for paper in papers:
+        if len(used) >= subscriber.max_papers:
+            break
+        if paper.id not in used and not paper.topics:
+            by_topic[OTHER].append(IssueEntry(paper, "popular today", 0.0))
+            used.add(paper.id)
+    sections = tuple(
+        IssueSection(t, topics[t].label if t in topics else "Other papers", tuple(entries))
+        for t, entries in by_topic.items() if entries
+    )
+    entries = [e for s in sections for e in s.entries]
+    top = max(entries, key=lambda e: (e.paper.upvotes or 0, e.score)) if entries else None
+    return Issue(subscriber=subscriber, date=day, sections=sections, top_pick=top, id=issue_id)
+
+
+def make_jobs(papers: Sequence[Paper], settings: Settings, count: int, day: date,
+              seed: int = 7, max_papers: int = 20) -> list[RenderJob]:
+    """``count`` subscribers with mixed preferences (some follow everything, most one to three topics,
+    varied paper counts) and their issues over ``papers``."""
+    rng = random.Random(seed)
+    names = list(settings.enabled_topics)
+    links = LinkBuilder(settings.site.base_url, Signer(settings.secret_key), "digest@localhost")
+    issues_by_prefs: dict[tuple[tuple[str, ...], int], Issue] = {}
+    jobs = []
+    for i in range(count):
+        chosen = () if rng.random() < 0.2 else tuple(sorted(rng.sample(names, rng.randint(1, min(3, len(names))))))
+        limit = rng.choice([5, 10, max_papers, max_papers])
+        key = (chosen, limit)
+        email = f"reader{i}@example.org"
+        subscriber = Subscriber(email=email, topics=chosen, max_papers=limit, id=i + 1)
+        base = issues_by_prefs.get(key)
+        if base is None:
+            base = sample_issue(papers, subscriber, day, settings)
+            issues_by_prefs[key] = base
+        issue = Issue(subscriber=subscriber, date=day, sections=base.sections, top_pick=base.top_pick,
+                      id=i + 1)
+        jobs.append(RenderJob(issue, links.for_subscriber(email, day.isoformat())))
+    return jobs
+
+
+def _full_email(renderer: Renderer, job: RenderJob, naive: bool, now: datetime, list_id: str,
+                domain: str, secret: str) -> bytes:
+    render = renderer.render_naive if naive else renderer.render
+    rendered = render(job.issue, job.links)
+    return build_message(
+        rendered, sender=renderer.settings.site.sender, recipient=job.issue.subscriber.email,
+        message_id=make_message_id(job.issue.id or 0, job.issue.subscriber.email, domain, secret),
+        date=now, list_id=list_id, links=job.links,
+    )
+
+
+_WORKER: Renderer | None = None
+
+
+def _init_worker(renderer: Renderer) -> None:
+    global _WORKER
+    _WORKER = renderer
+
+
+def _worker_batch(args: tuple[list[RenderJob], datetime, str, str, str]) -> int:
+    jobs, now, list_id, domain, secret = args
+    assert _WORKER is not None
+    return sum(len(_full_email(_WORKER, j, False, now, list_id, domain, secret)) for j in jobs)
+
+
+def measure_render(settings: Settings, jobs: Sequence[RenderJob], *, naive_sample: int = 100,
+                   processes: int = 1, renderer: Renderer | None = None) -> dict[str, Any]:
+    """Time full emails (render + MIME bytes) on the fast path over all ``jobs`` and on the naive path
+    over the first ``naive_sample``; with ``processes`` > 1 the fast path also runs in a process pool.
+
+    Returns ``render_per_s`` (fast, best of one process and the pool), ``render_per_s_1core``,
+    ``naive_per_s``, ``render_speedup``, ``emails``, ``avg_html_bytes``, ``max_html_bytes``,
+    ``avg_message_bytes``.
+    """
+    renderer = renderer or Renderer(settings)
+    now = datetime(2026, 11, 27, 7, 0, tzinfo=UTC)
+    list_id = list_id_for(settings)
+    domain = settings.site.sender.rpartition("@")[2].strip(">") or "localhost"
+    secret = settings.secret_key
+    # Warm caches (paper views, LaTeX) the way a real send does after its first few emails.
+    for job in jobs[:50]:
+        renderer.render(job.issue, job.links)
+
+    start = time.perf_counter()
+    sizes = [_full_email(renderer, job, False, now, list_id, domain, secret) for job in jobs]
+    fast_s = time.perf_counter() - start
+    html_sizes = [len(renderer.render(j.issue, j.links).html.encode()) for j in jobs[:200]]
+
+    sample = list(jobs[:naive_sample])
+    start = time.perf_counter()
+    for job in sample:
+        _full_email(renderer, job, True, now, list_id, domain, secret)
+    naive_s = time.perf_counter() - start
+
+    one_core = len(jobs) / fast_s
+    pooled = 0.0
+    if processes > 1:
+        chunk = max(1, len(jobs) // (processes * 8))
+        batches = [(list(jobs[i:i + chunk]), now, list_id, domain, secret) for i in range(0, len(jobs), chunk)]
+        with ProcessPoolExecutor(processes, initializer=_init_worker, initargs=(renderer,)) as pool:
+            list(pool.map(_worker_batch, batches[:processes]))  # start workers, warm their caches
+            start = time.perf_counter()
+            list(pool.map(_worker_batch, batches))
+            pooled = len(jobs) / (time.perf_counter() - start)
+    naive = len(sample) / naive_s if sample else 0.0
+    best = max(one_core, pooled)
+    return {
+        "emails": len(jobs),
+        "render_per_s": round(best, 1),
+        "render_per_s_1core": round(one_core, 1),
+        "render_per_s_pool": round(pooled, 1),
+        "processes": processes,
+        "naive_per_s": round(naive, 1),
+        "render_speedup": round(one_core / naive, 1) if naive else None,
+        "avg_html_bytes": round(sum(html_sizes) / len(html_sizes)) if html_sizes else 0,
+        "max_html_bytes": max(html_sizes, default=0),
+        "avg_message_bytes": round(sum(len(s) for s in sizes) / len(sizes)) if sizes else 0,
+    }
+
+
+def default_processes() -> int:
+    return max(1, min(2, os.cpu_count() or 1))
