@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 import httpx
@@ -45,6 +45,8 @@ log = logging.getLogger(__name__)
 ARXIV_MIN_INTERVAL = 3.0
 _ARXIV_DOMAIN = "arxiv.org"
 _MAX_BACKOFF_SECONDS = 60.0
+_MAX_REDIRECTS = 5
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
 # The largest real response is the RSS feed at its 2,000-item cap (a few MB).
 MAX_RESPONSE_BYTES = 64 * 1024 * 1024
 
@@ -224,11 +226,7 @@ class PoliteHttp:
         of a failed response into a short explanation (e.g. the message in arXiv's error feed).
         """
         full_url = self.url_for(url, params)
-        target = httpx.URL(full_url)
-        if target.scheme not in ("http", "https"):
-            raise SourceError(self.source, f"invalid URL {url!r}: only http and https are supported")
-        if not target.host:
-            raise SourceError(self.source, f"invalid URL {url!r}: no host")
+        target = self._checked(httpx.URL(full_url), url)
         headers = {"User-Agent": self._user_agent}
         if accept:
             headers["Accept"] = accept
@@ -236,33 +234,47 @@ class PoliteHttp:
             headers["If-None-Match"] = etag
         if last_modified:
             headers["If-Modified-Since"] = last_modified
-        interval = min_interval(target, self._interval)
         attempts = self._settings.max_retries + 1
-        attempt = 0
+        attempt = redirects = 0
         while True:
-            outcome, wait = self._attempt(target, headers, interval, attempt, error_detail)
+            outcome, wait = self._attempt(target, headers, attempt, error_detail)
             if isinstance(outcome, HttpResponse):
-                return outcome
+                # Conditional state is keyed on the URL asked for, not where a redirect led.
+                return replace(outcome, url=full_url)
+            if isinstance(outcome, httpx.URL):
+                # Redirects are followed here rather than by httpx so that every hop is paced too.
+                redirects += 1
+                if redirects > _MAX_REDIRECTS:
+                    raise SourceError(self.source, f"more than {_MAX_REDIRECTS} redirects from {_short(target)}")
+                target = self._checked(outcome, str(outcome))
+                continue
             attempt += 1
             if attempt >= attempts:
                 tries = "1 attempt" if attempts == 1 else f"{attempts} attempts"
                 raise SourceError(self.source, f"{outcome} (gave up after {tries})")
             self._sleep(wait)
 
+    def _checked(self, target: httpx.URL, shown: str) -> httpx.URL:
+        if target.scheme not in ("http", "https"):
+            raise SourceError(self.source, f"invalid URL {shown!r}: only http and https are supported")
+        if not target.host:
+            raise SourceError(self.source, f"invalid URL {shown!r}: no host")
+        return target
+
     def _attempt(
         self,
         target: httpx.URL,
         headers: dict[str, str],
-        interval: float,
         attempt: int,
         error_detail: Callable[[bytes], str | None] | None,
-    ) -> tuple[HttpResponse | str, float]:
-        """One request: the response, or (reason, seconds to wait) for a retryable failure."""
+    ) -> tuple[HttpResponse | httpx.URL | str, float]:
+        """One paced request: a 2xx/304 response (body read), a redirect's target, or (reason, seconds
+        to wait) for a retryable failure; anything else raises SourceError."""
         timeout = self._settings.timeout_seconds
         shown = _short(target)
         try:
-            with self._pacer.slot(target.host, interval), self._client.stream(
-                "GET", target, headers=headers, timeout=timeout, follow_redirects=True
+            with self._pacer.slot(target.host, min_interval(target, self._interval)), self._client.stream(
+                "GET", target, headers=headers, timeout=timeout, follow_redirects=False
             ) as response:
                 content = self._read(response, shown)
         except httpx.TimeoutException:
@@ -277,6 +289,9 @@ class PoliteHttp:
         status = response.status_code
         if 200 <= status < 300 or status == 304:
             return HttpResponse(str(target), status, content, response.headers), 0.0
+        location = response.headers.get("location")
+        if status in _REDIRECTS and location:
+            return target.join(location), 0.0
         reason = " ".join(f"HTTP {status} {response.reason_phrase} from {shown}".split())
         detail = _describe(error_detail, content)
         if detail:

@@ -120,3 +120,22 @@ def test_requests_to_one_host_are_spaced(http_server: HttpServer, http_client: h
     gaps = [later - earlier for earlier, later in itertools.pairwise(times)]
     assert len(gaps) == 2
     assert all(gap >= 0.2 for gap in gaps), gaps  # client-side starts are 0.25 s apart
+
+
+def test_redirects_are_followed_and_paced(http_server: HttpServer, http_client: httpx.Client) -> None:
+    http_server.route("/old", Reply(status=301, headers={"Location": "/new?x=1"}))
+    http_server.route("/new", Reply(body=b"moved", etag='"m"'))
+    response = polite(http_client, interval=0.25).get(http_server.url("/old"))
+    assert response.content == b"moved"
+    assert response.url == http_server.url("/old")  # conditional state stays keyed on the configured URL
+    old, new = http_server.requests
+    assert (old.path, new.path, new.query) == ("/old", "/new", {"x": "1"})
+    assert new.headers["user-agent"] == AGENT
+    assert new.at - old.at >= 0.2  # a redirect hop is a request like any other
+
+
+def test_redirect_loop_is_a_source_error(http_server: HttpServer, http_client: httpx.Client) -> None:
+    http_server.route("/loop", Reply(status=302, headers={"Location": "/loop"}))
+    with pytest.raises(SourceError, match="more than 5 redirects"):
+        polite(http_client).get(http_server.url("/loop"))
+    assert len(http_server.requests) == 6
