@@ -1,4 +1,4 @@
-"""The rendering benchmark: sample issues for many subscribers, and emails/s of the fast and naive paths."""
+"""The rendering benchmark and its sample data: issues for many subscribers, emails/s fast and naive."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from digest.models import Issue, IssueEntry, IssueSection, Paper, Subscriber
 from digest.render import Renderer
 from digest.tagger import Tagger
 
-__all__ = ["RenderJob", "load_papers", "make_jobs", "measure_render", "sample_issue"]
+__all__ = ["RenderJob", "issue_of", "load_papers", "make_jobs", "measure_render", "sample_issue", "sample_links"]
 
 OTHER = "other"
 
@@ -51,6 +51,25 @@ def load_papers(path: Path, settings: Settings | None = None) -> list[Paper]:
         )
         papers.append(tagger.tag_paper(paper))
     return papers
+
+
+def sample_links(settings: Settings, email: str, issue_key: str | None = None) -> PersonalLinks:
+    """The links a real send would put in ``email``'s message (signed with the configured key)."""
+    mailto = settings.site.unsubscribe_mailto or "digest@localhost"
+    return LinkBuilder(settings.site.base_url, Signer(settings.secret_key), mailto).for_subscriber(email, issue_key)
+
+
+def issue_of(sections: Sequence[tuple[str, str, Sequence[Paper]]], *, email: str = "reader@example.org",
+             day: date = date(2026, 11, 27), top: bool = True, issue_id: int = 1) -> Issue:
+    """An issue from ``(topic, label, papers)`` triples, each paper with a plain reason; the top pick is
+    the most upvoted paper (when ``top``)."""
+    built = tuple(
+        IssueSection(topic, label, tuple(IssueEntry(p, f"matches {label.lower()}", 1.0) for p in papers))
+        for topic, label, papers in sections
+    )
+    entries = [e for s in built for e in s.entries]
+    pick = max(entries, key=lambda e: e.paper.upvotes or 0) if top and entries else None
+    return Issue(subscriber=Subscriber(email=email, id=1), date=day, sections=built, top_pick=pick, id=issue_id)
 
 
 def sample_issue(papers: Sequence[Paper], subscriber: Subscriber, day: date, settings: Settings,
@@ -91,7 +110,6 @@ def make_jobs(papers: Sequence[Paper], settings: Settings, count: int, day: date
     varied paper counts) and their issues over ``papers``."""
     rng = random.Random(seed)
     names = list(settings.enabled_topics)
-    links = LinkBuilder(settings.site.base_url, Signer(settings.secret_key), "digest@localhost")
     issues_by_prefs: dict[tuple[tuple[str, ...], int], Issue] = {}
     jobs = []
     for i in range(count):
@@ -106,7 +124,7 @@ def make_jobs(papers: Sequence[Paper], settings: Settings, count: int, day: date
             issues_by_prefs[key] = base
         issue = Issue(subscriber=subscriber, date=day, sections=base.sections, top_pick=base.top_pick,
                       id=i + 1)
-        jobs.append(RenderJob(issue, links.for_subscriber(email, day.isoformat())))
+        jobs.append(RenderJob(issue, sample_links(settings, email, day.isoformat())))
     return jobs
 
 

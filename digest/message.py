@@ -15,7 +15,7 @@ import hashlib
 import hmac
 import re
 from datetime import datetime
-from email.utils import format_datetime, formataddr, parseaddr
+from email.utils import format_datetime, formataddr, getaddresses, parseaddr
 from functools import lru_cache
 from urllib.parse import urlsplit
 
@@ -29,6 +29,7 @@ __all__ = ["build_message", "list_id_for", "make_message_id"]
 CRLF = b"\r\n"
 _LINE_BREAKS = re.compile(r"[\r\n\x00-\x08\x0b\x0c\x0e-\x1f\x7f\u0085\u2028\u2029]+")
 _BASE64_LINES = re.compile(rb".{1,76}", re.DOTALL)  # RFC 2045: base64 lines of at most 76 characters
+_ADDR = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?$")
 _DOMAIN = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$")
 
 
@@ -61,7 +62,7 @@ def _encoded_words(value: str) -> str:
     """RFC 2047 ``=?utf-8?b?...?=`` words of at most 75 characters, split between characters."""
     words: list[str] = []
     chunk = ""
-    budget = 45  # bytes of UTF-8 per word: base64 of 45 bytes is 60 chars, plus 12 of wrapping
+    budget = 42  # bytes of UTF-8 per word: base64 of 42 is 56 characters, 68 with the =?utf-8?b?...?=
     size = 0
     for ch in value:
         n = len(ch.encode("utf-8"))
@@ -79,8 +80,11 @@ def _encoded_words(value: str) -> str:
 @lru_cache(maxsize=4096)
 def _address(value: str, field: str) -> str:
     """One mailbox, display name RFC 2047-encoded when needed; raises RenderError if it is no address."""
-    name, addr = parseaddr(_one_line(value))
-    if not addr or "@" not in addr or not addr.isascii() or any(c in addr for c in " <>,;\"\\"):
+    if _LINE_BREAKS.search(value):
+        raise RenderError(f"invalid {field} address (line break): {value!r}")
+    found = getaddresses([value])
+    name, addr = found[0] if len(found) == 1 else ("", "")
+    if not _ADDR.match(addr):
         raise RenderError(f"invalid {field} address: {value!r}")
     return formataddr((name, addr), charset="utf-8")
 

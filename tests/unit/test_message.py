@@ -1,0 +1,184 @@
+"""The MIME bytes: parse back with the stdlib, carry the bulk-mail headers, and admit no header injection."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, date, datetime
+from email import message_from_bytes, policy
+from email.message import EmailMessage
+from email.utils import parsedate_to_datetime
+
+import pytest
+
+from digest.bench_render import issue_of, sample_links
+from digest.config import Settings
+from digest.errors import RenderError
+from digest.links import PersonalLinks
+from digest.message import build_message, list_id_for, make_message_id
+from digest.models import Paper, RenderedEmail
+from digest.render import Renderer
+
+SETTINGS = Settings()
+LINKS = sample_links(SETTINGS, "reader@example.org", "2026-11-27")
+WHEN = datetime(2026, 11, 27, 7, 30, tzinfo=UTC)
+MID = make_message_id(12, "reader@example.org", "localhost", "secret")
+
+
+def build(rendered: RenderedEmail, **overrides: object) -> bytes:
+    args: dict[str, object] = {"sender": "Paper Digest <digest@localhost>", "recipient": "reader@example.org",
+                               "message_id": MID, "date": WHEN, "list_id": "<paper-digest.localhost>",
+                               "links": LINKS}
+    args.update(overrides)
+    return build_message(rendered, **args)  # type: ignore[arg-type]
+
+
+def parse(data: bytes) -> EmailMessage:
+    msg = message_from_bytes(data, policy=policy.default)
+    assert isinstance(msg, EmailMessage)
+    assert not msg.defects, msg.defects
+    return msg
+
+
+@pytest.fixture(scope="module")
+def rendered() -> RenderedEmail:
+    papers = [Paper(id=f"2611.{i:05d}", title=f"Über $\\ell_p$ paper {i} — naïve 数据", upvotes=i,
+                    abstract="Ünïcode abstract. Second sentence.") for i in range(1, 21)]
+    return Renderer(SETTINGS).render(issue_of([("a", "Topic A", papers[:10]), ("b", "Topic B", papers[10:])]),
+                                     LINKS)
+
+
+def test_a_real_email_parses_as_multipart_alternative_text_then_html(rendered: RenderedEmail) -> None:
+    msg = parse(build(rendered))
+    assert msg.get_content_type() == "multipart/alternative"
+    parts = list(msg.iter_parts())
+    assert [p.get_content_type() for p in parts] == ["text/plain", "text/html"]
+    assert all(p.get_content_charset() == "utf-8" for p in parts)
+    assert parts[0].get_content() == rendered.text
+    assert parts[1].get_content().rstrip("\n") == rendered.html.rstrip("\n")
+    assert rendered.text.count("\n") > 50
+
+
+def test_headers_for_bulk_mail(rendered: RenderedEmail) -> None:
+    msg = parse(build(rendered))
+    assert msg["From"] == "Paper Digest <digest@localhost>"
+    assert msg["To"] == "reader@example.org"
+    assert msg["Subject"] == rendered.subject
+    assert parsedate_to_datetime(msg["Date"]) == WHEN
+    assert msg["Message-ID"] == MID
+    assert msg["MIME-Version"] == "1.0"
+    assert msg["List-Id"] == "<paper-digest.localhost>"
+    assert msg["List-Unsubscribe"] == f"<{LINKS.unsubscribe}>, <{LINKS.unsubscribe_mailto}>"
+    assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+
+
+def test_wire_format_is_ascii_crlf_with_short_lines(rendered: RenderedEmail) -> None:
+    data = build(rendered)
+    assert data.isascii()
+    assert b"\n" not in data.replace(b"\r\n", b"")
+    lines = data.split(b"\r\n")
+    assert max(len(line) for line in lines) <= 998
+    head = data.split(b"\r\n\r\n", 1)[0]
+    assert max(len(line) for line in head.split(b"\r\n")) <= 998
+    subject = re.search(rb"^Subject: .*?(?=\r\n\S)", head, re.MULTILINE | re.DOTALL)
+    assert subject and all(len(line) <= 78 for line in subject.group(0).split(b"\r\n"))
+    assert b"=?utf-8?b?" in subject.group(0)
+
+
+def test_deterministic(rendered: RenderedEmail) -> None:
+    assert build(rendered) == build(rendered)
+
+
+def test_plain_ascii_bodies_go_7bit_and_others_base64() -> None:
+    msg = parse(build(RenderedEmail(subject="Hello", html="<p>hi</p>", text="Hi there.\n")))
+    parts = list(msg.iter_parts())
+    # A 7bit part is kept as sent, CRLF line ends included.
+    assert parts[0]["Content-Transfer-Encoding"] == "7bit" and parts[0].get_content() == "Hi there.\r\n"
+    msg = parse(build(RenderedEmail(subject="Héllo", html="<p>hé</p>", text="Hé\n")))
+    assert [p["Content-Transfer-Encoding"] for p in msg.iter_parts()] == ["base64", "base64"]
+    assert msg["Subject"] == "Héllo"
+
+
+def test_a_body_that_contains_the_boundary_cannot_end_its_part() -> None:
+    data = build(RenderedEmail(subject="s", html="<p>x</p>", text="placeholder\n"))
+    boundary = re.search(rb'boundary="([^"]+)"', data).group(1).decode()
+    tricky = f"before\n--{boundary}--\nContent-Type: text/html\n\n<script>x</script>\n"
+    msg = parse(build(RenderedEmail(subject="s", html="<p>x</p>", text=tricky)))
+    parts = list(msg.iter_parts())
+    assert len(parts) == 2 and parts[0].get_content() == tricky
+    assert parts[0]["Content-Transfer-Encoding"] == "base64"
+
+
+@pytest.mark.parametrize("evil", [
+    "Hi\r\nBcc: victim@example.org",
+    "Hi\nBcc: victim@example.org",
+    "Hi\rBcc: victim@example.org",
+    "Hi\u2028Bcc: victim@example.org",
+    "Hé\r\nBcc: victim@example.org",
+    "Hi\r\n\r\n<html>body injection",
+])
+def test_no_header_injection_through_the_subject(evil: str) -> None:
+    msg = parse(build(RenderedEmail(subject=evil, html="<p>x</p>", text="x\n")))
+    assert msg["Bcc"] is None
+    assert "\n" not in msg["Subject"] and "\r" not in msg["Subject"]
+    assert "victim@example.org" in msg["Subject"] or "body injection" in msg["Subject"]
+    assert msg.get_content_type() == "multipart/alternative"
+
+
+def test_no_header_injection_through_links_or_list_id() -> None:
+    links = PersonalLinks(preferences="https://h/p", unsubscribe="https://h/u\r\nBcc: a@b.c",
+                          unsubscribe_mailto="mailto:u@h\nX-Evil: 1", archive="https://h/a")
+    msg = parse(build(RenderedEmail(subject="s", html="<p>x</p>", text="x\n"), links=links,
+                      list_id="<x>\r\nBcc: a@b.c"))
+    assert msg["Bcc"] is None and msg["X-Evil"] is None
+    assert "\n" not in msg["List-Unsubscribe"] and "\n" not in msg["List-Id"]
+
+
+@pytest.mark.parametrize("recipient", [
+    "reader@example.org\r\nBcc: victim@example.org",
+    "reader@example.org, victim@example.org",
+    "not an address",
+    "",
+])
+def test_bad_recipients_are_refused(recipient: str) -> None:
+    with pytest.raises(RenderError):
+        build(RenderedEmail(subject="s", html="<p>x</p>", text="x\n"), recipient=recipient)
+
+
+def test_non_ascii_sender_name_is_encoded() -> None:
+    msg = parse(build(RenderedEmail(subject="s", html="<p>x</p>", text="x\n"), sender="Zoë's Digest <z@localhost>"))
+    assert msg["From"].addresses[0].display_name == "Zoë's Digest"
+    assert msg["From"].addresses[0].addr_spec == "z@localhost"
+
+
+def test_message_id_is_deterministic_private_and_well_formed() -> None:
+    a = make_message_id(12, "Reader@Example.org", "localhost", "secret")
+    assert a == make_message_id(12, "reader@example.org", "localhost", "secret")
+    assert a != make_message_id(13, "reader@example.org", "localhost", "secret")
+    assert a != make_message_id(12, "other@example.org", "localhost", "secret")
+    assert a != make_message_id(12, "reader@example.org", "localhost", "other secret")
+    assert re.fullmatch(r"<digest\.12\.[0-9a-f]{16}@localhost>", a)
+    assert "reader" not in a
+    assert make_message_id(1, "x@y.z", "bad domain\r\n", "s").endswith("@localhost>")
+    msg = parse(build(RenderedEmail(subject="s", html="<p>x</p>", text="x\n"), message_id=a))
+    assert msg["Message-ID"] == a
+    with pytest.raises(RenderError):
+        build(RenderedEmail(subject="s", html="x", text="x"), message_id="no-brackets")
+
+
+def test_list_id_defaults_and_config() -> None:
+    assert list_id_for(Settings()) == "<paper-digest.localhost>"
+    custom = Settings.model_validate({"site": {"sender": "News <news@papers.example.org>"}})
+    assert list_id_for(custom) == "<paper-digest.papers.example.org>"
+    configured = Settings.model_validate({"site": {"list_id": "ml-papers.example.org"}})
+    assert list_id_for(configured) == "<ml-papers.example.org>"
+    named = Settings.model_validate({"site": {"list_id": "ML papers <ml.example.org>"}})
+    assert list_id_for(named) == "ML papers <ml.example.org>"
+
+
+def test_date_header_round_trips_for_other_zones(rendered: RenderedEmail) -> None:
+    from zoneinfo import ZoneInfo
+
+    when = datetime(2026, 11, 27, 8, 0, tzinfo=ZoneInfo("Europe/Paris"))
+    msg = parse(build(rendered, date=when))
+    assert parsedate_to_datetime(msg["Date"]) == when
+    assert date(2026, 11, 27) == parsedate_to_datetime(msg["Date"]).date()

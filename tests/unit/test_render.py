@@ -1,0 +1,302 @@
+"""The digest email's structure: both parts, every paper, escaping, no remote resources, size budget."""
+
+from __future__ import annotations
+
+import pickle
+import re
+import shutil
+from datetime import date
+from pathlib import Path
+
+import pytest
+from lxml import html as lxml_html
+
+from digest.bench_render import issue_of, sample_links
+from digest.config import Settings
+from digest.errors import RenderError
+from digest.models import Issue, IssueEntry, IssueSection, Paper, Subscriber
+from digest.render import HTML_BUDGET, TEMPLATES_DIR, Renderer, clean_text, safe_url, summarize
+
+SETTINGS = Settings()
+LINKS = sample_links(SETTINGS, "reader@example.org", "2026-11-27")
+LONG_ABSTRACT = " ".join(
+    f"Sentence {i} explains, at length and with many qualifying clauses, one more aspect of the method "
+    f"and why it matters for large-scale training of sparse transformer models." for i in range(40)
+)
+
+
+@pytest.fixture(scope="module")
+def renderer() -> Renderer:
+    return Renderer(SETTINGS)
+
+
+def paper(i: int, **fields: object) -> Paper:
+    base: dict[str, object] = {
+        "id": f"2611.{10000 + i}",
+        "title": f"Paper number {i}: a study of sparse attention",
+        "abstract": f"We study thing {i}. It works well. More details follow in the paper.",
+        "authors": ("Ada Lovelace", "Alan Turing", "Grace Hopper", "Edsger Dijkstra"),
+        "upvotes": i,
+    }
+    base.update(fields)
+    return Paper(**base)  # type: ignore[arg-type]
+
+
+def three_sections(n: int = 12) -> Issue:
+    papers = [paper(i, code_url=f"https://github.com/x/repo{i}" if i % 2 else None) for i in range(1, n + 1)]
+    third = n // 3
+    return issue_of([("pruning", "Pruning & sparsity", papers[:third]),
+                     ("llm", "Efficient LLMs", papers[third:2 * third]),
+                     ("other", "Other papers", papers[2 * third:])])
+
+
+def dom(html: str) -> lxml_html.HtmlElement:
+    return lxml_html.document_fromstring(html)
+
+
+def visible_text(html: str) -> str:
+    return " ".join(dom(html).text_content().split())
+
+
+def test_both_parts_name_every_paper_with_its_link(renderer: Renderer) -> None:
+    issue = three_sections()
+    email = renderer.render(issue, LINKS)
+    page = dom(email.html)
+    hrefs = {a.get("href") for a in page.iter("a")}
+    for entry in issue.entries:
+        assert entry.paper.title in visible_text(email.html)
+        assert entry.paper.title in " ".join(email.text.split())
+        assert entry.paper.link in hrefs
+        assert entry.paper.link in email.text
+    for section in issue.sections:
+        assert section.label in visible_text(email.html)
+        assert section.label.upper() in email.text
+
+
+def test_header_toc_and_top_pick(renderer: Renderer) -> None:
+    issue = three_sections()
+    email = renderer.render(issue, LINKS)
+    text = visible_text(email.html)
+    assert "Friday, 27 November 2026" in text
+    assert "12 papers picked for you in 3 topics" in text
+    assert "Top pick" in text and issue.top_pick is not None
+    assert issue.top_pick.paper.title in text.split("In this issue")[0]
+    assert "In this issue: Pruning & sparsity (4) · Efficient LLMs (4) · Other papers (4)" in text
+    anchors = [a.get("href") for a in dom(email.html).iter("a") if (a.get("href") or "").startswith("#")]
+    ids = {el.get("id") for el in dom(email.html).iter() if el.get("id")}
+    assert len(anchors) == 3 and all(a[1:] in ids for a in anchors)
+
+
+def test_cards_show_authors_et_al_upvotes_code_summary_and_why(renderer: Renderer) -> None:
+    p = paper(3, code_url="https://github.com/x/y", ai_summary="A one-line AI summary.", upvotes=42)
+    email = renderer.render(issue_of([("t", "Topic", [p])]), LINKS)
+    text = visible_text(email.html)
+    assert "Ada Lovelace, Alan Turing, Grace Hopper et al." in text
+    assert "▲ 42 upvotes" in text
+    assert "A one-line AI summary." in text
+    assert "Why: matches topic" in text
+    assert "https://github.com/x/y" in {a.get("href") for a in dom(email.html).iter("a")}
+    assert "Code: https://github.com/x/y" in email.text
+
+
+def test_summary_is_ai_summary_else_first_sentences_of_the_abstract() -> None:
+    assert summarize(paper(1, ai_summary="AI says so.")) == "AI says so."
+    first = summarize(paper(1, abstract=LONG_ABSTRACT))
+    assert first.startswith("Sentence 0 explains") and len(first) <= 321
+    assert "Sentence 5" not in first
+
+
+def test_footer_links_and_postal_line(renderer: Renderer) -> None:
+    email = renderer.render(three_sections(), LINKS)
+    hrefs = [a.get("href") for a in dom(email.html).iter("a")]
+    assert LINKS.preferences in hrefs and LINKS.unsubscribe in hrefs and LINKS.archive in hrefs
+    assert SETTINGS.site.postal_address in visible_text(email.html)
+    for label, url in (("Manage preferences", LINKS.preferences), ("Unsubscribe", LINKS.unsubscribe),
+                       ("Web archive", LINKS.archive)):
+        assert f"{label}: {url}" in email.text
+    assert SETTINGS.site.postal_address in email.text
+
+
+def test_text_part_is_written_for_people(renderer: Renderer) -> None:
+    email = renderer.render(three_sections(), LINKS)
+    assert "<" not in email.text.replace("<=", "")
+    numbered = re.findall(r"^(\d+)\. ", email.text, flags=re.MULTILINE)
+    assert numbered == [str(i) for i in range(1, 13)]
+    assert "== PRUNING & SPARSITY (4) ==" in email.text
+    assert "TOP PICK" in email.text and "IN THIS ISSUE" in email.text
+    assert max(len(line) for line in email.text.splitlines() if "http" not in line) <= 76
+
+
+def test_hostile_fields_are_shown_as_text(renderer: Renderer) -> None:
+    evil = paper(
+        1,
+        title='<script>alert("x")</script> & <b>bold</b> {{ 7*7 }} {% raw %}',
+        abstract='<img src="http://evil.example/pixel.gif"> </mj-text></mj-column> <style>*{}</style>',
+        authors=('<a href="http://evil.example">Mallory</a>', "Bob\r\nBcc: x@y"),
+        url="javascript:alert(1)",
+        pdf_url="https://arxiv.org/pdf/2611.1 \"onmouseover=alert(1)",
+        code_url="data:text/html,<script>alert(1)</script>",
+    )
+    issue = Issue(subscriber=Subscriber(email="r@example.org"), date=date(2026, 11, 27),
+                  sections=(IssueSection("x<y", '<i>"Label"</i>', (IssueEntry(evil, "<u>why</u> {{ x }}"),)),),
+                  top_pick=IssueEntry(evil, "top <reason>"))
+    email = renderer.render(issue, LINKS)
+    page = dom(email.html)
+    assert not page.xpath("//script | //img | //b | //i | //u | //mj-text")
+    assert not page.xpath("//style[contains(., '*{}')]")
+    text = visible_text(email.html)
+    assert '<script>alert("x")</script> & <b>bold</b> {{ 7*7 }} {% raw %}' in text
+    assert "49" not in text
+    assert "<u>why</u> {{ x }}" in text and '<i>"Label"</i>' in text
+    hrefs = [a.get("href") or "" for a in page.iter("a")]
+    assert not [h for h in hrefs if h.startswith(("javascript:", "data:"))]
+    assert not [a for a in page.iter("a") if a.get("onmouseover")]
+    assert "\n" not in email.subject and "\r" not in email.subject
+    assert '<script>alert("x")</script>' in email.text  # the text part is plain text: shown as written
+
+
+def test_entities_and_unicode_are_decoded_once_and_escaped_once(renderer: Renderer) -> None:
+    p = paper(1, title="Q&amp;A &lt;3 with &#955;-calculus, naïve 数据 😀", abstract="Caf&eacute; au lait.")
+    email = renderer.render(issue_of([("t", "Topic", [p])]), LINKS)
+    assert "Q&A <3 with λ-calculus, naïve 数据 😀" in visible_text(email.html)
+    assert "Q&amp;A &lt;3 with λ-calculus" in email.html
+    assert "&amp;amp;" not in email.html
+    assert "Café au lait." in email.text
+
+
+def test_latex_is_readable(renderer: Renderer) -> None:
+    p = paper(1, title=r"Robustness to $\ell_p$ attacks in $O(n^2)$ with \ourmethod",
+              abstract=r"We bound the $\alpha$-divergence by $\mathbb{R}^3$ geometry. Done.")
+    email = renderer.render(issue_of([("t", "Topic", [p])]), LINKS)
+    text = visible_text(email.html)
+    assert r"Robustness to ℓₚ attacks in O(n²) with \ourmethod" in text
+    assert "α-divergence by ℝ³ geometry" in text
+    assert "ℓₚ" in email.subject
+
+
+def test_clean_text_and_safe_url() -> None:
+    assert clean_text("  a\u00a0b\u2028c\r\n\td\x00e\ufeff ") == "a b c de"
+    assert safe_url("javascript:alert(1)") == ""
+    assert safe_url("https://x.org/a b\"<c>{d}") == "https://x.org/ab%22%3Cc%3E%7Bd%7D"
+    assert safe_url("https://x.org/ü?q=1&r=2#f") == "https://x.org/%C3%BC?q=1&r=2#f"
+
+
+def test_no_remote_resources_only_links(renderer: Renderer) -> None:
+    email = renderer.render(three_sections(), LINKS)
+    page = dom(email.html)
+    for el in page.iter():
+        if not isinstance(el.tag, str):
+            continue
+        for attr in ("src", "background", "poster", "data", "srcset"):
+            assert not el.get(attr), (el.tag, attr)
+        if el.tag == "link":
+            pytest.fail(f"<link> loads a resource: {el.get('href')}")
+        if el.get("href") and el.tag != "a":
+            pytest.fail(f"{el.tag} has href {el.get('href')}")
+    assert "url(" not in email.html and "@import" not in email.html
+    assert "fonts.googleapis" not in email.html and "<img" not in email.html
+    assert "<script" not in email.html
+
+
+def test_email_client_features_survive_inlining(renderer: Renderer) -> None:
+    email = renderer.render(three_sections(), LINKS)
+    page = dom(email.html)
+    assert email.html.startswith("<!DOCTYPE html>")
+    assert page.xpath("//meta[@name='color-scheme' and @content='light dark']")
+    assert page.xpath("//meta[@name='viewport']")
+    styles = " ".join(s.text_content() for s in page.iter("style"))
+    assert "prefers-color-scheme: dark" in styles and "max-width: 480px" in styles
+    assert "!important" in styles
+    assert "<!--[if mso | IE]>" in email.html
+    assert "data-premailer" not in email.html
+    # Inlined once: the card rules live in style attributes, not in a <style> block.
+    assert ".summary { font-size" not in styles and "font-size: 15px" not in styles
+    summary = page.xpath("//p[@class='summary']")[0]
+    assert "font-size:15px" in summary.get("style").replace(" ", "")
+    preheader = page.xpath("//body/div[1]")[0]
+    assert "display:none" in preheader.get("style").replace(" ", "")
+    assert preheader.text_content().startswith("Top pick: ")
+
+
+def test_zero_papers_in_a_section_and_zero_papers_at_all(renderer: Renderer) -> None:
+    papers = [paper(1), paper(2)]
+    issue = issue_of([("empty", "Empty topic", []), ("full", "Full topic", papers)])
+    email = renderer.render(issue, LINKS)
+    text = visible_text(email.html)
+    assert "Empty topic" not in text and "Full topic" in text
+    assert "2 papers picked for you in 1 topic" in text
+    nothing = renderer.render(issue_of([("empty", "Empty topic", [])]), LINKS)
+    assert "No new papers" in visible_text(nothing.html) and "No new papers" in nothing.text
+    assert "no new papers" in nothing.subject
+    assert LINKS.unsubscribe in nothing.html and LINKS.unsubscribe in nothing.text
+
+
+def test_one_paper(renderer: Renderer) -> None:
+    email = renderer.render(issue_of([("t", "Topic", [paper(7)])]), LINKS)
+    assert "1 paper picked for you in 1 topic" in visible_text(email.html)
+    assert re.search(r"· 1 paper: Paper number 7", email.subject)
+    assert email.text.count("Paper number 7") == 2  # top pick and its card
+
+
+def test_subject_line() -> None:
+    r = Renderer(SETTINGS)
+    long_title = "A " + "very " * 60 + "long title"
+    email = r.render(issue_of([("t", "Topic", [paper(1, title=long_title, upvotes=99), paper(2)])]), LINKS)
+    assert email.subject.startswith("Paper Digest · 27 Nov 2026 · 2 papers: A very very")
+    assert len(email.subject) <= 120 and email.subject.endswith("…")
+
+
+def test_thirty_long_papers_stay_under_the_gmail_budget(renderer: Renderer) -> None:
+    papers = [paper(i, title="A long title " * 20, abstract=LONG_ABSTRACT, authors=tuple(f"Author {j}"
+                    for j in range(200)), code_url="https://github.com/org/" + "x" * 200) for i in range(30)]
+    issue = issue_of([("a", "Topic A", papers[:15]), ("b", "Topic B", papers[15:])])
+    email = renderer.render(issue, LINKS)
+    assert len(email.html.encode("utf-8")) < 102 * 1024
+    assert len(email.html.encode("utf-8")) <= HTML_BUDGET
+    assert all(p.id in email.html for p in papers)
+
+
+def test_an_issue_over_budget_is_cut_and_links_to_the_full_issue() -> None:
+    small = Renderer(SETTINGS, html_budget=40_000)
+    papers = [paper(i, abstract=LONG_ABSTRACT) for i in range(30)]
+    issue = issue_of([("a", "Topic A", papers[:15]), ("b", "Topic B", papers[15:])])
+    full_url = "http://localhost:8000/archive/2026-11-27/full"
+    email = small.render(issue, LINKS, full_issue_url=full_url)
+    size = len(email.html.encode("utf-8"))
+    assert size <= 40_000
+    page = dom(email.html)
+    more = [a for a in page.iter("a") if "more paper" in a.text_content()]
+    assert more and more[0].get("href") == full_url
+    shown = int(re.search(r"(\d+) more papers? in the full issue", more[0].text_content()).group(1))
+    assert 0 < shown < 30
+    assert sum(p.title in visible_text(email.html) for p in papers) >= 30 - shown
+    assert LINKS.unsubscribe in email.html  # the footer is never what gets cut
+    assert all(p.link in email.text for p in papers)  # the text part keeps every paper
+
+
+def test_summaries_go_before_cards() -> None:
+    papers = [paper(i, abstract=LONG_ABSTRACT) for i in range(30)]
+    issue = issue_of([("a", "Topic A", papers)])
+    full = Renderer(SETTINGS).render(issue, LINKS)
+    size = len(full.html.encode("utf-8"))
+    slightly_less = Renderer(SETTINGS, html_budget=size - 2_000).render(issue, LINKS)
+    assert "more paper" not in visible_text(slightly_less.html)
+    assert all(p.title in visible_text(slightly_less.html) for p in papers)
+    assert len(slightly_less.html.encode("utf-8")) <= size - 2_000
+
+
+def test_renderer_pickles_for_process_pools(renderer: Renderer) -> None:
+    clone = pickle.loads(pickle.dumps(renderer))
+    issue = three_sections()
+    assert clone.render(issue, LINKS) == renderer.render(issue, LINKS)
+
+
+def test_templates_dir_and_errors(tmp_path: Path) -> None:
+    copy = tmp_path / "templates"
+    shutil.copytree(TEMPLATES_DIR, copy)
+    assert Renderer(SETTINGS, templates_dir=copy).render(three_sections(), LINKS).html
+    with pytest.raises(RenderError, match="cannot read template"):
+        Renderer(SETTINGS, templates_dir=tmp_path / "missing")
+    (copy / "email.mjml").write_text("<mjml><mj-body>{% for %}</mj-body></mjml>", encoding="utf-8")
+    with pytest.raises(RenderError):
+        Renderer(SETTINGS, templates_dir=copy)

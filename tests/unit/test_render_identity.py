@@ -1,0 +1,129 @@
+"""The fast path (MJML and premailer once, Jinja per email) gives byte-identical emails to the naive path
+(Jinja -> MJML -> premailer per email), with no normalisation, for real, hostile and random data."""
+
+from __future__ import annotations
+
+import random
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+from digest.bench_render import issue_of, load_papers, make_jobs, sample_links
+from digest.config import Settings
+from digest.links import PersonalLinks
+from digest.models import Issue, IssueEntry, IssueSection, Paper, Subscriber
+from digest.render import CARD_LOOP_OPEN, Renderer
+
+SETTINGS = Settings()
+FIXTURE = Path(__file__).resolve().parent.parent / "fixtures" / "render" / "papers.jsonl"
+LINKS = sample_links(SETTINGS, "reader@example.org", "2026-11-27")
+
+# Characters that have tripped HTML pipelines: markup, entities, quotes, template syntax, LaTeX,
+# invisible and wide Unicode, line and paragraph separators.
+NASTY = [
+    "<", ">", "&", '"', "'", "&amp;", "&lt;", "&#34;", "&nbsp;", "&bogus;", "{{", "}}", "{%", "%}", "{#",
+    "#}", "$", "\\alpha", "$x^2$", "\\", "\u00a0", "\u2028", "\u200b", "\u00ad", "é", "数据", "😀",
+    "</mj-text>", "<mj-raw>", "<!--", "-->", "<![CDATA[", "]]>", "\t", "\n", "\r\n", "  ", "·", "—",
+    "javascript:", "%", "=", "?", "#", " ", "a", "Z", "9",
+]
+
+
+@pytest.fixture(scope="module")
+def renderer() -> Renderer:
+    return Renderer(SETTINGS)
+
+
+def assert_identical(renderer: Renderer, issue: Issue, links: PersonalLinks = LINKS,
+                     full_issue_url: str | None = None) -> None:
+    fast = renderer.render(issue, links, full_issue_url=full_issue_url)
+    naive = renderer.render_naive(issue, links, full_issue_url=full_issue_url)
+    assert fast.subject == naive.subject
+    assert fast.text == naive.text
+    if fast.html != naive.html:
+        at = next(i for i, (a, b) in enumerate(zip(fast.html, naive.html, strict=False)) if a != b)
+        pytest.fail(f"HTML differs at {at}:\nfast:  {fast.html[at - 80:at + 80]!r}\n"
+                    f"naive: {naive.html[at - 80:at + 80]!r}")
+
+
+def test_the_fast_template_was_compiled_from_mjml_and_inlined_once(renderer: Renderer) -> None:
+    compiled = renderer.compiled_html
+    assert compiled.startswith("<!DOCTYPE html>")
+    assert "<mj-" not in compiled and "style=" in compiled
+    assert "{%" in compiled and CARD_LOOP_OPEN in compiled
+    assert "%7B" not in compiled, "libxml2 URI-escaped a Jinja expression inside an href"
+
+
+def test_real_issues_for_many_subscribers(renderer: Renderer) -> None:
+    papers = load_papers(FIXTURE, SETTINGS)
+    jobs = make_jobs(papers, SETTINGS, 40, date(2026, 11, 27))
+    assert len({job.issue.paper_ids for job in jobs}) > 5
+    for job in jobs:
+        assert_identical(renderer, job.issue, job.links)
+
+
+def test_edge_shapes(renderer: Renderer) -> None:
+    p = [Paper(id=f"2611.0000{i}", title=f"T{i}", upvotes=i or None) for i in range(3)]
+    assert_identical(renderer, issue_of([]))
+    assert_identical(renderer, issue_of([("a", "A", [])]))
+    assert_identical(renderer, issue_of([("a", "A", p[:1])]))
+    assert_identical(renderer, issue_of([("a", "A", p[:1])], top=False))
+    assert_identical(renderer, issue_of([("a", "A", []), ("b", "B", p), ("c", "C", [])]))
+    bare = Paper(id="title:abc", title="", abstract="", authors=())
+    assert_identical(renderer, issue_of([("a", "A", [bare])]))
+
+
+def test_hostile_fields(renderer: Renderer) -> None:
+    evil = Paper(
+        id="2611.66666",
+        title='<script>alert("x")</script> & {{ 7*7 }} {% raw %} </mj-text> "q" \'s\'',
+        abstract='<img src="http://evil.example/p.gif"> &amp; &lt;b&gt; $\\ell_p$ \\ours{x} & more.',
+        authors=('<a href="http://e">M</a>', 'O"Brien', "Zoë 数据"),
+        url='https://arxiv.org/abs/2611.66666?a=1&b="2"<>',
+        code_url="javascript:alert(1)",
+        project_url="https://example.org/ü ß/{x}|`^",
+        pdf_url="https://example.org/%7Bx%7D?q='1'",
+        upvotes=0,
+        ai_summary="Summary with <tags> & \"quotes\" and 'apostrophes'.",
+    )
+    issue = Issue(subscriber=Subscriber(email="o'brien+tag@example.org"), date=date(2026, 2, 1),
+                  sections=(IssueSection('x"<y>', '<i>"L&L"</i>', (IssueEntry(evil, '"why" <b>&</b>'),)),),
+                  top_pick=IssueEntry(evil, "{{ top }}"))
+    links = PersonalLinks(preferences="https://h.example/p?a=1&b=2", unsubscribe="https://h.example/u/t.k-n_",
+                          unsubscribe_mailto="mailto:u@h.example?subject=x", archive="https://h.example/a#x")
+    assert_identical(renderer, issue, links, full_issue_url='https://h.example/full?x="1"')
+
+
+def test_site_settings_with_markup() -> None:
+    settings = Settings.model_validate({"site": {"title": 'Ana\'s "Papers" & <Co>',
+                                                 "postal_address": "1 Rue <Main> & Co, \"Paris\""}})
+    assert_identical(Renderer(settings), issue_of([("a", "A", [Paper(id="2611.1", title="x")])]))
+
+
+def test_random_text_from_nasty_pieces(renderer: Renderer) -> None:
+    rng = random.Random(20261127)
+
+    def junk(n: int) -> str:
+        return "".join(rng.choice(NASTY) for _ in range(rng.randint(0, n)))
+
+    for round_ in range(25):
+        papers = [
+            Paper(id=f"2611.{round_:02d}{i:03d}", title=junk(12), abstract=junk(40),
+                  authors=tuple(junk(4) for _ in range(rng.randint(0, 5))),
+                  url="https://x.example/" + junk(6), code_url=rng.choice([None, "https://c.example/" + junk(5)]),
+                  upvotes=rng.choice([None, 0, 3]), ai_summary=rng.choice([None, junk(20)]))
+            for i in range(rng.randint(0, 6))
+        ]
+        cut = rng.randint(0, len(papers))
+        issue = issue_of([(junk(3) or "t", junk(5), papers[:cut]), ("o", junk(5), papers[cut:])],
+                         top=rng.random() < 0.7)
+        assert_identical(renderer, issue)
+
+
+def test_cut_to_budget_identically() -> None:
+    small = Renderer(SETTINGS, html_budget=20_000)
+    long_text = "This sentence is long enough to matter for the size of the email. " * 40
+    papers = [Paper(id=f"2611.{i:05d}", title=f"Title {i}", abstract=long_text) for i in range(25)]
+    issue = issue_of([("a", "A", papers[:10]), ("b", "B", papers[10:])])
+    assert_identical(small, issue, full_issue_url="https://h.example/full")
+    assert "more paper" in small.render(issue, LINKS).html
