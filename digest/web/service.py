@@ -1,0 +1,234 @@
+"""What the web pages do to subscribers: subscribe (double opt-in), confirm, preferences, unsubscribe."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from digest.errors import UsageError
+from digest.links import MAX_AGE, Scope, Signer, TokenError
+from digest.models import Outcome, OutgoingMessage, Subscriber, SubscriberStatus
+from digest.subscribers import apply_preferences, new_subscriber, validate_email
+from digest.web.confirm_mail import already_subscribed_message, confirmation_message
+from digest.web.security import Limit, SlidingWindowLimiter
+
+if TYPE_CHECKING:
+    from digest.pipeline import Pipeline
+    from digest.store import Store
+
+log = logging.getLogger("digest.web")
+
+# Confirmation (or "already subscribed") emails one address can be sent, whoever asks.
+ADDRESS_LIMIT = Limit(count=3, seconds=3600)
+MAX_FIELD_CHARS = 1000
+MAX_ITEMS = 50
+
+
+class LinkProblem(Exception):
+    """A personal link cannot be used: the HTTP status and what to tell the reader."""
+
+    def __init__(self, status: int, title: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.title = title
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class PreferenceForm:
+    """The preference fields of the subscribe and preferences forms, as typed (kept for re-display)."""
+
+    topics: tuple[str, ...] = ()
+    keywords: str = ""
+    exclude: str = ""
+    authors: str = ""
+    frequency: str = ""
+    weekday: str = ""
+    send_at: str = ""
+    tz: str = ""
+    paused: bool = False
+
+    @classmethod
+    def from_form(cls, form: Mapping[str, Any], topics: Sequence[str]) -> PreferenceForm:
+        """Read the fields; raises UsageError for over-long input (before anything is stored)."""
+        def text(name: str) -> str:
+            value = form.get(name)
+            value = value.strip() if isinstance(value, str) else ""
+            if len(value) > MAX_FIELD_CHARS:
+                raise UsageError(f"the {name} field is too long (at most {MAX_FIELD_CHARS} characters)")
+            return value
+
+        chosen = tuple(dict.fromkeys(t.strip() for t in topics if isinstance(t, str) and t.strip()))
+        if len(chosen) > MAX_ITEMS:
+            raise UsageError("too many topics")
+        return cls(topics=chosen, keywords=text("keywords"), exclude=text("exclude"), authors=text("authors"),
+                   frequency=text("frequency"), weekday=text("weekday"), send_at=text("send_at"),
+                   tz=text("tz"), paused=form.get("paused") in ("1", "on", "true"))
+
+    @classmethod
+    def of(cls, sub: Subscriber) -> PreferenceForm:
+        return cls(topics=sub.topics, keywords=", ".join(sub.keywords), exclude=", ".join(sub.exclude),
+                   authors="; ".join(sub.authors), frequency=sub.frequency.value, weekday=str(sub.weekday),
+                   send_at=sub.send_at.strftime("%H:%M"), tz=sub.tz, paused=sub.paused)
+
+    def options(self) -> dict[str, Any]:
+        """Keyword arguments for ``apply_preferences``: every list is replaced, empty fields clear it."""
+        for value, sep in ((self.keywords, ","), (self.exclude, ","), (self.authors, ";")):
+            if len([v for v in value.split(sep) if v.strip()]) > MAX_ITEMS:
+                raise UsageError(f"at most {MAX_ITEMS} entries per field")
+        weekday: int | None = None
+        if self.weekday:
+            if not self.weekday.isdigit() or not 0 <= int(self.weekday) <= 6:
+                raise UsageError(f"invalid weekday {self.weekday!r}")
+            weekday = int(self.weekday)
+        return {"topics": self.topics, "keywords": self.keywords, "exclude": self.exclude,
+                "authors": self.authors, "frequency": self.frequency or None, "send_at": self.send_at or None,
+                "tz": self.tz or None, "weekday": weekday}
+
+
+class Subscriptions:
+    """The subscriber side of the web app, over the pipeline's store, links and mailer.
+
+    Methods are synchronous (database and mail I/O); the app runs them in a thread pool.
+    """
+
+    def __init__(self, pipeline: Pipeline, address_limit: Limit = ADDRESS_LIMIT) -> None:
+        self.pipeline = pipeline
+        self.settings = pipeline.settings
+        self.store = pipeline.store
+        self.links = pipeline.links
+        self.signer: Signer = pipeline.links.signer
+        self.address_limiter = SlidingWindowLimiter(address_limit)
+        # One mail at a time: the configured mailer (an SMTP connection) is not shared between threads.
+        self._mail_lock = threading.Lock()
+
+    def now(self) -> datetime:
+        return self.pipeline.clock()
+
+    # ---- subscribe ------------------------------------------------------------------------------
+
+    def request_subscription(self, address: str, form: PreferenceForm) -> OutgoingMessage | None:
+        """Record a subscription request and return the one email to send for it (or None).
+
+        Validates everything first (UsageError, nothing stored). Then, by the address's state: new,
+        pending or unsubscribed -> stored as pending with these preferences and a confirmation email;
+        confirmed -> nothing changes, an email with their preferences link; suppressed (it bounced) or
+        past the per-address limit -> nothing. The caller shows the same answer in every case, so the
+        page never tells whether an address is subscribed.
+        """
+        email = validate_email(address)
+        wanted = apply_preferences(self.settings, new_subscriber(self.settings, email), **form.options())
+        if self.address_limiter.hit(email) is not None:
+            log.warning("subscribe: too many requests for one address; no email sent")
+            return None
+        existing = self.store.get_subscriber(email)
+        if existing is None:
+            # UsageError: a concurrent request added it a moment ago; it is pending, like this one.
+            with contextlib.suppress(UsageError):
+                self.store.add_subscriber(replace(wanted, status=SubscriberStatus.PENDING), now=self.now())
+            return confirmation_message(self.settings, self.links, email, self.now())
+        if existing.status in (SubscriberStatus.PENDING, SubscriberStatus.UNSUBSCRIBED):
+            self.store.save_subscriber(replace(wanted, name=existing.name, status=SubscriberStatus.PENDING),
+                                       now=self.now())
+            return confirmation_message(self.settings, self.links, email, self.now())
+        if existing.status is SubscriberStatus.CONFIRMED:
+            return already_subscribed_message(self.settings, self.links, email, self.now())
+        log.info("subscribe: address is suppressed after hard bounces; no email sent")
+        return None
+
+    def send(self, message: OutgoingMessage) -> bool:
+        """Hand one transactional email to the configured mailer; failures are logged, never raised."""
+        try:
+            with self._mail_lock, self.pipeline.mailer as mailer:
+                result = mailer.send(message)
+        except Exception as err:  # the reader already has their answer; the log must say what happened
+            log.error("confirmation email not sent: %s", err)
+            return False
+        if result.outcome is not Outcome.DELIVERED:
+            log.error("confirmation email not sent: %s %s", result.outcome.value, result.detail)
+            return False
+        return True
+
+    # ---- personal links -------------------------------------------------------------------------
+
+    def email_for(self, scope: Scope, token: str) -> str:
+        """The address a link was made for; LinkProblem (400 forged or other scope, 410 expired)."""
+        try:
+            return self.signer.verify(scope, token)
+        except TokenError as err:
+            if err.expired:
+                raise LinkProblem(410, "This link has expired", _EXPIRED[scope]) from err
+            raise LinkProblem(400, "This link is not valid",
+                              "The link is incomplete or was not made by this site. Copy the whole link "
+                              "from the email, or use the most recent email you received.") from err
+
+    def subscriber_for(self, scope: Scope, token: str) -> Subscriber:
+        """The subscriber a link belongs to; LinkProblem as ``email_for``, or 404 if there is none."""
+        sub = self.store.get_subscriber(self.email_for(scope, token))
+        if sub is None:
+            raise LinkProblem(404, "No such subscription",
+                              "This address is not on the list (any more). You can subscribe again.")
+        return sub
+
+    def confirm(self, sub: Subscriber) -> Subscriber:
+        """Pending -> confirmed; confirmed stays confirmed; otherwise LinkProblem 410. Idempotent."""
+        if sub.status is SubscriberStatus.PENDING:
+            self.store.set_subscriber_status(sub.email, SubscriberStatus.CONFIRMED, now=self.now())
+            log.info("subscriber confirmed")
+            return replace(sub, status=SubscriberStatus.CONFIRMED)
+        if sub.status is SubscriberStatus.CONFIRMED:
+            return sub
+        raise LinkProblem(410, "This confirmation link is no longer valid",
+                          "This address has left the list since the link was sent. Subscribe again to get "
+                          "a new confirmation email.")
+
+    def save_preferences(self, sub: Subscriber, form: PreferenceForm) -> Subscriber:
+        """Apply the preferences form (UsageError for invalid values, nothing saved)."""
+        changed = replace(apply_preferences(self.settings, sub, **form.options()), paused=form.paused)
+        return self.store.save_subscriber(changed, now=self.now())
+
+    def resubscribe(self, sub: Subscriber) -> Subscriber:
+        """Unsubscribed -> confirmed (the personal link proves the mailbox); suppressed stays as it is."""
+        if sub.status is SubscriberStatus.UNSUBSCRIBED:
+            self.store.set_subscriber_status(sub.email, SubscriberStatus.CONFIRMED, now=self.now())
+            return replace(sub, status=SubscriberStatus.CONFIRMED)
+        return sub
+
+    def unsubscribe(self, token: str) -> str:
+        """Unsubscribe the link's address at once (see ``unsubscribe_by_token``)."""
+        try:
+            email = unsubscribe_by_token(self.store, self.signer, token, now=self.now())
+        except TokenError as err:
+            raise LinkProblem(400, "This link is not valid",
+                              "The link is incomplete or was not made by this site.") from err
+        return email
+
+
+_EXPIRED = {
+    Scope.CONFIRM: (f"Confirmation links work for {MAX_AGE[Scope.CONFIRM] // 86400} days. Subscribe again "
+                    "to get a new one."),
+    Scope.PREFERENCES: "Use the preferences link in a recent issue, or subscribe again with the same address "
+                       "to get a new link by email.",
+    Scope.UNSUBSCRIBE: "Use the unsubscribe link in a recent issue.",
+}
+
+
+def unsubscribe_by_token(store: Store, signer: Signer, token: str, now: datetime | None = None) -> str:
+    """End the subscription an unsubscribe token was made for; return its address.
+
+    For the https one-click link and for a mail hook handling ``mailto:`` requests (subject
+    ``unsubscribe <token>``). Idempotent: an address already unsubscribed, suppressed or removed is
+    left as it is and still counts as done. Raises TokenError for a forged token or one of another
+    scope (confirm and preferences tokens never unsubscribe anyone).
+    """
+    email = signer.verify(Scope.UNSUBSCRIBE, token.strip())
+    sub = store.get_subscriber(email)
+    if sub is not None and sub.status in (SubscriberStatus.PENDING, SubscriberStatus.CONFIRMED):
+        store.set_subscriber_status(email, SubscriberStatus.UNSUBSCRIBED, now=now or datetime.now(UTC))
+        log.info("subscriber unsubscribed")
+    return email
