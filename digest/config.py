@@ -97,6 +97,10 @@ class SmtpSettings(_Section):
     retry_backoff_seconds: float = Field(default=60.0, ge=0)
     hard_bounces_to_suppress: int = Field(default=1, ge=1)
     ca_file: str = ""
+    # The name given in EHLO; empty = this machine's FQDN, looked up once.
+    local_hostname: str = ""
+    # How long every connection holds back after a 421/454 ("slow down"); the rate is halved too.
+    slowdown_seconds: float = Field(default=10.0, ge=0)
     dkim_key_file: str = ""
     dkim_selector: str = ""
     dkim_domain: str = ""
