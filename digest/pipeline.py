@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
 import threading
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from functools import cached_property
+from types import FrameType
 
 import httpx
 
+from digest import dkim
 from digest.config import Settings
 from digest.errors import DigestError, SourceError, UsageError
 from digest.links import LinkBuilder, Signer
@@ -215,6 +219,8 @@ class Pipeline:
         rendered = self.renderer.render(issue, links, full_issue_url=links.archive)
         data = build_message(rendered, sender=self.settings.site.sender, recipient=sub.email,
                              message_id=message_id, date=now, list_id=list_id_for(self.settings), links=links)
+        if dkim.configured(self.settings):
+            data = dkim.sign(data, self.settings)
         return OutgoingMessage(sender=_address_of(self.settings.site.sender), recipient=sub.email,
                                message_id=message_id, data=data)
 
@@ -255,14 +261,16 @@ class Pipeline:
         if dry_run:
             return self._dry_run(issue_date, only, now, summary)
 
+        dkim.signer_for(self.settings)  # a bad DKIM set-up stops the run before anything is claimed
         run_id = self.store.start_send_run(issue_date, now)
         recovered = self.store.recover_interrupted(now, self.settings.delivery.resend_in_doubt)
         if recovered:
             log.warning("recovered %d deliveries interrupted while sending (in doubt)", recovered)
-        targets = subscribers() if subscribers is not None else self.due_subscribers(issue_date, only)
-        only_id = self._build_issues(targets, issue_date, now, summary, only)
-        progress.start(self.store.delivery_counts(issue_date).get(DeliveryStatus.PENDING.value))
-        self._deliver(issue_date, only_id, summary, progress)
+        with _stop_on_signals(self.stop_requested):
+            targets = subscribers() if subscribers is not None else self.due_subscribers(issue_date, only)
+            only_id = self._build_issues(targets, issue_date, now, summary, only)
+            progress.start(self.store.delivery_counts(issue_date).get(DeliveryStatus.PENDING.value))
+            self._deliver(issue_date, only_id, summary, progress)
         self.store.finish_send_run(run_id, self.clock(), summary.sent, summary.skipped, summary.failed)
         log.info("send done date=%s %s deferred=%d unknown=%d", issue_date, summary.line(), summary.deferred,
                  summary.unknown)
@@ -320,13 +328,24 @@ class Pipeline:
                     summary.deferred += 1
             progress.advance()
 
-        with self.mailer as mailer, ThreadPoolExecutor(max_workers=max(1, mailer.concurrency)) as pool:
-            while not self.stop_requested.is_set():
-                claims = self.store.claim_deliveries(worker, self.clock(), cfg.lease_seconds, cfg.batch_size,
-                                                     issue_date=issue_date, subscriber_id=only_id)
-                if not claims:
-                    break
-                list(pool.map(one, claims))
+        def claim() -> list[Delivery]:
+            if self.stop_requested.is_set():
+                return []
+            return self.store.claim_deliveries(worker, self.clock(), cfg.lease_seconds, cfg.batch_size,
+                                               issue_date=issue_date, subscriber_id=only_id)
+
+        claims = claim()
+        if not claims:
+            return
+        try:
+            # The mailer opens only once there is work: no SMTP session for nothing, and a server that
+            # cannot be reached fails the run here, with every message still pending.
+            with self.mailer as mailer, ThreadPoolExecutor(max_workers=max(1, mailer.concurrency)) as pool:
+                while claims:
+                    list(pool.map(one, claims))
+                    claims = claim()
+        finally:
+            # Also after an error: claims left behind would block a re-run until their lease expires.
             self.store.release_claims(worker)
 
     def _deliver_one(self, delivery: Delivery, worker: str) -> DeliveryStatus | None:
@@ -399,6 +418,37 @@ class Pipeline:
                 continue
             summary.planned.append((sub.email, issue.count))
         return summary
+
+
+@contextmanager
+def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
+    """While sending from the main thread of a plain process (``digest send``): the first SIGTERM or
+    Ctrl-C only sets ``stop``, so messages in flight finish and are recorded and unsent claims are
+    given back; a second one acts as usual. Handlers someone else installed (the daemon's) are left
+    alone."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    defaults = {signal.SIGTERM: signal.SIG_DFL, signal.SIGINT: signal.default_int_handler}
+    previous = {sig: signal.getsignal(sig) for sig in defaults}
+    ours = [sig for sig, default in defaults.items() if previous[sig] is default]
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        if stop.is_set():
+            signal.signal(signum, previous[signum])
+            signal.raise_signal(signum)
+            return
+        log.warning("signal=%s: finishing the messages in flight, then stopping (again to stop now)",
+                    signal.Signals(signum).name)
+        stop.set()
+
+    for sig in ours:
+        signal.signal(sig, on_signal)
+    try:
+        yield
+    finally:
+        for sig in ours:
+            signal.signal(sig, previous[sig])
 
 
 def _address_of(sender: str) -> str:

@@ -1,0 +1,236 @@
+"""The real send loop through the SMTP mailer into a real server: headers, outcome records, retries."""
+
+from __future__ import annotations
+
+import base64
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
+from pathlib import Path
+from typing import Any
+
+import dkim
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from smtp_sink import SmtpSink
+
+from digest.errors import DeliveryError
+from digest.models import DeliveryStatus, Paper, Subscriber, SubscriberStatus
+from digest.pipeline import Pipeline
+from digest.store import Store
+from tests.conftest import NOW, make_settings
+
+DAY = NOW.date()
+READERS = ["ada@example.com", "grace@example.com", "alan@example.com"]
+
+
+class Clock:
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+@dataclass
+class World:
+    pipeline: Pipeline
+    store: Store
+    sink: SmtpSink
+    clock: Clock
+
+    def delivery(self, email: str) -> Any:
+        sub = self.store.get_subscriber(email)
+        assert sub is not None and sub.id is not None
+        issue_id = self.store.issue_id_for(sub.id, DAY)
+        assert issue_id is not None
+        return self.store.delivery_for_issue(issue_id)
+
+
+def build_world(tmp_path: Path, sink: SmtpSink, papers: list[Paper], readers: list[Subscriber],
+                **sections: Any) -> World:
+    smtp = {"host": sink.host, "port": sink.port, "local_hostname": "client.test", "timeout_seconds": 5,
+            "slowdown_seconds": 0.1, "max_connections": 2, "retry_backoff_seconds": 60}
+    smtp.update(sections.pop("smtp", {}))
+    settings = make_settings(tmp_path, mailer={"backend": "smtp"}, smtp=smtp,
+                             site={"base_url": "https://digest.example.org",
+                                   "sender": "Paper Digest <digest@news.example.org>"}, **sections)
+    store = Store(settings.database.url)
+    store.upsert_papers(papers, now=NOW - timedelta(hours=2))
+    for sub in readers:
+        store.add_subscriber(sub)
+    clock = Clock(NOW)
+    pipeline = Pipeline(settings, store, clock=clock)
+    pipeline.tag_pending()
+    return World(pipeline, store, sink, clock)
+
+
+@pytest.fixture
+def sink() -> Iterator[SmtpSink]:
+    with SmtpSink() as server:
+        yield server
+
+
+@pytest.fixture
+def world(tmp_path: Path, sink: SmtpSink, seed_papers: list[Paper]) -> Iterator[World]:
+    w = build_world(tmp_path, sink, seed_papers, [Subscriber(email=e) for e in READERS])
+    yield w
+    w.store.close()
+
+
+def test_every_reader_gets_one_message_with_the_spec_headers(world: World) -> None:
+    summary = world.pipeline.send(DAY)
+    assert (summary.sent, summary.failed) == (3, 0)
+    received = world.sink.received()
+    assert sorted(r for m in received for r in m.rcpt_tos) == sorted(READERS)
+    for got in received:
+        [rcpt] = got.rcpt_tos
+        msg = got.message
+        delivery = world.delivery(rcpt)
+        assert delivery.status is DeliveryStatus.SENT
+        assert msg["Message-ID"] == delivery.message_id
+        assert msg["To"] == rcpt
+        assert got.mail_from == "digest@news.example.org"
+        assert parsedate_to_datetime(msg["Date"]) == NOW
+        assert msg["List-Id"] == "<paper-digest.news.example.org>"
+        unsubscribe = msg["List-Unsubscribe"]
+        assert "<https://digest.example.org/" in unsubscribe and "<mailto:" in unsubscribe
+        assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+        assert msg.get_content_type() == "multipart/alternative"
+        assert [p.get_content_type() for p in msg.iter_parts()] == ["text/plain", "text/html"]
+
+
+def test_a_title_with_line_breaks_cannot_add_a_header(tmp_path: Path, sink: SmtpSink) -> None:
+    evil = Paper(id="2608.00001", title="Sparse quokkas\r\nBcc: victim@attacker.example\r\nX-Injected: yes",
+                 abstract="Quokka attention.", authors=("Eve Injector",), published=NOW)
+    reader = Subscriber(email="reader@example.com", authors=("Eve Injector",))
+    w = build_world(tmp_path, sink, [evil], [reader])
+    assert w.pipeline.send(DAY).sent == 1
+    [got] = sink.received()
+    assert got.rcpt_tos == ("reader@example.com",)
+    head = got.data.split(b"\r\n\r\n", 1)[0]
+    names = [line.split(b":", 1)[0].lower() for line in head.split(b"\r\n") if line and line[:1] not in b" \t"]
+    assert b"bcc" not in names and b"x-injected" not in names
+    assert "Sparse quokkas" in got.message["Subject"]
+    assert len(names) == len(set(names))  # and no header appears twice
+
+
+def test_permanent_refusal_fails_and_suppresses_only_that_reader(world: World) -> None:
+    world.sink.add_fault("rcpt", "550 5.1.1 <grace@example.com>: no such user", recipient="grace@example.com")
+    summary = world.pipeline.send(DAY)
+    assert (summary.sent, summary.failed) == (2, 1)
+    delivery = world.delivery("grace@example.com")
+    assert delivery.status is DeliveryStatus.FAILED
+    assert "550 5.1.1" in delivery.last_error
+    grace = world.store.get_subscriber("grace@example.com")
+    assert grace is not None and grace.status is SubscriberStatus.SUPPRESSED
+    assert world.store.get_subscriber("ada@example.com").status is SubscriberStatus.CONFIRMED  # type: ignore[union-attr]
+
+
+def test_transient_refusal_is_retried_after_backoff_with_the_same_message_id(world: World) -> None:
+    world.sink.add_fault("rcpt", "451 4.3.0 try again later", recipient="alan@example.com", times=1)
+    first = world.pipeline.send(DAY)
+    assert (first.sent, first.deferred, first.failed) == (2, 1, 0)
+    pending = world.delivery("alan@example.com")
+    assert pending.status is DeliveryStatus.PENDING
+    assert pending.next_attempt_at.replace(tzinfo=UTC) == NOW + timedelta(seconds=60)
+    assert "451" in pending.last_error
+
+    assert world.pipeline.send(DAY).sent == 0  # not due yet
+    world.clock.now = NOW + timedelta(seconds=61)
+    again = world.pipeline.send(DAY)
+    assert (again.sent, again.skipped) == (1, 2)
+    [got] = world.sink.for_recipient("alan@example.com")
+    delivered = world.delivery("alan@example.com")
+    assert delivered.status is DeliveryStatus.SENT and delivered.attempts == 2
+    assert got.message["Message-ID"] == pending.message_id == delivered.message_id
+
+
+def test_transient_attempts_are_bounded(tmp_path: Path, sink: SmtpSink, seed_papers: list[Paper]) -> None:
+    w = build_world(tmp_path, sink, seed_papers, [Subscriber(email="full@example.com")],
+                    smtp={"max_attempts": 2, "retry_backoff_seconds": 1})
+    sink.add_fault("rcpt", "452 4.2.2 mailbox full")
+    assert w.pipeline.send(DAY).deferred == 1
+    w.clock.now = NOW + timedelta(seconds=5)
+    summary = w.pipeline.send(DAY)
+    assert summary.failed == 1
+    delivery = w.delivery("full@example.com")
+    assert delivery.status is DeliveryStatus.FAILED and "gave up after 2 attempts" in delivery.last_error
+    assert w.store.get_subscriber("full@example.com").status is SubscriberStatus.CONFIRMED  # type: ignore[union-attr]
+
+
+def test_lost_after_data_is_unknown_and_not_resent_unless_asked(world: World) -> None:
+    world.sink.add_fault("after_data", disconnect=True, recipient="ada@example.com", times=1)
+    summary = world.pipeline.send(DAY)
+    assert (summary.sent, summary.unknown) == (2, 1)
+    assert world.delivery("ada@example.com").status is DeliveryStatus.UNKNOWN
+    assert len(world.sink.dropped) == 1  # the server did get it
+
+    world.clock.now = NOW + timedelta(hours=1)
+    assert world.pipeline.send(DAY).sent == 0
+    assert world.sink.for_recipient("ada@example.com") == []
+
+    assert world.store.requeue_unknown(DAY) == 1  # what `digest send --retry-unknown` does
+    assert world.pipeline.send(DAY).sent == 1
+    [got] = world.sink.for_recipient("ada@example.com")
+    delivery = world.delivery("ada@example.com")
+    assert delivery.status is DeliveryStatus.SENT and delivery.in_doubt
+    assert got.message["Message-ID"] == world.sink.dropped[0].message["Message-ID"] == delivery.message_id
+
+
+def test_a_short_slow_down_does_not_fail_anything(world: World) -> None:
+    fault = world.sink.add_fault("rcpt", "421 4.7.0 slow down", times=1)
+    summary = world.pipeline.send(DAY)
+    assert (summary.sent, summary.deferred, summary.failed) == (3, 0, 0)
+    assert fault.fired == 1
+
+
+def test_dry_run_sends_and_records_nothing(world: World) -> None:
+    summary = world.pipeline.send(DAY, dry_run=True)
+    assert sorted(email for email, _ in summary.planned) == sorted(READERS)
+    assert all(count > 0 for _, count in summary.planned)
+    assert world.sink.received() == []
+    assert world.store.delivery_counts() == {}
+
+
+def test_unreachable_server_fails_the_run_before_any_attempt(tmp_path: Path, seed_papers: list[Paper]) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]
+
+    class Closed:
+        host, port = "127.0.0.1", closed_port
+
+    w = build_world(tmp_path, Closed(), seed_papers, [Subscriber(email=e) for e in READERS])  # type: ignore[arg-type]
+    with pytest.raises(DeliveryError, match="cannot start a session"):
+        w.pipeline.send(DAY)
+    for email in READERS:
+        delivery = w.delivery(email)
+        assert (delivery.status, delivery.attempts) == (DeliveryStatus.PENDING, 0)
+    # Claims were given back: another sender can take every record at once, no lease to wait out.
+    assert len(w.store.claim_deliveries("other", NOW, 60, 10, issue_date=DAY)) == 3
+
+
+def test_dkim_signature_covers_unsubscribe_headers_end_to_end(tmp_path: Path, sink: SmtpSink,
+                                                              seed_papers: list[Paper]) -> None:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    key_file = tmp_path / "dkim.pem"
+    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    record = b"v=DKIM1; k=rsa; p=" + base64.b64encode(key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo))
+    w = build_world(tmp_path, sink, seed_papers, [Subscriber(email=e) for e in READERS],
+                    smtp={"dkim_key_file": str(key_file), "dkim_selector": "mail2026"})
+    assert w.pipeline.send(DAY).sent == 3
+
+    def dns(name: bytes, timeout: int = 5) -> bytes | None:
+        return record if name == b"mail2026._domainkey.news.example.org." else None
+
+    for got in sink.received():
+        assert dkim.verify(got.data, dnsfunc=dns), got.rcpt_tos
+        signature = " ".join(got.message["DKIM-Signature"].split()).replace(" ", "")
+        signed = signature.split("h=")[1].split(";")[0].split(":")
+        assert {"from", "list-unsubscribe", "list-unsubscribe-post", "message-id", "date"} <= set(signed)
