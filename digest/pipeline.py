@@ -146,7 +146,8 @@ class Pipeline:
         )
         try:
             sources = build_sources(self.settings, client, names)
-            summaries = [self._fetch_one(source, day) for source in sources]
+            # A stopping daemon finishes the source in hand and starts no other.
+            summaries = [self._fetch_one(source, day) for source in sources if not self.stop_requested.is_set()]
         finally:
             if self._http_client is None:
                 client.close()

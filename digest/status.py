@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from digest.models import SubscriberStatus
 from digest.selection import is_due, local_issue_date, send_time_passed
 
 if TYPE_CHECKING:
@@ -25,19 +26,22 @@ def collect_status(pipeline: Pipeline) -> dict[str, Any]:
                      "sent": run.sent, "skipped": run.skipped, "failed": run.failed,
                      "deliveries": store.delivery_counts(run.issue_date)}
     due = []
-    for sub in pipeline.due_subscribers(now.date()):
+    for sub in store.iter_subscribers(status=SubscriberStatus.CONFIRMED):
         local_day = local_issue_date(sub, now)
-        if not is_due(sub, local_day) or sub.id is None:
+        if sub.paused or sub.id is None or not is_due(sub, local_day):
             continue
         if store.issue_id_for(sub.id, local_day) is None:
             due.append({"email": sub.email, "issue_date": local_day, "send_at": sub.send_at.strftime("%H:%M"),
                         "tz": sub.tz, "time_passed": send_time_passed(sub, now)})
     try:
-        from digest.scheduler import next_run_times
+        from digest.scheduler import next_run_times, plan_dispatch
 
         next_runs = next_run_times(pipeline)
+        plan = plan_dispatch(pipeline, now)
+        due_now = {"count": plan.count, "too_late": len(plan.stale),
+                   "by_date": {str(day): len(subs) for day, subs in sorted(plan.due.items())}}
     except ImportError:
-        next_runs = {}
+        next_runs, due_now = {}, None
     return {
         "now": now,
         "papers": store.count_papers(),
@@ -46,6 +50,7 @@ def collect_status(pipeline: Pipeline) -> dict[str, Any]:
         "last_send": last_send,
         "next_runs": next_runs,
         "due": due,
+        "due_now": due_now,
         "attention": store.deliveries_needing_attention(),
     }
 
@@ -75,7 +80,14 @@ def format_status(report: dict[str, Any]) -> str:
         lines.append("last send: never")
     if report["next_runs"]:
         lines.append("next runs:")
-        lines.extend(f"  {job:<10} {_fmt(when)}" for job, when in report["next_runs"].items())
+        lines.extend(f"  {job:<10} {_fmt(when)}" + (" (overdue: is the daemon running?)"
+                                                      if job != "send" and when < report["now"] else "")
+                     for job, when in report["next_runs"].items())
+    due_now = report.get("due_now")
+    if due_now is not None:
+        lines.append(f"due at the next dispatch: {due_now['count']}"
+                     + "".join(f"  {day}: {n}" for day, n in due_now["by_date"].items())
+                     + (f"  (too late to send: {due_now['too_late']})" if due_now["too_late"] else ""))
     lines.append(f"due now or later today: {len(report['due'])}")
     lines.extend(f"  {d['email']} at {d['send_at']} {d['tz']}" + (" (time passed)" if d["time_passed"] else "")
                  for d in report["due"][:20])

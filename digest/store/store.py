@@ -645,6 +645,19 @@ class Store:
             row = conn.execute(select(t.deliveries).where(t.deliveries.c.issue_id == issue_id)).mappings().first()
         return _row_to_delivery(row) if row else None
 
+    def deliveries_on(self, issue_dates: Iterable[date]) -> dict[tuple[int, date], Delivery]:
+        """Every delivery record of an issue dated one of ``issue_dates``, by (subscriber id, date).
+
+        One query for the daemon's dispatch, which checks every subscriber every few minutes.
+        """
+        dates = sorted(set(issue_dates))
+        if not dates:
+            return {}
+        c = t.deliveries.c
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(t.deliveries).where(c.issue_date.in_(dates))).mappings().all()
+        return {(r["subscriber_id"], r["issue_date"]): _row_to_delivery(r) for r in rows}
+
     def delivery_counts(self, issue_date: date | None = None) -> dict[str, int]:
         c = t.deliveries.c
         query = select(c.status, func.count()).group_by(c.status)
