@@ -14,6 +14,7 @@ import binascii
 import hashlib
 import hmac
 import re
+import struct
 from datetime import datetime
 from email.utils import format_datetime, formataddr, getaddresses, parseaddr
 from functools import lru_cache
@@ -24,11 +25,10 @@ from digest.errors import RenderError
 from digest.links import PersonalLinks
 from digest.models import RenderedEmail
 
-__all__ = ["build_message", "list_id_for", "make_message_id"]
+__all__ = ["build_message", "list_id_for", "make_message_id", "remember_utf8"]
 
 CRLF = b"\r\n"
 _LINE_BREAKS = re.compile(r"[\r\n\x00-\x08\x0b\x0c\x0e-\x1f\x7f\u0085\u2028\u2029]+")
-_BASE64_LINES = re.compile(rb".{1,76}", re.DOTALL)  # RFC 2045: base64 lines of at most 76 characters
 _ADDR = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?$")
 _DOMAIN = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$")
 
@@ -89,17 +89,56 @@ def _address(value: str, field: str) -> str:
     return formataddr((name, addr), charset="utf-8")
 
 
+class _Utf8Memo:
+    """The UTF-8 of the last few bodies the renderer produced, keyed by the very ``str`` object.
+
+    The renderer assembles each body's UTF-8 from cached pieces anyway; remembering it spares encoding
+    40 KB again here. Entries are matched with ``is`` (never by an id that might be reused) and the memo
+    is tiny: it only bridges one ``render()`` and the ``build_message()`` that follows it.
+    """
+
+    def __init__(self, size: int = 64) -> None:
+        self._items: dict[int, tuple[str, bytes]] = {}
+        self._size = size
+
+    def put(self, text: str, data: bytes) -> None:
+        if len(self._items) >= self._size:
+            self._items.pop(next(iter(self._items)))
+        self._items[id(text)] = (text, data)
+
+    def utf8(self, text: str) -> bytes:
+        hit = self._items.get(id(text))
+        return hit[1] if hit is not None and hit[0] is text else text.encode("utf-8")
+
+
+_MEMO = _Utf8Memo()
+
+
+def remember_utf8(text: str, data: bytes) -> None:
+    """Tell build_message that ``data`` is ``text`` in UTF-8 (a renderer's optimisation; optional)."""
+    _MEMO.put(text, data)
+
+
 def _body(text: str, boundary: str) -> tuple[bytes, bytes]:
     """(Content-Transfer-Encoding, encoded body). Plain 7bit when ASCII with short lines, else base64
     (binascii, C speed; quoted-printable costs ten times more per message)."""
-    body = text.replace("\r\n", "\n").replace("\r", "\n") if "\r" in text else text
-    if not body.endswith("\n"):
-        body += "\n"
-    if body.isascii() and boundary not in body and all(len(line) <= 998 for line in body.split("\n")):
-        return b"7bit", body.encode("ascii").replace(b"\n", CRLF)
-    lines = _BASE64_LINES.findall(binascii.b2a_base64(body.encode("utf-8"), newline=False))
-    lines.append(b"")
+    data = text.replace("\r\n", "\n").replace("\r", "\n").encode("utf-8") if "\r" in text else _MEMO.utf8(text)
+    if not data.endswith(b"\n"):
+        data += b"\n"
+    if data.isascii() and boundary.encode() not in data and all(len(line) <= 998 for line in data.split(b"\n")):
+        return b"7bit", data.replace(b"\n", CRLF)
+    encoded = binascii.b2a_base64(data, newline=False)
+    full = len(encoded) // 76
+    lines = list(_lines_of_76(full).unpack_from(encoded))
+    lines.append(encoded[full * 76:] + CRLF if len(encoded) % 76 else b"")
     return b"base64", CRLF.join(lines)
+
+
+@lru_cache(maxsize=256)
+def _lines_of_76(count: int) -> struct.Struct:
+    """A struct that cuts ``count`` 76-byte lines in one C call (base64 line wrapping is otherwise the
+    slowest step of building a message)."""
+    return struct.Struct("76s" * count)
 
 
 def _boundary(message_id: str) -> str:
@@ -161,12 +200,17 @@ def make_message_id(issue_id: int, subscriber_email: str, domain: str, secret: s
 def list_id_for(settings: Settings) -> str:
     """``[site] list_id`` in angle brackets, else ``<paper-digest.DOMAIN>`` from the sender's domain
     (or the base URL's host), e.g. ``<paper-digest.localhost>``."""
-    configured = _one_line(settings.site.list_id)
+    return _list_id(settings.site.list_id, settings.site.sender, settings.site.base_url)
+
+
+@lru_cache(maxsize=16)
+def _list_id(list_id: str, sender: str, base_url: str) -> str:
+    configured = _one_line(list_id)
     if configured:
         return configured if configured.endswith(">") else f"<{configured.strip('<>')}>"
-    domain = parseaddr(settings.site.sender)[1].rpartition("@")[2].lower()
+    domain = parseaddr(sender)[1].rpartition("@")[2].lower()
     if not _DOMAIN.match(domain or ""):
-        domain = (urlsplit(settings.site.base_url).hostname or "").lower()
+        domain = (urlsplit(base_url).hostname or "").lower()
     if not _DOMAIN.match(domain or ""):
         domain = "localhost"
     return f"<paper-digest.{domain}>"

@@ -24,7 +24,7 @@ import logging
 import re
 import textwrap
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from datetime import date
 from functools import lru_cache
@@ -41,6 +41,7 @@ from digest.config import Settings
 from digest.errors import RenderError
 from digest.latex import to_unicode
 from digest.links import PersonalLinks
+from digest.message import remember_utf8
 from digest.models import Issue, IssueEntry, Paper, RenderedEmail
 
 __all__ = [
@@ -546,54 +547,67 @@ class Renderer:
 
     def render(self, issue: Issue, links: PersonalLinks, *, full_issue_url: str | None = None) -> RenderedEmail:
         """The email for one issue (fast path): only Jinja runs. Raises RenderError on a template bug."""
-        return self._render(issue, links, full_issue_url, self._html_fast)
+        return self._render(issue, links, full_issue_url, fast=True)
 
     def render_naive(self, issue: Issue, links: PersonalLinks, *,
                      full_issue_url: str | None = None) -> RenderedEmail:
         """The same email the slow way: Jinja -> MJML -> premailer for this one email."""
-        return self._render(issue, links, full_issue_url, self._html_naive)
+        return self._render(issue, links, full_issue_url, fast=False)
 
     def view(self, issue: Issue, links: PersonalLinks, full_issue_url: str | None = None) -> EmailView:
         return build_view(self.settings, issue, links, full_issue_url)
 
     # -- internals ----------------------------------------------------------------------------------
 
-    def _fragments_of(self, card: CardView) -> tuple[str, str]:
-        """(HTML, text) of one card, rendered once per card and reused for every reader who gets it."""
-        cached: tuple[str, str] | None = self._fragments.get(card, ())
+    def _fragment(self, card: CardView) -> _Fragment:
+        """One card's HTML and text (and their UTF-8), rendered once per card and reused for every
+        reader who gets that card."""
+        cached: _Fragment | None = self._fragments.get(card, ())
         if cached is None:
             html = self._card_template.render(cards=(card,))
             text = self._text_card_template.render(c=card)
-            cached = self._fragments.put(card, (), (html, text))
+            cached = self._fragments.put(card, (), _Fragment(html, html.encode("utf-8"), text, text.encode("utf-8")))
         return cached
 
-    def _section_html(self, view: EmailView) -> list[Markup]:
-        return [Markup("".join(self._fragments_of(c)[0] for c in s.cards)) for s in view.sections]
+    def _html_fast(self, view: EmailView) -> _Body:
+        """The page with a placeholder per section, then the cached cards spliced in, as text and as
+        UTF-8 (the 40 KB of an email are never encoded as a whole: its cards already are)."""
+        fragments = [[self._fragment(c) for c in s.cards] for s in view.sections]
+        page = self._fast_template.render(view.context(), section_cards=[_SLOT] * len(fragments))
+        return _splice(page, [[(f.html, f.html_bytes) for f in fs] for fs in fragments])
 
-    def _html_fast(self, view: EmailView) -> str:
-        return self._fast_template.render(view.context(), section_cards=self._section_html(view))
+    def _text_fast(self, view: EmailView) -> _Body:
+        fragments = [[self._fragment(c) for c in s.cards] for s in view.sections]
+        page = self._text_template.render(view.context(), section_texts=[_SLOT] * len(fragments))
+        return _splice(page, [[(f.text, f.text_bytes) for f in fs] for fs in fragments])
 
-    def _html_naive(self, view: EmailView) -> str:
-        return inline_css(compile_mjml(self._naive_template.render(view.context())))
+    def _html_naive(self, view: EmailView) -> _Body:
+        html = inline_css(compile_mjml(self._naive_template.render(view.context())))
+        return _Body(html, html.encode("utf-8"))
 
-    def _render(self, issue: Issue, links: PersonalLinks, full_issue_url: str | None,
-                to_html: Any) -> RenderedEmail:
+    def _text_naive(self, view: EmailView) -> _Body:
+        texts = ["".join(self._text_card_template.render(c=c) for c in s.cards) for s in view.sections]
+        text = self._text_template.render(view.context(), section_texts=texts)
+        return _Body(text, text.encode("utf-8"))
+
+    def _render(self, issue: Issue, links: PersonalLinks, full_issue_url: str | None, fast: bool) -> RenderedEmail:
         view = build_view(self.settings, issue, links, full_issue_url)
         try:
-            html = self._fit(view, to_html)
-            texts = ["".join(self._fragments_of(c)[1] for c in s.cards) for s in view.sections]
-            text = self._text_template.render(view.context(), section_texts=texts)
+            html = self._fit(view, self._html_fast if fast else self._html_naive)
+            text = self._text_fast(view) if fast else self._text_naive(view)
         except jinja2.TemplateError as err:
             raise RenderError(f"email template failed to render: {err}") from err
-        return RenderedEmail(subject=view.subject, html=html, text=text)
+        # Hand the UTF-8 to build_message so it need not encode the bodies again.
+        remember_utf8(html.text, html.data)
+        remember_utf8(text.text, text.data)
+        return RenderedEmail(subject=view.subject, html=html.text, text=text.text)
 
-    def _fit(self, view: EmailView, to_html: Any) -> str:
+    def _fit(self, view: EmailView, to_html: Callable[[EmailView], _Body]) -> _Body:
         """Render within the size budget: first drop the longest summaries, then trailing cards."""
-        html = to_html(view)
-        size = len(html.encode("utf-8"))
-        if size <= self.html_budget:
-            return html
-        excess = size - self.html_budget
+        body = to_html(view)
+        if len(body.data) <= self.html_budget:
+            return body
+        excess = len(body.data) - self.html_budget
         cards = sorted((c for s in view.sections for c in s.cards), key=lambda c: -len(c.summary.encode()))
         dropped: set[int] = set()
         saved = 0
@@ -602,17 +616,49 @@ class Renderer:
                 break
             dropped.add(card.number)
             saved += len(card.summary.encode()) + 40
-        trimmed = _keep_first(_without_summaries(view, dropped), view.count)
-        html = to_html(trimmed)
-        size = len(html.encode("utf-8"))
+        body = to_html(_keep_first(_without_summaries(view, dropped), view.count))
         keep = view.count
-        while size > self.html_budget and keep > 0:
+        while len(body.data) > self.html_budget and keep > 0:
+            size = len(body.data)
             per_card = max(1, size // max(1, keep + 4))
             keep = max(0, min(keep - 1, keep - (size - self.html_budget) // per_card))
-            trimmed = _keep_first(_without_summaries(view, dropped), keep)
-            html = to_html(trimmed)
-            size = len(html.encode("utf-8"))
-        return html
+            body = to_html(_keep_first(_without_summaries(view, dropped), keep))
+        return body
+
+
+@dataclass(frozen=True, slots=True)
+class _Fragment:
+    html: str
+    html_bytes: bytes
+    text: str
+    text_bytes: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class _Body:
+    text: str
+    data: bytes
+
+
+# Marks where a section's cards go in the rendered page. No value can contain it: every text is cleaned
+# of control characters and every URL percent-encoded before it reaches a template.
+_SLOT = Markup("\x00")
+
+
+def _splice(page: str, sections: list[list[tuple[str, bytes]]]) -> _Body:
+    """Put each section's cards (text and UTF-8) where the page has its placeholder."""
+    pieces = page.split(_SLOT)
+    if len(pieces) != len(sections) + 1:
+        raise RenderError("email template: a section placeholder went missing or was duplicated")
+    texts: list[str] = [pieces[0]]
+    datas: list[bytes] = [pieces[0].encode("utf-8")]
+    for piece, cards in zip(pieces[1:], sections, strict=True):
+        for text, data in cards:
+            texts.append(text)
+            datas.append(data)
+        texts.append(piece)
+        datas.append(piece.encode("utf-8"))
+    return _Body("".join(texts), b"".join(datas))
 
 
 def render_many(renderer: Renderer, jobs: Iterable[tuple[Issue, PersonalLinks]]) -> list[RenderedEmail]:

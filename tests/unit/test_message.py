@@ -182,3 +182,14 @@ def test_date_header_round_trips_for_other_zones(rendered: RenderedEmail) -> Non
     msg = parse(build(rendered, date=when))
     assert parsedate_to_datetime(msg["Date"]) == when
     assert date(2026, 11, 27) == parsedate_to_datetime(msg["Date"]).date()
+
+
+@pytest.mark.parametrize("length", [0, 1, 56, 57, 58, 113, 114, 115, 171, 1000, 4321])
+def test_base64_bodies_of_any_length_decode_exactly_with_short_lines(length: int) -> None:
+    text = ("é" + "x" * 55) * (length // 56 + 1)
+    text = text[:length] + "é"
+    data = build(RenderedEmail(subject="s", html=text, text=text))
+    parts = list(parse(data).iter_parts())
+    assert [p.get_content() for p in parts] == [text + "\n", text + "\n"]
+    body = data.split(b"\r\n\r\n")[-1]
+    assert all(len(line) <= 76 for line in body.split(b"\r\n"))
