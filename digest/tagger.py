@@ -1,63 +1,166 @@
-"""Pure topic tagging: title + abstract + topic definitions -> topics, scores and evidence."""
+"""Pure topic tagging: title + abstract + topic definitions -> topics, scores and evidence.
+
+Each topic is a set of weighted phrase rules (see ``digest.topics.TopicSpec``): strong phrases decide
+alone, ordinary phrases count one point per mention, weak phrases half a point and never decide alone,
+title mentions count ``title_weight`` times, a mention overlapping an excluded phrase does not count,
+and a vetoing phrase anywhere rules the topic out. A paper gets every topic whose evidence reaches the
+topic's ``min_score``; the reported score is evidence / min_score, so 1.0 is the threshold and more is
+more certain. ``digest.matching`` makes the many regular expressions fast.
+"""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
+from digest.matching import PhraseSet, lower_same_length
 from digest.models import Paper, TopicAssignment
 from digest.topics import TopicSpec
+
+__all__ = ["MAX_WHY", "Tagger", "clean_text"]
+
+# How many evidence terms a TopicAssignment carries in ``why``.
+MAX_WHY = 8
+
+# URLs and repository paths carry words ("github.com/x/subspace-rerouting") that are not prose.
+_URL_HINTS = ("://", "www.", ".com/", ".org/", ".io/", ".net/", ".ai/", ".edu/")
+_DOMAIN_PATH = re.compile(r"[\w.-]+\.(?:com|org|io|net|ai|edu)/", re.IGNORECASE)
+# Typographic hyphens and soft hyphens would defeat "sub-?spaces?"-style patterns.
+_HYPHENS = (("\u2010", "-"), ("\u2011", "-"), ("\u2012", "-"), ("\u2013", "-"), ("\u00ad", ""))
+_SPACES = ("  ", "\n", "\t", "\r", "\x0b", "\x0c")
+
+
+def _is_url(word: str) -> bool:
+    return "://" in word or word.startswith("www.") or _DOMAIN_PATH.search(word) is not None
+
+
+def clean_text(text: str) -> str:
+    """Normalise text for matching: plain hyphens, no URLs, single spaces."""
+    if not text:
+        return ""
+    ascii_only = text.isascii()
+    if not ascii_only:
+        for odd, plain in _HYPHENS:
+            if odd in text:
+                text = text.replace(odd, plain)
+    if ("/" in text or "www." in text) and any(hint in text for hint in _URL_HINTS):
+        words = [w for w in text.split() if not (("/" in w or "www." in w) and _is_url(w))]
+        return " ".join(words)
+    if not ascii_only or any(space in text for space in _SPACES):
+        return " ".join(text.split())
+    return text.strip()
+
+
+@dataclass(frozen=True, slots=True)
+class _Field:
+    """A title or an abstract, cleaned, with its lower-cased twin and its weight."""
+
+    text: str
+    low: str
+    weight: float
 
 
 @dataclass(frozen=True, slots=True)
 class _CompiledTopic:
     name: str
     spec: TopicSpec
-    pattern: re.Pattern[str]
-    exclude: re.Pattern[str] | None
+    evidence: PhraseSet  # strong patterns, then phrases, then weak ones
+    points: tuple[float, ...]  # per evidence pattern
+    decisive: range  # indices of strong and ordinary phrases
+    exclude: PhraseSet | None
+    veto: PhraseSet | None
+    # Literals of the decisive patterns: a text with none of them cannot give the topic.
+    first_lower: tuple[str, ...] | None
+    first_exact: tuple[str, ...]
+
+    def possible(self, both: _Field) -> bool:
+        """Cheap check on the title and abstract joined (``both``): False when no strong or ordinary
+        phrase can match (True does not promise a match)."""
+        if self.first_lower is not None and not (any(v in both.low for v in self.first_lower)
+                                                 or any(v in both.text for v in self.first_exact)):
+            return False
+        return self.evidence.may_match(both.text, both.low, self.decisive)
+
+    def vetoed(self, fields: tuple[_Field, ...]) -> bool:
+        return self.veto is not None and any(self.veto.find(f.text, f.low) for f in fields)
+
+    def score(self, fields: tuple[_Field, ...]) -> tuple[float, bool, dict[str, float]]:
+        """Evidence points, whether a decisive phrase counted, and the points per matched term."""
+        total = 0.0
+        decisive = False
+        tally: dict[str, float] = {}
+        for field in fields:
+            matches = self.evidence.find(field.text, field.low)
+            if not matches:
+                continue
+            excluded = (self.exclude.find(field.text, field.low, overlapping=True)
+                        if self.exclude is not None else [])
+            for start, end, index in matches:
+                if any(s < end and start < e for s, e, _ in excluded):
+                    continue
+                points = self.points[index] * field.weight
+                total += points
+                decisive = decisive or index in self.decisive
+                term = " ".join(field.low[start:end].split())
+                tally[term] = tally.get(term, 0.0) + points
+        return total, decisive, tally
 
 
-def _alternation(patterns: Iterable[str]) -> str:
-    return "|".join(f"(?:{p})" for p in patterns)
+def _compile(name: str, spec: TopicSpec) -> _CompiledTopic:
+    patterns = [*spec.strong, *spec.phrases, *spec.weak]
+    points = ((spec.min_score,) * len(spec.strong) + (1.0,) * len(spec.phrases) + (0.5,) * len(spec.weak))
+    evidence = PhraseSet(patterns)
+    decisive = range(len(spec.strong) + len(spec.phrases))
+    firsts = evidence.first_literals(decisive)
+    exclude = PhraseSet(spec.exclude) if spec.exclude else None
+    veto = PhraseSet(spec.veto) if spec.veto else None
+    return _CompiledTopic(name, spec, evidence, points, decisive, exclude, veto,
+                          firsts[0] if firsts else None, firsts[1] if firsts else ())
 
 
 class Tagger:
-    """Tags papers with the enabled topics. Construction compiles the rules once; ``tag`` is pure."""
+    """Tags papers with the enabled topics. Construction compiles the rules once; ``tag`` is pure.
+
+    ``topics`` maps topic names (the config keys) to their specs; disabled topics are ignored.
+    """
 
     def __init__(self, topics: Mapping[str, TopicSpec]) -> None:
-        self._topics: list[_CompiledTopic] = []
-        for name, spec in topics.items():
-            if not spec.enabled or not spec.phrases:
-                continue
-            pattern = re.compile(rf"\b(?:{_alternation(spec.phrases)})\b", re.IGNORECASE)
-            exclude = (re.compile(rf"\b(?:{_alternation(spec.exclude)})\b", re.IGNORECASE)
-                       if spec.exclude else None)
-            self._topics.append(_CompiledTopic(name, spec, pattern, exclude))
+        self._topics = [_compile(name, spec) for name, spec in topics.items() if spec.enabled]
 
     @property
     def topic_names(self) -> list[str]:
         return [t.name for t in self._topics]
 
     def tag(self, title: str, abstract: str) -> tuple[TopicAssignment, ...]:
-        """Return the topics of one paper, best score first; empty when none applies."""
+        """The topics of one paper, best score first; empty when none applies.
+
+        Each assignment's ``score`` is its evidence divided by the topic's ``min_score`` (>= 1.0 for
+        every returned topic) and ``why`` lists the counted terms (lower-cased), strongest first.
+        """
+        title, abstract = clean_text(title), clean_text(abstract)
         out: list[TopicAssignment] = []
+        fields = (_Field(title, lower_same_length(title), 1.0),
+                  _Field(abstract, lower_same_length(abstract), 1.0))
+        both = _Field(f"{title}\n{abstract}", f"{fields[0].low}\n{fields[1].low}", 1.0)
         for topic in self._topics:
-            score = 0.0
-            evidence: list[str] = []
-            for text, weight in ((title, 2.0), (abstract, 1.0)):
-                blocked = [m.span() for m in topic.exclude.finditer(text)] if topic.exclude else []
-                for match in topic.pattern.finditer(text):
-                    if any(a <= match.start() < b for a, b in blocked):
-                        continue
-                    score += weight
-                    term = match.group(0).lower()
-                    if term not in evidence:
-                        evidence.append(term)
-            if score >= topic.spec.threshold:
-                out.append(TopicAssignment(topic.name, round(score, 3), tuple(evidence[:5])))
+            if not topic.possible(both) or topic.vetoed(fields):
+                continue
+            weighted = (_Field(fields[0].text, fields[0].low, topic.spec.title_weight), fields[1])
+            raw, decisive, tally = topic.score(weighted)
+            # Weak evidence only supports: without one strong or ordinary phrase there is no topic.
+            if not decisive or raw + 1e-9 < topic.spec.min_score:
+                continue
+            why = sorted(tally, key=lambda term: -tally[term])[:MAX_WHY]
+            out.append(TopicAssignment(topic.name, round(raw / topic.spec.min_score, 3), tuple(why)))
         out.sort(key=lambda a: -a.score)
         return tuple(out)
 
     def tag_paper(self, paper: Paper) -> Paper:
+        """``paper`` with its ``topics`` replaced by this tagger's verdict."""
         return paper.with_topics(self.tag(paper.title, paper.abstract))
+
+    def tag_many(self, papers: Iterable[Paper]) -> Iterator[Paper]:
+        """``tag_paper`` over many papers, lazily, in order."""
+        for paper in papers:
+            yield self.tag_paper(paper)

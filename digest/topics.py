@@ -2,26 +2,65 @@
 
 from __future__ import annotations
 
+import re
 import tomllib
 from functools import cache
 from importlib import resources
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class TopicSpec(BaseModel):
-    """One topic. ``phrases`` are case-insensitive regular expressions matched at word boundaries;
-    ``exclude`` patterns remove a match they overlap (e.g. "diffusion MRI" for diffusion)."""
+    """One topic: what it is called and the evidence that a paper is mainly about it.
+
+    Every pattern is a case-insensitive Python regular expression matched at word boundaries in the
+    title and the abstract (write ``(?-i:NAS)`` for a case-sensitive part). A paper gets the topic when
+    its evidence adds up to ``min_score``:
+
+    - ``strong``: one match anywhere is enough ("neural architecture search", "Krylov subspace").
+    - ``phrases``: each match scores 1 point; the topic's ordinary vocabulary ("subspace", "pruning").
+    - ``weak``: each match scores 0.5 points; supporting evidence that cannot carry a paper alone
+      ("search space", "text-to-image").
+    - A match in the title counts ``title_weight`` times, so one title phrase is usually enough.
+    - ``exclude``: a match overlapping one of these does not count ("diffusion MRI" hides the
+      "diffusion" in it), so traps never count as evidence.
+    - ``veto``: if one of these occurs anywhere, the paper does not get the topic at all; for words
+      the paper uses in another sense ("network-attached storage" makes every "NAS" mean storage).
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     enabled: bool = True
     label: str = ""
     description: str = ""
+    strong: list[str] = Field(default_factory=list)
     phrases: list[str] = Field(default_factory=list)
+    weak: list[str] = Field(default_factory=list)
     exclude: list[str] = Field(default_factory=list)
-    threshold: float = 1.0
+    veto: list[str] = Field(default_factory=list)
+    min_score: float = Field(default=2.0, gt=0)
+    title_weight: float = Field(default=3.0, ge=0)
+
+    @field_validator("strong", "phrases", "weak", "exclude", "veto")
+    @classmethod
+    def _check_patterns(cls, patterns: list[str]) -> list[str]:
+        for pattern in patterns:
+            if not pattern.strip():
+                raise ValueError("empty pattern")
+            try:
+                compiled = re.compile(pattern, re.IGNORECASE)
+            except re.error as err:
+                raise ValueError(f"invalid regular expression {pattern!r}: {err}") from None
+            if compiled.match(""):
+                raise ValueError(f"pattern {pattern!r} matches the empty string")
+        return patterns
+
+    @model_validator(mode="after")
+    def _check_evidence(self) -> TopicSpec:
+        if self.enabled and not (self.strong or self.phrases or self.weak):
+            raise ValueError("an enabled topic needs at least one of 'strong', 'phrases' or 'weak'")
+        return self
 
 
 @cache
