@@ -69,7 +69,8 @@ def _setup_logging(level: str, verbose: int) -> None:
         handler._digest = True  # type: ignore[attr-defined]
         root.addHandler(handler)
     root.setLevel(chosen)
-    for noisy in ("httpx", "httpcore", "cssutils", "CSSUTILS", "alembic", "apscheduler.executors.default"):
+    for noisy in ("httpx", "httpcore", "cssutils", "CSSUTILS", "alembic", "apscheduler.scheduler",
+                  "apscheduler.executors.default"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(chosen)))
 
 
