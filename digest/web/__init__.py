@@ -6,6 +6,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from digest.web.app import create_app
+from digest.web.security import RedactTokens
 from digest.web.service import unsubscribe_by_token
 
 if TYPE_CHECKING:
@@ -25,6 +26,7 @@ def serve(pipeline: Pipeline, host: str, port: int) -> None:
     import uvicorn
 
     app = create_app(pipeline)
+    logging.getLogger("uvicorn.access").addFilter(RedactTokens())
     log.info("serving on http://%s:%d (links in mail use %s)", host, port, pipeline.settings.site.base_url)
     # log_config=None keeps the CLI's one-line log format for uvicorn's messages too.
     uvicorn.run(app, host=host, port=port, proxy_headers=True, log_config=None, server_header=False)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hmac
+import logging
+import re
 import secrets
 import threading
 import time
@@ -21,11 +23,12 @@ CSRF_FIELD = "csrf_token"
 CSRF_MAX_AGE = 24 * 3600
 
 # Pages built by the app: nothing from elsewhere, no inline script, forms only to this site, and no
-# Referer, because token URLs (/preferences/<token>) must never leak to the sites papers link to.
+# Referer to other sites, because token URLs (/preferences/<token>) must never leak to the sites papers
+# link to ("no-referrer" would also make browsers send "Origin: null" with the site's own forms).
 PAGE_HEADERS = {
     "Content-Security-Policy": ("default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self' data:; "
                                 "form-action 'self'; base-uri 'none'; frame-ancestors 'none'"),
-    "Referrer-Policy": "no-referrer",
+    "Referrer-Policy": "same-origin",
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
 }
@@ -49,8 +52,8 @@ class Csrf:
     A random value lives in an HttpOnly, SameSite=Lax cookie; each form carries that value signed with
     the site secret and a timestamp (itsdangerous, HMAC, constant-time comparison). A POST passes when
 
-    * the browser does not say it is cross-site: ``Sec-Fetch-Site`` is absent, ``same-origin`` or
-      ``none``, and ``Origin``, when present, is this site; and
+    * the browser does not say it is cross-site: ``Sec-Fetch-Site`` is ``same-origin`` or ``none``,
+      or, for browsers that do not send it, ``Origin`` is absent or this site; and
     * the form's token verifies and matches the cookie; or, for a client that sends neither ``Origin``
       nor ``Sec-Fetch-Site`` (a script, not a browser; every current browser sends ``Origin`` with a
       form POST), no token at all is given. A CSRF attack needs a victim's browser, and a browser
@@ -80,9 +83,13 @@ class Csrf:
         """Raise CsrfError unless this POST may change state (see the class docstring)."""
         fetch_site = request.headers.get("sec-fetch-site")
         origin = request.headers.get("origin")
-        if fetch_site is not None and fetch_site not in ("same-origin", "none"):
-            raise CsrfError("the form was sent from another site")
-        if origin is not None and not self._same_origin(request, origin):
+        # Sec-Fetch-Site is set by the browser alone (scripts cannot forge it), so where it is present it
+        # decides; Origin is the fallback for browsers without it (and may be "null" under some
+        # referrer policies even for the site's own forms, which is why it does not come first).
+        if fetch_site is not None:
+            if fetch_site not in ("same-origin", "none"):
+                raise CsrfError("the form was sent from another site")
+        elif origin is not None and not self._same_origin(request, origin):
             raise CsrfError("the form was sent from another site")
         if not submitted:
             if fetch_site is None and origin is None:
@@ -151,3 +158,18 @@ class SlidingWindowLimiter:
 
     def __len__(self) -> int:
         return len(self._events)
+
+
+_TOKEN_PATH = re.compile(r"/(confirm|preferences|unsubscribe)/[^/?\s\"]+")
+
+
+class RedactTokens(logging.Filter):
+    """Hides link tokens in access-log lines: a token is a key to someone's subscription."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(_TOKEN_PATH.sub(r"/\1/[token]", a) if isinstance(a, str) else a
+                                for a in record.args)
+        elif isinstance(record.msg, str):
+            record.msg = _TOKEN_PATH.sub(r"/\1/[token]", record.msg)
+        return True

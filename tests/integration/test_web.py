@@ -111,7 +111,7 @@ def test_home_is_the_subscribe_form(web: Web) -> None:
         assert f'name="topics" value="{name}"' in page.text
     assert "digest_csrf=" in page.headers["set-cookie"] and "HttpOnly" in page.headers["set-cookie"]
     assert "default-src 'none'" in page.headers["content-security-policy"]
-    assert page.headers["referrer-policy"] == "no-referrer"
+    assert page.headers["referrer-policy"] == "same-origin"
     assert "<script" not in page.text.replace('<script src="/static/tz.js" defer></script>', "")
 
 
@@ -233,6 +233,8 @@ def test_csrf_refuses_browser_posts_without_a_valid_token(web: Web) -> None:
                        {"origin": "https://evil.example", "sec-fetch-site": "cross-site"}),
         "other origin": ({"email": "x4@example.org", "csrf_token": good}, {"origin": "https://evil.example"}),
         "null origin": ({"email": "x5@example.org", "csrf_token": good}, {"origin": "null"}),
+        "same-site": ({"email": "x8@example.org", "csrf_token": good},
+                      {"origin": "https://sub.digest.example.org", "sec-fetch-site": "same-site"}),
     }
     for name, (data, headers) in cases.items():
         answer = web.client.post("/subscribe", data=data, headers=headers)
@@ -246,6 +248,9 @@ def test_csrf_refuses_browser_posts_without_a_valid_token(web: Web) -> None:
     assert web.store.count_subscribers() == {} and web.mailer.outbox == []
     assert web.client.post("/subscribe", data={"email": "x7@example.org", "csrf_token": good},
                            headers=ORIGIN).status_code == 200
+    # Chromium sends "Origin: null" under some referrer policies; Sec-Fetch-Site is what decides then.
+    assert web.client.post("/subscribe", data={"email": "x9@example.org", "csrf_token": good},
+                           headers={"origin": "null", "sec-fetch-site": "same-origin"}).status_code == 200
 
 
 def test_csrf_protects_preferences_and_confirm(web: Web) -> None:
@@ -604,3 +609,66 @@ def test_warns_when_serving_with_the_development_key(tmp_path: Path, caplog: pyt
     with caplog.at_level("WARNING", logger="digest.web"):
         create_app(Pipeline(settings, Store(settings.database.url), mailer=MemoryMailer()))
     assert "DIGEST_SECRET_KEY is not set" in caplog.text
+
+
+def test_digest_serve_runs_the_app_and_keeps_tokens_out_of_the_log(tmp_path: Path) -> None:
+    """The real command: uvicorn in its own process, a plain POST /subscribe, SIGTERM to stop."""
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = tmp_path / "digest.toml"
+    config.write_text(f"""
+[database]
+url = "sqlite:///{tmp_path / 'serve.sqlite3'}"
+[mailer]
+backend = "file"
+path = "{tmp_path / 'outbox'}"
+[site]
+base_url = "http://127.0.0.1:{port}"
+secret_env = "{SECRET_ENV}"
+[demo]
+subscribers_csv = ""
+""", encoding="utf-8")
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp_path), SECRET_ENV: "serve-secret"}
+    proc = subprocess.Popen([sys.executable, "-m", "digest", "--config", str(config), "serve", "--host", "127.0.0.1",
+                             "--port", str(port)], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    if client.get("/healthz").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                assert proc.poll() is None and time.monotonic() < deadline, "digest serve did not start"
+                time.sleep(0.2)
+            assert client.get("/").status_code == 200
+            answer = client.post("/subscribe", data={"email": "served@example.org", "topics": ["pruning", "nas"]})
+            assert answer.status_code == 200 and "Check your inbox" in answer.text
+            token = Signer("serve-secret").sign(Scope.UNSUBSCRIBE, "served@example.org")
+            assert client.get(f"/unsubscribe/{token}").status_code == 200
+            deadline = time.monotonic() + 10
+            while not list((tmp_path / "outbox").glob("*.eml")) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            [mail] = (tmp_path / "outbox").glob("*.eml")
+            assert f"http://127.0.0.1:{port}/confirm/" in email.message_from_bytes(
+                mail.read_bytes(), policy=email.policy.default).get_body(("plain",)).get_content()  # type: ignore
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, log = proc.communicate(timeout=30)
+    # uvicorn shuts down cleanly, then re-raises SIGTERM so process managers see the usual exit status.
+    assert proc.returncode in (0, -signal.SIGTERM), log
+    assert "Finished server process" in log
+    assert "GET /unsubscribe/[token]" in log
+    assert token not in log
