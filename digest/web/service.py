@@ -63,11 +63,14 @@ class PreferenceForm:
                 raise UsageError(f"the {name} field is too long (at most {MAX_FIELD_CHARS} characters)")
             return value
 
+        send_at = text("send_at")
+        if len(send_at) == 8 and send_at[5:6] == ":":  # some browsers send a time input as HH:MM:SS
+            send_at = send_at[:5]
         chosen = tuple(dict.fromkeys(t.strip() for t in topics if isinstance(t, str) and t.strip()))
         if len(chosen) > MAX_ITEMS:
             raise UsageError("too many topics")
         return cls(topics=chosen, keywords=text("keywords"), exclude=text("exclude"), authors=text("authors"),
-                   frequency=text("frequency"), weekday=text("weekday"), send_at=text("send_at"),
+                   frequency=text("frequency"), weekday=text("weekday"), send_at=send_at,
                    tz=text("tz"), paused=form.get("paused") in ("1", "on", "true"))
 
     @classmethod

@@ -388,7 +388,7 @@ def test_preferences_change_everything_and_pause(web: Web) -> None:
     assert 'value="nas" checked' in page.text and 'value="old"' in page.text
     form = {"csrf_token": web.csrf(path), "action": "save", "topics": ["pruning", "diffusion"],
             "keywords": "mixture of experts, moe", "authors": "Ada Lovelace; Alan Turing", "exclude": "medical",
-            "frequency": "weekly", "weekday": "4", "send_at": "18:45", "tz": "America/New_York", "paused": "1"}
+            "frequency": "weekly", "weekday": "4", "send_at": "18:45:00", "tz": "America/New_York", "paused": "1"}
     saved = web.client.post(path, data=form, headers=ORIGIN)
     assert saved.status_code == 303 and saved.headers["location"] == f"{path}?saved=1"
     sub = web.store.get_subscriber("me@example.org")
