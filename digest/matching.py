@@ -49,6 +49,8 @@ class _Pattern:
     gate: Gate | None
     starts: tuple[Literal, ...] | None  # every match starts with one of these
     reach: int  # the longest a match can be, at most REACH
+    # False when looking for the start literals is the whole gate (no need to check it first).
+    check_first: bool
 
     def passes(self, text: str, low: str) -> bool:
         if self.gate is None:
@@ -95,7 +97,7 @@ class PhraseSet:
         in order; overlapping ones are resolved as in a single alternation unless ``overlapping``."""
         found: list[tuple[int, int, int]] = []
         for pattern in self._patterns:
-            if not pattern.passes(text, low):
+            if pattern.check_first and not pattern.passes(text, low):
                 continue
             if pattern.starts is not None:
                 _find_anchored(pattern, text, low, found)
@@ -173,9 +175,10 @@ def _prepare(index: int, pattern: str) -> _Pattern:
     gate = tuple(sorted(useful, key=lambda g: (-_selectivity(g), len(g)))) if useful else None
     if starts is None or _selectivity(starts) < _MIN_LENGTH:
         regex = re.compile(rf"(?<!\w)(?:{pattern})(?!\w)", re.IGNORECASE)
-        return _Pattern(index, regex, gate, None, min(REACH, longest))
+        return _Pattern(index, regex, gate, None, min(REACH, longest), True)
     regex = re.compile(rf"(?:{pattern})(?!\w)", re.IGNORECASE)
-    return _Pattern(index, regex, gate, tuple(sorted(starts)), min(REACH, longest))
+    ordered = tuple(sorted(starts))
+    return _Pattern(index, regex, gate, ordered, min(REACH, longest), gate != (ordered,))
 
 
 def _shortest(values: set[str]) -> tuple[str, ...]:

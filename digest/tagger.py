@@ -70,15 +70,14 @@ class _CompiledTopic:
     decisive: range  # indices of strong and ordinary phrases
     exclude: PhraseSet | None
     veto: PhraseSet | None
-    # Literals of the decisive patterns: a text with none of them cannot give the topic.
-    first_lower: tuple[str, ...] | None
-    first_exact: tuple[str, ...]
+    # Literals of the decisive patterns: a text with none of them cannot give the topic. None when
+    # some decisive pattern has no literal to look for.
+    firsts: frozenset[tuple[str, bool]] | None
 
-    def possible(self, both: _Field) -> bool:
-        """Cheap check on the title and abstract joined (``both``): False when no strong or ordinary
-        phrase can match (True does not promise a match)."""
-        if self.first_lower is not None and not (any(v in both.low for v in self.first_lower)
-                                                 or any(v in both.text for v in self.first_exact)):
+    def possible(self, both: _Field, present: set[tuple[str, bool]]) -> bool:
+        """Cheap check on the title and abstract joined (``both``; ``present`` are the first literals
+        found in it): False when no strong or ordinary phrase can match (True promises nothing)."""
+        if self.firsts is not None and self.firsts.isdisjoint(present):
             return False
         return self.evidence.may_match(both.text, both.low, self.decisive)
 
@@ -115,8 +114,9 @@ def _compile(name: str, spec: TopicSpec) -> _CompiledTopic:
     firsts = evidence.first_literals(decisive)
     exclude = PhraseSet(spec.exclude) if spec.exclude else None
     veto = PhraseSet(spec.veto) if spec.veto else None
-    return _CompiledTopic(name, spec, evidence, points, decisive, exclude, veto,
-                          firsts[0] if firsts else None, firsts[1] if firsts else ())
+    literals = None if firsts is None else frozenset(
+        [(v, False) for v in firsts[0]] + [(v, True) for v in firsts[1]])
+    return _CompiledTopic(name, spec, evidence, points, decisive, exclude, veto, literals)
 
 
 class Tagger:
@@ -127,6 +127,10 @@ class Tagger:
 
     def __init__(self, topics: Mapping[str, TopicSpec]) -> None:
         self._topics = [_compile(name, spec) for name, spec in topics.items() if spec.enabled]
+        # Every topic's first literals, looked for once per paper.
+        firsts = {lit for t in self._topics if t.firsts is not None for lit in t.firsts}
+        self._lower_firsts = tuple(sorted(v for v, exact in firsts if not exact))
+        self._exact_firsts = tuple(sorted(v for v, exact in firsts if exact))
 
     @property
     def topic_names(self) -> list[str]:
@@ -143,8 +147,10 @@ class Tagger:
         fields = (_Field(title, lower_same_length(title), 1.0),
                   _Field(abstract, lower_same_length(abstract), 1.0))
         both = _Field(f"{title}\n{abstract}", f"{fields[0].low}\n{fields[1].low}", 1.0)
+        present = {(v, False) for v in self._lower_firsts if v in both.low}
+        present.update((v, True) for v in self._exact_firsts if v in both.text)
         for topic in self._topics:
-            if not topic.possible(both) or topic.vetoed(fields):
+            if not topic.possible(both, present) or topic.vetoed(fields):
                 continue
             weighted = (_Field(fields[0].text, fields[0].low, topic.spec.title_weight), fields[1])
             raw, decisive, tally = topic.score(weighted)
