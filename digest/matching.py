@@ -3,9 +3,10 @@
 Python's ``re`` is slow at an alternation of many case-insensitive patterns: it tries every branch at
 every word of an abstract. ``str.find`` is fast. ``PhraseSet`` reads each pattern's parse tree for
 literals that every match contains (its *gate*) and, where every match starts with one of a few
-literals, for those *start* literals; it then runs a pattern only where its literals occur: anchored at
-each start literal, or in a window around the rarest required literal. When nothing can be derived a
-pattern is simply searched everywhere: the literals only ever save time, never change a result.
+literals, for those *start* literals. Patterns with start literals share one alternation, tried only
+where a start literal begins a word; the others are searched only in windows around their rarest
+required literal. When nothing can be derived a pattern is simply searched everywhere: the literals
+only ever save time, never change a result.
 
 Results are the same as one alternation ``(?<!\\w)(?:p0|p1|...)(?!\\w)`` scanned left to right: where
 matches overlap, the one starting first wins, and at the same start the earlier pattern wins.
@@ -13,6 +14,7 @@ matches overlap, the one starting first wins, and at the same start the earlier 
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,6 +28,8 @@ Literal = tuple[str, bool]
 # Every match contains one literal of each group; the first group is the most selective.
 Gate = tuple[tuple[Literal, ...], ...]
 
+# Numbered or named back-references, and conditionals on groups: such a pattern keeps its own regex.
+_BACKREF = re.compile(r"\\[1-9]|\(\?P=|\(\?\(")
 # Literals shorter than this narrow nothing down.
 _MIN_LENGTH = 3
 # How far (in characters) a match may extend from the literal it is searched around.
@@ -49,7 +53,8 @@ class _Pattern:
     gate: Gate | None
     starts: tuple[Literal, ...] | None  # every match starts with one of these
     reach: int  # the longest a match can be, at most REACH
-    # False when looking for the start literals is the whole gate (no need to check it first).
+    # Whether to check the gate before searching: anchored patterns look for their start literals
+    # anyway, which is as cheap.
     check_first: bool
 
     def passes(self, text: str, low: str) -> bool:
@@ -72,6 +77,17 @@ class PhraseSet:
 
     def __init__(self, patterns: Sequence[str]) -> None:
         self._patterns = tuple(_prepare(i, p) for i, p in enumerate(patterns))
+        # Patterns with start literals (and no back-references, which a combined expression would
+        # renumber) share one alternation, tried once at each place one of their start literals is.
+        joint = [p for p in self._patterns if p.starts is not None and not _BACKREF.search(patterns[p.index])]
+        self._separate = tuple(p for p in self._patterns if p not in joint)
+        self._joint: re.Pattern[str] | None = None
+        if joint:
+            alternation = "|".join(f"(?P<_{p.index}>{patterns[p.index]})" for p in joint)
+            self._joint = re.compile(rf"(?:{alternation})(?!\w)", re.IGNORECASE)
+        starts = dict.fromkeys(lit for p in joint for lit in p.starts or ())
+        self._joint_lower = tuple(v for v, exact in starts if not exact)
+        self._joint_exact = tuple(v for v, exact in starts if exact)
 
     def __len__(self) -> int:
         return len(self._patterns)
@@ -96,7 +112,13 @@ class PhraseSet:
         """Whole-word matches in ``text`` (``low`` is it lower-cased) as (start, end, pattern index),
         in order; overlapping ones are resolved as in a single alternation unless ``overlapping``."""
         found: list[tuple[int, int, int]] = []
-        for pattern in self._patterns:
+        if overlapping:
+            patterns = self._patterns
+        else:
+            patterns = self._separate
+            if self._joint is not None:
+                self._find_joint(self._joint, text, low, found)
+        for pattern in patterns:
             if pattern.check_first and not pattern.passes(text, low):
                 continue
             if pattern.starts is not None:
@@ -117,6 +139,23 @@ class PhraseSet:
                 kept.append((start, end, index))
                 last_end = end
         return kept
+
+
+    def _find_joint(self, joint: re.Pattern[str], text: str, low: str, found: list[tuple[int, int, int]]) -> None:
+        starts: set[int] = set()
+        for haystack, values in ((low, self._joint_lower), (text, self._joint_exact)):
+            for value in values:
+                at = haystack.find(value)
+                while at != -1:
+                    starts.add(at)
+                    at = haystack.find(value, at + 1)
+        for at in sorted(starts):
+            before = text[at - 1] if at else " "
+            if before.isalnum() or before == "_":
+                continue
+            match = joint.match(text, at)
+            if match is not None:
+                found.append((at, match.end(), int((match.lastgroup or "_0")[1:])))
 
 
 def _find_anchored(pattern: _Pattern, text: str, low: str, found: list[tuple[int, int, int]]) -> None:
@@ -171,14 +210,14 @@ def _prepare(index: int, pattern: str) -> _Pattern:
         longest = parsed.getwidth()[1]
     except Exception:  # CPython's internal parser: anything unexpected only costs speed
         groups, starts, longest = [], None, REACH
-    useful = {tuple(sorted(g)) for g in groups if _selectivity(g) >= _MIN_LENGTH}
+    useful = {tuple(sorted(g)) for g in groups if _shortest_length(g) >= _MIN_LENGTH}
     gate = tuple(sorted(useful, key=lambda g: (-_selectivity(g), len(g)))) if useful else None
-    if starts is None or _selectivity(starts) < _MIN_LENGTH:
+    if starts is None or _shortest_length(starts) < _MIN_LENGTH:
         regex = re.compile(rf"(?<!\w)(?:{pattern})(?!\w)", re.IGNORECASE)
         return _Pattern(index, regex, gate, None, min(REACH, longest), True)
     regex = re.compile(rf"(?:{pattern})(?!\w)", re.IGNORECASE)
     ordered = tuple(sorted(starts))
-    return _Pattern(index, regex, gate, ordered, min(REACH, longest), gate != (ordered,))
+    return _Pattern(index, regex, gate, ordered, min(REACH, longest), False)
 
 
 def _shortest(values: set[str]) -> tuple[str, ...]:
@@ -186,8 +225,24 @@ def _shortest(values: set[str]) -> tuple[str, ...]:
     return tuple(sorted(v for v in values if not any(w != v and w in v for w in values)))
 
 
-def _selectivity(group: tuple[Literal, ...] | set[Literal]) -> int:
+def _shortest_length(group: tuple[Literal, ...] | set[Literal]) -> int:
     return min(len(text) for text, _ in group)
+
+
+# Words in nearly every abstract: a literal that is one of them rules little out, whatever its length.
+_COMMON = frozenset([
+    "approach", "based", "data", "embedding", "embeddings", "feature", "features", "image", "images",
+    "information", "language", "large", "learning", "method", "methods", "model", "models", "network",
+    "networks", "performance", "problem", "representation", "representations", "results", "search",
+    "space", "system", "systems", "task", "tasks", "time", "token", "tokens", "training",
+])
+
+
+def _selectivity(group: tuple[Literal, ...] | set[Literal]) -> float:
+    """How much finding one of ``group``'s literals narrows the text down (higher: rarer)."""
+    length = min(len(text) - (4 if text.strip(" -") in _COMMON else 0) for text, _ in group)
+    # Each doubling of the alternatives makes a hit about one character's worth likelier.
+    return length - math.log2(len(group))
 
 
 def _inner_exact(av: Any, exact: bool) -> bool:

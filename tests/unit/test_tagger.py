@@ -263,6 +263,19 @@ def test_phrase_set_without_literals_still_matches() -> None:
     assert phrases.find("a 10x speedup", "a 10x speedup") == [(2, 13, 0)]
 
 
+def test_phrase_set_keeps_back_references_working() -> None:
+    phrases = PhraseSet([r"(sub)-\1way", "subway"])
+    text = "a sub-subway and a subway"
+    assert phrases.find(text, text) == [(2, 12, 0), (19, 25, 1)]
+
+
+def test_phrase_set_reports_overlapping_matches_on_request() -> None:
+    phrases = PhraseSet(["data pruning", "pruning"])
+    text = "data pruning"
+    assert phrases.find(text, text) == [(0, 12, 0)]
+    assert phrases.find(text, text, overlapping=True) == [(0, 12, 0), (5, 12, 1)]
+
+
 # ---- quality bars --------------------------------------------------------------------------------
 
 
