@@ -105,26 +105,40 @@ def sample_issue(papers: Sequence[Paper], subscriber: Subscriber, day: date, set
     return Issue(subscriber=subscriber, date=day, sections=sections, top_pick=top, id=issue_id)
 
 
-def make_jobs(papers: Sequence[Paper], settings: Settings, count: int, day: date,
-              seed: int = 7, max_papers: int = 20) -> list[RenderJob]:
-    """``count`` subscribers with mixed preferences (some follow everything, most one to three topics,
-    varied paper counts) and their issues over ``papers``."""
+def make_jobs(papers: Sequence[Paper], settings: Settings, count: int, day: date, *, seed: int = 7,
+              max_papers: int = 20, personal_share: float = 0.5) -> list[RenderJob]:
+    """``count`` subscribers with mixed preferences and their issues over ``papers``.
+
+    ``1 - personal_share`` of them follow topics only (everything, or one to three topics; 5, 10 or
+    ``max_papers`` papers), so readers with the same choice get the same papers, as they would from the
+    real selection. The rest also have keywords or authors of their own, modelled as an issue of their
+    own: 5 to ``max_papers`` papers drawn from all of them, grouped by topic, best first.
+    """
     rng = random.Random(seed)
     names = list(settings.enabled_topics)
+    labels = {name: spec.label for name, spec in settings.enabled_topics.items()}
     issues_by_prefs: dict[tuple[tuple[str, ...], int], Issue] = {}
     jobs = []
     for i in range(count):
         chosen = () if rng.random() < 0.2 else tuple(sorted(rng.sample(names, rng.randint(1, min(3, len(names))))))
         limit = rng.choice([5, 10, max_papers, max_papers])
-        key = (chosen, limit)
         email = f"reader{i}@example.org"
         subscriber = Subscriber(email=email, topics=chosen, max_papers=limit, id=i + 1)
-        base = issues_by_prefs.get(key)
-        if base is None:
-            base = sample_issue(papers, subscriber, day, settings)
-            issues_by_prefs[key] = base
-        issue = Issue(subscriber=subscriber, date=day, sections=base.sections, top_pick=base.top_pick,
-                      id=i + 1)
+        if rng.random() < personal_share:
+            picked = rng.sample(list(papers), min(len(papers), rng.randint(5, max_papers)))
+            groups: dict[str, list[Paper]] = {}
+            for paper in sorted(picked, key=lambda p: -(p.upvotes or 0)):
+                topic = paper.topics[0].topic if paper.topics else OTHER
+                groups.setdefault(topic, []).append(paper)
+            sections = [(t, labels.get(t, "Other papers"), ps) for t, ps in groups.items()]
+            issue = issue_of(sections, email=email, day=day, issue_id=i + 1)
+            issue = Issue(subscriber=subscriber, date=day, sections=issue.sections, top_pick=issue.top_pick, id=i + 1)
+        else:
+            base = issues_by_prefs.get((chosen, limit))
+            if base is None:
+                base = issues_by_prefs[(chosen, limit)] = sample_issue(papers, subscriber, day, settings)
+            issue = Issue(subscriber=subscriber, date=day, sections=base.sections, top_pick=base.top_pick,
+                          id=i + 1)
         jobs.append(RenderJob(issue, sample_links(settings, email, day.isoformat())))
     return jobs
 
@@ -223,10 +237,11 @@ def measure_render(settings: Settings, jobs: Sequence[RenderJob], *, naive_sampl
 
 
 def render_figures(settings: Settings, papers: Sequence[Paper], subscribers: int = 10_000, *,
-                   processes: int | None = None, naive_sample: int = 100) -> dict[str, Any]:
+                   processes: int | None = None, naive_sample: int = 100,
+                   personal_share: float = 0.5) -> dict[str, Any]:
     """What ``digest bench`` prints for rendering: ``subscribers`` readers with mixed preferences over
     ``papers`` (tagged or not), timed by ``measure_render``; adds ``papers`` and ``distinct_issues``."""
-    jobs = make_jobs(papers, settings, subscribers, date(2026, 11, 27))
+    jobs = make_jobs(papers, settings, subscribers, date(2026, 11, 27), personal_share=personal_share)
     figures = measure_render(settings, jobs, naive_sample=naive_sample,
                              processes=default_processes() if processes is None else processes)
     return {"papers": len(papers), "distinct_issues": len({j.issue.paper_ids for j in jobs}), **figures}

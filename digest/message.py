@@ -25,7 +25,7 @@ from digest.errors import RenderError
 from digest.links import PersonalLinks
 from digest.models import RenderedEmail
 
-__all__ = ["build_message", "list_id_for", "make_message_id", "remember_utf8"]
+__all__ = ["base64_lines", "build_message", "list_id_for", "make_message_id", "remember_utf8"]
 
 CRLF = b"\r\n"
 _LINE_BREAKS = re.compile(r"[\r\n\x00-\x08\x0b\x0c\x0e-\x1f\x7f\u0085\u2028\u2029]+")
@@ -90,48 +90,63 @@ def _address(value: str, field: str) -> str:
 
 
 class _Utf8Memo:
-    """The UTF-8 of the last few bodies the renderer produced, keyed by the very ``str`` object.
+    """The UTF-8 (and, for bodies shared by many readers, the base64 of a leading part) of the last few
+    bodies the renderer produced, keyed by the very ``str`` object.
 
     The renderer assembles each body's UTF-8 from cached pieces anyway; remembering it spares encoding
-    40 KB again here. Entries are matched with ``is`` (never by an id that might be reused) and the memo
-    is tiny: it only bridges one ``render()`` and the ``build_message()`` that follows it.
+    40 KB again here, and a shared prefix already in base64 spares encoding it per reader. Entries are
+    matched with ``is`` (never by an id that might be reused), and the memo is tiny: it only bridges one
+    ``render()`` and the ``build_message()`` that follows it. Without an entry the body is encoded as usual.
     """
 
     def __init__(self, size: int = 64) -> None:
-        self._items: dict[int, tuple[str, bytes]] = {}
+        self._items: dict[int, tuple[str, bytes, bytes, int]] = {}
         self._size = size
 
-    def put(self, text: str, data: bytes) -> None:
+    def put(self, text: str, data: bytes, b64_prefix: bytes, prefix_len: int) -> None:
         if len(self._items) >= self._size:
             self._items.pop(next(iter(self._items)))
-        self._items[id(text)] = (text, data)
+        self._items[id(text)] = (text, data, b64_prefix, prefix_len)
 
-    def utf8(self, text: str) -> bytes:
+    def get(self, text: str) -> tuple[bytes, bytes, int]:
         hit = self._items.get(id(text))
-        return hit[1] if hit is not None and hit[0] is text else text.encode("utf-8")
+        if hit is not None and hit[0] is text:
+            return hit[1], hit[2], hit[3]
+        return text.encode("utf-8"), b"", 0
 
 
 _MEMO = _Utf8Memo()
 
 
-def remember_utf8(text: str, data: bytes) -> None:
-    """Tell build_message that ``data`` is ``text`` in UTF-8 (a renderer's optimisation; optional)."""
-    _MEMO.put(text, data)
+def remember_utf8(text: str, data: bytes, b64_prefix: bytes = b"", prefix_len: int = 0) -> None:
+    """Tell build_message that ``data`` is ``text`` in UTF-8 and, optionally, that ``b64_prefix`` is the
+    wrapped base64 (76-character lines, each ending in CRLF) of ``data[:prefix_len]``, ``prefix_len`` a
+    multiple of 57. A renderer's optimisation: the message is byte for byte what it would be without."""
+    if prefix_len % 57:
+        raise ValueError("prefix_len must be a multiple of 57 bytes (one base64 line)")
+    _MEMO.put(text, data, b64_prefix, prefix_len)
+
+
+def base64_lines(data: bytes) -> bytes:
+    """``data`` in base64, 76 characters a line, every line ending in CRLF (RFC 2045)."""
+    encoded = binascii.b2a_base64(data, newline=False)
+    full = len(encoded) // 76
+    lines = list(_lines_of_76(full).unpack_from(encoded))
+    lines.append(encoded[full * 76:] + CRLF if len(encoded) % 76 else b"")
+    return CRLF.join(lines)
 
 
 def _body(text: str, boundary: str) -> tuple[bytes, bytes]:
     """(Content-Transfer-Encoding, encoded body). Plain 7bit when ASCII with short lines, else base64
     (binascii, C speed; quoted-printable costs ten times more per message)."""
-    data = text.replace("\r\n", "\n").replace("\r", "\n").encode("utf-8") if "\r" in text else _MEMO.utf8(text)
-    if not data.endswith(b"\n"):
-        data += b"\n"
+    if "\r" in text:
+        data, b64_prefix, prefix_len = text.replace("\r\n", "\n").replace("\r", "\n").encode("utf-8"), b"", 0
+    else:
+        data, b64_prefix, prefix_len = _MEMO.get(text)
+    newline = b"" if data.endswith(b"\n") else b"\n"
     if data.isascii() and boundary.encode() not in data and all(len(line) <= 998 for line in data.split(b"\n")):
-        return b"7bit", data.replace(b"\n", CRLF)
-    encoded = binascii.b2a_base64(data, newline=False)
-    full = len(encoded) // 76
-    lines = list(_lines_of_76(full).unpack_from(encoded))
-    lines.append(encoded[full * 76:] + CRLF if len(encoded) % 76 else b"")
-    return b"base64", CRLF.join(lines)
+        return b"7bit", (data + newline).replace(b"\n", CRLF)
+    return b"base64", b64_prefix + base64_lines(data[prefix_len:] + newline)
 
 
 @lru_cache(maxsize=256)

@@ -24,6 +24,7 @@ import logging
 import re
 import textwrap
 import unicodedata
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from datetime import date
@@ -41,7 +42,7 @@ from digest.config import Settings
 from digest.errors import RenderError
 from digest.latex import to_unicode
 from digest.links import PersonalLinks
-from digest.message import remember_utf8
+from digest.message import base64_lines, remember_utf8
 from digest.models import Issue, IssueEntry, Paper, RenderedEmail
 
 __all__ = [
@@ -262,17 +263,17 @@ class _IdentityCache:
     """
 
     def __init__(self, limit: int = 50_000) -> None:
-        self._data: dict[tuple[Any, ...], tuple[object, Any]] = {}
+        self._data: dict[Any, tuple[object, Any]] = {}
         self._limit = limit
 
-    def get(self, obj: object, key: tuple[Any, ...]) -> Any:
-        hit = self._data.get((id(obj), *key))
+    def get(self, obj: object, key: tuple[Any, ...] = ()) -> Any:
+        hit = self._data.get((id(obj), *key) if key else id(obj))
         return hit[1] if hit is not None and hit[0] is obj else None
 
     def put(self, obj: object, key: tuple[Any, ...], value: Any) -> Any:
         if len(self._data) >= self._limit:
             self._data.clear()
-        self._data[(id(obj), *key)] = (obj, value)
+        self._data[(id(obj), *key) if key else id(obj)] = (obj, value)
         return value
 
 
@@ -507,15 +508,20 @@ def split_card_loop(compiled: str) -> tuple[str, str]:
 class Renderer:
     """Renders issues to emails; build one per process (construction compiles the templates, ~0.2 s).
 
+    ``html_budget`` caps the HTML part in bytes (default HTML_BUDGET). With ``share_bodies`` (default) a
+    body is rendered once for all readers of the same papers (the last SHARED_BODIES distinct ones are
+    kept) and only the address and links are filled in per reader; the result is the same either way.
+
     Picklable: it pickles as its settings and templates folder and recompiles on arrival, so a process
     pool can receive it.
     """
 
     def __init__(self, settings: Settings, templates_dir: Path | None = None,
-                 html_budget: int = HTML_BUDGET) -> None:
+                 html_budget: int = HTML_BUDGET, share_bodies: bool = True) -> None:
         self.settings = settings
         self.templates_dir = Path(templates_dir) if templates_dir is not None else TEMPLATES_DIR
         self.html_budget = html_budget
+        self.share_bodies = share_bodies
         mjml_path = self.templates_dir / "email.mjml"
         try:
             source = mjml_path.read_text(encoding="utf-8")
@@ -539,15 +545,19 @@ class Renderer:
         self._card_template = card_template
         self._text_card_template = text_card_template
         self._fragments = _IdentityCache()
+        self._shared = _SharedBodies()
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (self.settings, self.templates_dir, self.html_budget))
+        return (type(self), (self.settings, self.templates_dir, self.html_budget, self.share_bodies))
 
     # -- public API ---------------------------------------------------------------------------------
 
     def render(self, issue: Issue, links: PersonalLinks, *, full_issue_url: str | None = None) -> RenderedEmail:
-        """The email for one issue (fast path): only Jinja runs. Raises RenderError on a template bug."""
-        return self._render(issue, links, full_issue_url, fast=True)
+        """The email for one issue (fast path): only Jinja runs, and when another reader already got the
+        same issue body only their personal parts (address, links) are new. Raises RenderError on a
+        template bug."""
+        shared = self._render_shared(issue, links, full_issue_url) if self.share_bodies else None
+        return shared or self._render(issue, links, full_issue_url, fast=True)
 
     def render_naive(self, issue: Issue, links: PersonalLinks, *,
                      full_issue_url: str | None = None) -> RenderedEmail:
@@ -562,7 +572,7 @@ class Renderer:
     def _fragment(self, card: CardView) -> _Fragment:
         """One card's HTML and text (and their UTF-8), rendered once per card and reused for every
         reader who gets that card."""
-        cached: _Fragment | None = self._fragments.get(card, ())
+        cached: _Fragment | None = self._fragments.get(card)
         if cached is None:
             html = self._card_template.render(cards=(card,))
             text = self._text_card_template.render(c=card)
@@ -573,12 +583,12 @@ class Renderer:
         """The page with a placeholder per section, then the cached cards spliced in, as text and as
         UTF-8 (the 40 KB of an email are never encoded as a whole: its cards already are)."""
         fragments = [[self._fragment(c) for c in s.cards] for s in view.sections]
-        page = self._fast_template.render(view.context(), section_cards=[_SLOT] * len(fragments))
+        page = _render_fast(self._fast_template, view.context(), section_cards=[_SLOT] * len(fragments))
         return _splice(page, [[(f.html, f.html_bytes) for f in fs] for fs in fragments])
 
     def _text_fast(self, view: EmailView) -> _Body:
         fragments = [[self._fragment(c) for c in s.cards] for s in view.sections]
-        page = self._text_template.render(view.context(), section_texts=[_SLOT] * len(fragments))
+        page = _render_fast(self._text_template, view.context(), section_texts=[_SLOT] * len(fragments))
         return _splice(page, [[(f.text, f.text_bytes) for f in fs] for fs in fragments])
 
     def _html_naive(self, view: EmailView) -> _Body:
@@ -589,6 +599,37 @@ class Renderer:
         texts = ["".join(self._text_card_template.render(c=c) for c in s.cards) for s in view.sections]
         text = self._text_template.render(view.context(), section_texts=texts)
         return _Body(text, text.encode("utf-8"))
+
+    def _render_shared(self, issue: Issue, links: PersonalLinks, full_issue_url: str | None) -> RenderedEmail | None:
+        """The email from a body rendered once for everyone who gets the same papers, with this reader's
+        address and links put in; None when it would not fit the size budget whole (the full path then
+        decides what to cut, exactly as the naive path does)."""
+        key, anchors = _content_key(issue, links, full_issue_url)
+        body = self._shared.get(key)
+        if body is None:
+            if not self._shared.seen_before(key):
+                return None  # a body seen once may well be unique: sharing it would cost, not save
+            body = self._shared_body(issue, links, full_issue_url, anchors)
+            self._shared.put(key, body)
+        personal = _personal_values(issue, links)
+        html = body.html.fill(tuple(_escape(v) for v in personal))
+        if len(html.data) > self.html_budget:
+            return None
+        text = body.text.fill(personal)
+        remember_utf8(html.text, html.data, body.html.b64_prefix, body.html.prefix_len)
+        remember_utf8(text.text, text.data, body.text.b64_prefix, body.text.prefix_len)
+        return RenderedEmail(subject=body.subject, html=html.text, text=text.text)
+
+    def _shared_body(self, issue: Issue, links: PersonalLinks, full_issue_url: str | None,
+                     anchors: tuple[object, ...]) -> _SharedBody:
+        view = build_view(self.settings, issue, links, full_issue_url)
+        # The personal fields become markers that no cleaned value can contain; the page is cut there.
+        marked = replace(view, recipient=_PERSONAL[0], links=LinksView(*_PERSONAL[1:]))
+        try:
+            html, text = self._html_fast(marked), self._text_fast(marked)
+        except jinja2.TemplateError as err:
+            raise RenderError(f"email template failed to render: {err}") from err
+        return _SharedBody(anchors, view.subject, _Template.cut(html.text), _Template.cut(text.text))
 
     def _render(self, issue: Issue, links: PersonalLinks, full_issue_url: str | None, fast: bool) -> RenderedEmail:
         view = build_view(self.settings, issue, links, full_issue_url)
@@ -626,6 +667,13 @@ class Renderer:
         return body
 
 
+def _render_fast(template: jinja2.Template, context: dict[str, Any], **extra: Any) -> str:
+    """``template.render`` without copying the environment's globals into every context (the email
+    templates use none of them); the output is the same."""
+    context.update(extra)
+    return template.environment.concat(template.root_render_func(template.new_context(context, shared=True)))  # type: ignore[attr-defined]
+
+
 @dataclass(frozen=True, slots=True)
 class _Fragment:
     html: str
@@ -659,6 +707,119 @@ def _splice(page: str, sections: list[list[tuple[str, bytes]]]) -> _Body:
         texts.append(piece)
         datas.append(piece.encode("utf-8"))
     return _Body("".join(texts), b"".join(datas))
+
+
+# Stand-ins for the reader's address and links (in LinksView order) in a body shared by many readers.
+_PERSONAL = ("\x01", "\x02", "\x03", "\x04")
+
+
+def _find_all(text: str, marker: str) -> list[int]:
+    found = []
+    at = text.find(marker)
+    while at >= 0:
+        found.append(at)
+        at = text.find(marker, at + 1)
+    return found
+SHARED_BODIES = 256
+
+
+def _personal_values(issue: Issue, links: PersonalLinks) -> tuple[str, str, str, str]:
+    """What differs between two readers of the same issue body, as build_view would show it."""
+    return (clean_text(issue.subscriber.email), safe_url(links.preferences), safe_url(links.unsubscribe),
+            safe_url(links.archive))
+
+
+def _content_key(issue: Issue, links: PersonalLinks, full_issue_url: str | None) -> tuple[Any, tuple[object, ...]]:
+    """Everything but the personal parts that build_view reads, papers by identity; and the papers,
+    which the cache entry keeps alive so that no other object can take their ids."""
+    anchors: list[object] = []
+    sections = []
+    for section in issue.sections:
+        entries = []
+        for entry in section.entries:
+            anchors.append(entry.paper)
+            entries.append((id(entry.paper), entry.reason))
+        sections.append((section.topic, section.label, tuple(entries)))
+    top = None
+    if issue.top_pick is not None:
+        anchors.append(issue.top_pick.paper)
+        top = (id(issue.top_pick.paper), issue.top_pick.reason)
+    return (issue.date, full_issue_url, links.archive, top, tuple(sections)), tuple(anchors)
+
+
+@dataclass(frozen=True, slots=True)
+class _Template:
+    """A rendered body cut at its personal markers: pieces, and which value goes after each piece; plus
+    the base64 of the longest run of whole 57-byte blocks before the first personal value."""
+
+    pieces: tuple[str, ...]
+    data: tuple[bytes, ...]
+    slots: tuple[int, ...]
+    b64_prefix: bytes
+    prefix_len: int
+
+    @classmethod
+    def cut(cls, rendered: str) -> _Template:
+        # str.find runs at memory speed; a regex character class over 40 KB of text is 100x slower.
+        found = sorted((at, slot) for slot, marker in enumerate(_PERSONAL) for at in _find_all(rendered, marker))
+        pieces: list[str] = []
+        start = 0
+        for at, _ in found:
+            pieces.append(rendered[start:at])
+            start = at + 1
+        pieces.append(rendered[start:])
+        slots = tuple(slot for _, slot in found)
+        data = tuple(p.encode("utf-8") for p in pieces)
+        prefix_len = len(data[0]) // 57 * 57
+        return cls(tuple(pieces), data, slots, base64_lines(data[0][:prefix_len]) if prefix_len else b"",
+                   prefix_len)
+
+    def fill(self, values: tuple[str, ...]) -> _Body:
+        texts = [self.pieces[0]]
+        datas = [self.data[0]]
+        for slot, piece, data in zip(self.slots, self.pieces[1:], self.data[1:], strict=True):
+            texts += (values[slot], piece)
+            datas += (values[slot].encode("utf-8"), data)
+        return _Body("".join(texts), b"".join(datas))
+
+
+@dataclass(frozen=True, slots=True)
+class _SharedBody:
+    anchors: tuple[object, ...]
+    subject: str
+    html: _Template
+    text: _Template
+
+
+class _SharedBodies:
+    """The last SHARED_BODIES distinct issue bodies that were asked for twice (least recently used goes
+    first), and the keys of bodies asked for once so far."""
+
+    def __init__(self, size: int = SHARED_BODIES, remember: int = 8192) -> None:
+        self._items: OrderedDict[Any, _SharedBody] = OrderedDict()
+        self._seen: OrderedDict[Any, None] = OrderedDict()
+        self._size = size
+        self._remember = remember
+
+    def seen_before(self, key: Any) -> bool:
+        """Whether ``key`` was asked for before (and note that it now has been)."""
+        if key in self._seen:
+            return True
+        self._seen[key] = None
+        if len(self._seen) > self._remember:
+            self._seen.popitem(last=False)
+        return False
+
+    def get(self, key: Any) -> _SharedBody | None:
+        body = self._items.get(key)
+        if body is not None:
+            self._items.move_to_end(key)
+        return body
+
+    def put(self, key: Any, body: _SharedBody) -> None:
+        self._items[key] = body
+        if len(self._items) > self._size:
+            self._items.popitem(last=False)
 
 
 def render_many(renderer: Renderer, jobs: Iterable[tuple[Issue, PersonalLinks]]) -> list[RenderedEmail]:

@@ -193,3 +193,17 @@ def test_base64_bodies_of_any_length_decode_exactly_with_short_lines(length: int
     assert [p.get_content() for p in parts] == [text + "\n", text + "\n"]
     body = data.split(b"\r\n\r\n")[-1]
     assert all(len(line) <= 76 for line in body.split(b"\r\n"))
+
+
+def test_bodies_the_renderer_prepared_give_the_same_bytes_as_plain_strings() -> None:
+    renderer = Renderer(SETTINGS)
+    papers = [Paper(id=f"2611.{i:05d}", title=f"Ünï {i}", abstract="Text. " * 50, upvotes=i) for i in range(1, 15)]
+    for i, email in enumerate(["a@example.org", "b@example.org", "c@example.org"]):
+        links = sample_links(SETTINGS, email, "2026-11-27")
+        rendered = renderer.render(issue_of([("a", "Topic A", papers)], email=email), links)
+        fresh = RenderedEmail(subject=rendered.subject, html=rendered.html.encode().decode(),
+                              text=rendered.text.encode().decode())
+        assert fresh.html is not rendered.html
+        prepared = build(rendered, recipient=email, links=links)
+        assert prepared == build(fresh, recipient=email, links=links), i
+        assert list(parse(prepared).iter_parts())[1].get_content() == rendered.html + "\n"

@@ -29,9 +29,9 @@ NASTY = [
 ]
 
 
-@pytest.fixture(scope="module")
-def renderer() -> Renderer:
-    return Renderer(SETTINGS)
+@pytest.fixture(scope="module", params=[True, False], ids=["shared-bodies", "per-reader"])
+def renderer(request: pytest.FixtureRequest) -> Renderer:
+    return Renderer(SETTINGS, share_bodies=request.param)
 
 
 def assert_identical(renderer: Renderer, issue: Issue, links: PersonalLinks = LINKS,
@@ -127,3 +127,34 @@ def test_cut_to_budget_identically() -> None:
     issue = issue_of([("a", "A", papers[:10]), ("b", "B", papers[10:])])
     assert_identical(small, issue, full_issue_url="https://h.example/full")
     assert "more paper" in small.render(issue, LINKS).html
+
+
+def test_readers_of_one_body_get_their_own_address_and_links(renderer: Renderer) -> None:
+    papers = [Paper(id=f"2611.{i:05d}", title=f"Shared {i}", upvotes=i) for i in range(8)]
+    sections = [("a", "A", papers[:5]), ("b", "B", papers[5:])]
+    readers = ["ann@example.org", "o'brien&co@example.org", "x<y>@example.org", "bob@example.org"]
+    emails = []
+    for i, email in enumerate(readers):
+        issue = issue_of(sections, email=email, issue_id=i + 1)
+        links = PersonalLinks(preferences=f"https://h.example/p/{i}?a=1&b=2", unsubscribe=f"https://h.example/u/{i}",
+                              unsubscribe_mailto=f"mailto:u@h.example?subject=u{i}", archive="https://h.example/a")
+        assert_identical(renderer, issue, links)
+        emails.append(renderer.render(issue, links))
+    assert len({e.html for e in emails}) == len(readers)
+    assert "o'brien&amp;co@example.org" in emails[1].html and "x&lt;y&gt;@example.org" in emails[2].html
+    assert "https://h.example/p/0?a=1&amp;b=2" in emails[0].html and "https://h.example/p/0?a=1&b=2" in emails[0].text
+
+
+def test_personal_parts_that_tip_the_budget_fall_back_to_cutting() -> None:
+    papers = [Paper(id=f"2611.{i:05d}", title=f"T{i}", abstract="Words here. " * 30) for i in range(12)]
+    issue = issue_of([("a", "A", papers)])
+    plain = Renderer(SETTINGS).render(issue, LINKS)
+    budget = len(plain.html.encode()) + 50
+    long_links = PersonalLinks(preferences="https://h.example/p/" + "x" * 400, unsubscribe=LINKS.unsubscribe,
+                               unsubscribe_mailto=LINKS.unsubscribe_mailto, archive=LINKS.archive)
+    for share in (True, False):
+        tight = Renderer(SETTINGS, html_budget=budget, share_bodies=share)
+        assert tight.render(issue, LINKS) == tight.render_naive(issue, LINKS)
+        cut = tight.render(issue, long_links)
+        assert cut == tight.render_naive(issue, long_links)
+        assert len(cut.html.encode()) <= budget
