@@ -264,6 +264,11 @@ class Pipeline:
 
         dkim.signer_for(self.settings)  # a bad DKIM set-up stops the run before anything is claimed
         run_id = self.store.start_send_run(issue_date, now)
+        dead = [w for w in self.store.claimants() if _is_dead_local_worker(w)]
+        if dead:
+            # A sender on this machine was killed: no need to wait out its lease.
+            log.warning("ending the leases of %d dead sender(s): %s", len(dead), ", ".join(sorted(dead)))
+            self.store.expire_claims(dead, now)
         recovered = self.store.recover_interrupted(now, self.settings.delivery.resend_in_doubt)
         if recovered:
             log.warning("recovered %d deliveries interrupted while sending (in doubt)", recovered)
@@ -308,7 +313,7 @@ class Pipeline:
         return only_id
 
     def _deliver(self, issue_date: date, only_id: int | None, summary: SendSummary, progress: Progress) -> None:
-        worker = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        worker = _worker_id()
         cfg = self.settings.delivery
         lock = threading.Lock()
 
@@ -450,6 +455,38 @@ def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
     finally:
         for sig in ours:
             signal.signal(sig, previous[sig])
+
+
+def _pid_namespace() -> str:
+    try:
+        return os.readlink("/proc/self/ns/pid").removeprefix("pid:[").removesuffix("]")
+    except OSError:
+        return "-"
+
+
+def _worker_id() -> str:
+    """``host:pid-namespace:pid:random``: unique per send, and enough to tell later whether it died."""
+    return f"{socket.gethostname()[:64]}:{_pid_namespace()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def _is_dead_local_worker(worker: str) -> bool:
+    """True only when certain: the worker ran on this host, in this PID namespace, and its process
+    is gone. Anything else (another host, a reused pid, no /proc) counts as alive: its lease decides."""
+    parts = worker.split(":")
+    if len(parts) != 4:
+        return False
+    host, namespace, pid, _ = parts
+    if host != socket.gethostname()[:64] or namespace == "-" or namespace != _pid_namespace():
+        return False
+    if not pid.isdigit() or int(pid) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # it exists but belongs to someone else
+        return False
+    return False
 
 
 def _address_of(sender: str) -> str:

@@ -600,6 +600,28 @@ class Store:
                 c.claimed_by == worker, c.status == DeliveryStatus.PENDING.value
             ).values(claimed_by=None, lease_until=None)).rowcount
 
+    def claimants(self) -> set[str]:
+        """Every worker holding a pending or sending record (to spot senders that died)."""
+        c = t.deliveries.c
+        query = select(c.claimed_by).distinct().where(
+            c.claimed_by.is_not(None),
+            c.status.in_([DeliveryStatus.PENDING.value, DeliveryStatus.SENDING.value]))
+        with self.engine.connect() as conn:
+            return set(conn.execute(query).scalars())
+
+    def expire_claims(self, workers: Iterable[str], now: datetime) -> int:
+        """End the leases of ``workers``, known to be dead, at once: their pending claims become
+        claimable and their "sending" records recoverable by ``recover_interrupted(now)``."""
+        names = list(workers)
+        if not names:
+            return 0
+        c = t.deliveries.c
+        with self.engine.begin() as conn:
+            return conn.execute(update(t.deliveries).where(
+                c.claimed_by.in_(names),
+                c.status.in_([DeliveryStatus.PENDING.value, DeliveryStatus.SENDING.value]),
+            ).values(lease_until=now - timedelta(seconds=1))).rowcount
+
     def mark_sending(self, delivery_id: int, worker: str, now: datetime, lease_seconds: float) -> bool:
         """Record that the message is about to be handed over; False if the claim was lost."""
         c = t.deliveries.c
