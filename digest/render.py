@@ -4,13 +4,15 @@ Two paths produce byte-identical emails:
 
 * ``Renderer.render`` (fast): ``templates/email.mjml`` is compiled by MJML and its CSS inlined by premailer
   once, when the Renderer is built; the result (HTML that still holds the Jinja tags) is the per-subscriber
-  Jinja template. Per email only Jinja runs.
+  Jinja template. Per email only Jinja runs, over cards rendered once per paper; and a body that several
+  readers share (same papers) is rendered once, only each reader's address and links filled in.
 * ``Renderer.render_naive``: Jinja fills the MJML source, then MJML, then premailer, for every email. It
   exists to prove the fast path right (tests compare the two) and for the benchmark.
 
 Identity holds because every value reaches the HTML in the form libxml2 (premailer's serialiser) would
 write it: text escaped as ``&amp; &lt; &gt;`` and nothing else, attribute values (URLs, anchors, the
-document title) made free of quotes and whitespace before they reach a template. Nothing here touches
+document title) made free of quotes and whitespace before they reach a template (digest/email_view.py
+prepares every value). Nothing here touches
 the network: no web fonts, premailer with ``allow_network=False``.
 
 Templates are read from ``templates/`` at the repository root (``Path(__file__).parent.parent``), which is
@@ -19,19 +21,15 @@ where an editable install (the supported one) finds them; pass ``templates_dir``
 
 from __future__ import annotations
 
-import html as html_lib
 import logging
 import re
 import textwrap
-import unicodedata
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
-from datetime import date
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlsplit
 
 import jinja2
 import mjml
@@ -39,377 +37,30 @@ from markupsafe import Markup
 from premailer import Premailer
 
 from digest.config import Settings
+from digest.email_view import (
+    CardView,
+    EmailView,
+    IdentityCache,
+    LinksView,
+    build_view,
+    clean_text,
+    keep_first,
+    safe_url,
+    without_summaries,
+)
 from digest.errors import RenderError
-from digest.latex import to_unicode
 from digest.links import PersonalLinks
 from digest.message import base64_lines, remember_utf8
-from digest.models import Issue, IssueEntry, Paper, RenderedEmail
+from digest.models import Issue, RenderedEmail
 
-__all__ = [
-    "HTML_BUDGET",
-    "TEMPLATES_DIR",
-    "Renderer",
-    "clean_text",
-    "compile_mjml",
-    "inline_css",
-    "safe_url",
-    "summarize",
-]
+__all__ = ["CARD_LOOP_OPEN", "HTML_BUDGET", "TEMPLATES_DIR", "Renderer", "compile_mjml", "inline_css"]
 
 TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
 # Gmail clips an HTML part above about 102 KB (and hides the unsubscribe link with it); stay clear.
 HTML_BUDGET = 100 * 1024
-SUMMARY_CHARS = 320
-MAX_AUTHORS = 3
-SUBJECT_CHARS = 120
-PREHEADER_CHARS = 150
 DOCTYPE = "<!DOCTYPE html>\n"
 
-_ENTITY = re.compile(r"&(#[0-9]{1,7}|#[xX][0-9a-fA-F]{1,6}|[A-Za-z][A-Za-z0-9]{1,31});")
-_SPACE = re.compile(r"\s+")
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9(\"“$\\])")
 _JINJA_COMMENT = re.compile(r"\s*\{#.*?#\}\s*", re.DOTALL)
-_URL_SAFE = "/:?#@!$&'()*+,;=%~-._"
-
-
-# ---------------------------------------------------------------------------------------------------
-# Text and URL clean-up: pure functions shared by both paths, so both see the same values.
-
-
-def clean_text(value: str | None) -> str:
-    """Source text -> one readable line: entities decoded, LaTeX made Unicode, controls and runs of
-    whitespace (including no-break spaces and line separators) turned into single spaces."""
-    if not value:
-        return ""
-    return _clean_cached(value)
-
-
-@lru_cache(maxsize=65536)
-def _clean_cached(value: str) -> str:
-    text = _ENTITY.sub(lambda m: html_lib.unescape(m.group(0)), value) if "&" in value else value
-    text = "".join(
-        " " if ch.isspace() else ch
-        for ch in text
-        if not _is_dropped(ch)
-    )
-    text = _SPACE.sub(" ", text).strip()
-    return to_unicode(text)
-
-
-def _is_dropped(ch: str) -> bool:
-    # Controls and surrogates have no business in mail; whitespace controls become spaces above.
-    if ch.isspace():
-        return False
-    category = unicodedata.category(ch)
-    return category in ("Cc", "Cs") or ch in "\ufeff\ufffe\uffff"
-
-
-@lru_cache(maxsize=65536)
-def safe_url(url: str | None) -> str:
-    """An http(s) or mailto URL made safe for an href: other schemes (javascript:, data:) give "", and
-    spaces, quotes, angle brackets, braces and non-ASCII are percent-encoded."""
-    if not url:
-        return ""
-    url = _SPACE.sub("", url.strip())
-    try:
-        scheme = urlsplit(url).scheme.lower()
-    except ValueError:
-        return ""
-    if scheme not in ("http", "https", "mailto"):
-        return ""
-    return quote(url, safe=_URL_SAFE)
-
-
-def _attr_text(text: str) -> str:
-    """Text bound for an attribute (the document title): no quotes, which libxml2 rewrites."""
-    return text.replace('"', "'")
-
-
-def summarize(paper: Paper, limit: int = SUMMARY_CHARS) -> str:
-    """Two or three lines about the paper: HF's ai_summary when present, else the abstract's first
-    sentences, cut at a word (never inside a formula) with an ellipsis past ``limit`` characters."""
-    summary = clean_text(paper.ai_summary)
-    if not summary:
-        abstract = clean_text(paper.abstract)
-        sentences = _SENTENCE_END.split(abstract)
-        summary = ""
-        for sentence in sentences:
-            candidate = f"{summary} {sentence}".strip()
-            if summary and len(candidate) > limit:
-                break
-            summary = candidate
-            if len(summary) >= limit * 0.6:
-                break
-    return _shorten(summary, limit)
-
-
-def _shorten(text: str, limit: int) -> str:
-    if len(text) <= limit:
-        return text
-    cut = text.rfind(" ", 0, limit)
-    cut = cut if cut > limit // 2 else limit
-    head = text[:cut]
-    # An odd number of unescaped $ means the cut fell inside a formula left as LaTeX: cut before it.
-    dollars = [m.start() for m in re.finditer(r"(?<!\\)\$", head)]
-    if len(dollars) % 2:
-        head = head[: dollars[-1]]
-    return head.rstrip(" ,;:-") + "…"
-
-
-def _truncate(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
-
-
-# ---------------------------------------------------------------------------------------------------
-# View model: what the templates see. Plain values, already cleaned.
-
-
-@dataclass(frozen=True, slots=True)
-class PaperView:
-    """The per-paper texts, computed once per paper (cached) and shared by every subscriber."""
-
-    title: str
-    url: str
-    authors: str
-    upvotes: int | None
-    code_url: str
-    project_url: str
-    pdf_url: str
-    summary: str
-
-
-@dataclass(frozen=True, slots=True)
-class LinkView:
-    label: str
-    url: str
-
-
-@dataclass(frozen=True, slots=True)
-class CardView:
-    number: int
-    title: str
-    url: str
-    authors: str
-    upvotes: int | None
-    code_url: str
-    project_url: str
-    pdf_url: str
-    summary: str
-    why: str
-
-    @property
-    def links(self) -> tuple[LinkView, ...]:
-        pairs = (("Code", self.code_url), ("Project page", self.project_url), ("PDF", self.pdf_url))
-        return tuple(LinkView(label, url) for label, url in pairs if url)
-
-    @property
-    def has_meta(self) -> bool:
-        return self.upvotes is not None or bool(self.code_url or self.project_url or self.pdf_url)
-
-
-@dataclass(frozen=True, slots=True)
-class SectionView:
-    anchor: str
-    label: str
-    count: int
-    cards: tuple[CardView, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class TocView:
-    href: str
-    label: str
-    count: int
-
-
-@dataclass(frozen=True, slots=True)
-class LinksView:
-    preferences: str
-    unsubscribe: str
-    archive: str
-
-
-@dataclass(frozen=True, slots=True)
-class EmailView:
-    """Everything one email shows; ``sections`` may be trimmed to fit the size budget, ``toc`` not."""
-
-    site_title: str
-    doc_title: str
-    subject: str
-    preheader: str
-    date_long: str
-    count: int
-    count_line: str
-    top: CardView | None
-    toc: tuple[TocView, ...]
-    sections: tuple[SectionView, ...]
-    hidden_count: int
-    hidden_line: str
-    more_url: str
-    recipient: str
-    postal: str
-    links: LinksView
-
-    def context(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in self.__slots__}
-
-
-class _IdentityCache:
-    """A bounded cache keyed by object identity (plus plain values), for the per-email hot path.
-
-    Hashing a frozen Paper or card hashes every field on every lookup, which costs more than the
-    work saved; ``id()`` is free. Each entry keeps its object alive and is checked with ``is``, so a
-    recycled id can never return another object's value.
-    """
-
-    def __init__(self, limit: int = 50_000) -> None:
-        self._data: dict[Any, tuple[object, Any]] = {}
-        self._limit = limit
-
-    def get(self, obj: object, key: tuple[Any, ...] = ()) -> Any:
-        hit = self._data.get((id(obj), *key) if key else id(obj))
-        return hit[1] if hit is not None and hit[0] is obj else None
-
-    def put(self, obj: object, key: tuple[Any, ...], value: Any) -> Any:
-        if len(self._data) >= self._limit:
-            self._data.clear()
-        self._data[(id(obj), *key) if key else id(obj)] = (obj, value)
-        return value
-
-
-_CARDS = _IdentityCache()
-
-
-@lru_cache(maxsize=8192)
-def paper_view(paper: Paper) -> PaperView:
-    """The cleaned, display-ready texts of one paper (cached: papers repeat across subscribers)."""
-    authors = [clean_text(a) for a in paper.authors[:MAX_AUTHORS + 1]]
-    authors = [a for a in authors if a]
-    shown = ", ".join(authors[:MAX_AUTHORS])
-    if len(paper.authors) > MAX_AUTHORS:
-        shown += " et al."
-    url = safe_url(paper.link) or safe_url(paper.pdf_url) or safe_url(paper.project_url)
-    return PaperView(
-        title=clean_text(paper.title) or "(untitled)",
-        url=url,
-        authors=shown,
-        upvotes=paper.upvotes or None,  # 0 upvotes says nothing worth a line
-        code_url=safe_url(paper.code_url),
-        project_url=safe_url(paper.project_url),
-        pdf_url=safe_url(paper.pdf_url),
-        summary=summarize(paper),
-    )
-
-
-def _card(entry: IssueEntry, number: int, fallback_url: str) -> CardView:
-    key = (entry.reason, number, fallback_url)
-    cached: CardView | None = _CARDS.get(entry.paper, key)
-    if cached is not None:
-        return cached
-    p = paper_view(entry.paper)
-    card = CardView(number=number, title=p.title, url=p.url or fallback_url, authors=p.authors,
-                    upvotes=p.upvotes, code_url=p.code_url, project_url=p.project_url, pdf_url=p.pdf_url,
-                    summary=p.summary, why=clean_text(entry.reason))
-    return _CARDS.put(entry.paper, key, card)
-
-
-def _anchor(topic: str, index: int) -> str:
-    slug = re.sub(r"[^a-z0-9]+", "-", topic.lower()).strip("-")
-    return f"s{index}-{slug}" if slug else f"s{index}"
-
-
-def _plural(n: int, word: str) -> str:
-    return f"{n} {word}" if n == 1 else f"{n} {word}s"
-
-
-@lru_cache(maxsize=64)
-def long_date(day: date) -> str:
-    return f"{day:%A}, {day.day} {day:%B %Y}"
-
-
-@lru_cache(maxsize=64)
-def short_date(day: date) -> str:
-    return f"{day.day} {day:%b %Y}"
-
-
-def subject_line(site_title: str, day: date, count: int, top_title: str | None) -> str:
-    """``Paper Digest · 27 Nov 2026 · 12 papers: <top pick>``, one line, at most SUBJECT_CHARS."""
-    head = f"{site_title} · {short_date(day)} · "
-    if count == 0:
-        return _truncate(head + "no new papers", SUBJECT_CHARS)
-    line = head + _plural(count, "paper")
-    if top_title:
-        line += f": {top_title}"
-    return _truncate(line, SUBJECT_CHARS)
-
-
-def build_view(settings: Settings, issue: Issue, links: PersonalLinks, full_issue_url: str | None) -> EmailView:
-    """The complete (untrimmed) view of one issue for one subscriber."""
-    site_title = clean_text(settings.site.title) or "Paper Digest"
-    archive = safe_url(links.archive)
-    more_url = safe_url(full_issue_url) or archive
-    number = 0
-    sections: list[SectionView] = []
-    for index, section in enumerate(s for s in issue.sections if s.entries):
-        cards = []
-        for entry in section.entries:
-            number += 1
-            cards.append(_card(entry, number, more_url))
-        label = clean_text(section.label) or clean_text(section.topic) or "Papers"
-        sections.append(SectionView(_anchor(section.topic, index + 1), label, len(cards), tuple(cards)))
-    count = number
-    top = _card(issue.top_pick, 0, more_url) if issue.top_pick is not None else None
-    toc = tuple(TocView("#" + s.anchor, s.label, s.count) for s in sections)
-    if count:
-        topics = _plural(len(sections), "topic")
-        count_line = f"{_plural(count, 'paper')} picked for you in {topics}"
-    else:
-        count_line = "No new papers today"
-    subject = subject_line(site_title, issue.date, count, top.title if top else None)
-    bits = [f"Top pick: {top.title}"] if top else []
-    bits.append(", ".join(f"{s.label} ({s.count})" for s in sections) or "No new papers this time")
-    return EmailView(
-        site_title=site_title,
-        doc_title=_attr_text(f"{site_title} · {short_date(issue.date)}"),
-        subject=subject,
-        preheader=_truncate(" — ".join(bits), PREHEADER_CHARS),
-        date_long=long_date(issue.date),
-        count=count,
-        count_line=count_line,
-        top=top,
-        toc=toc,
-        sections=tuple(sections),
-        hidden_count=0,
-        hidden_line="",
-        more_url=more_url,
-        recipient=clean_text(issue.subscriber.email),
-        postal=clean_text(settings.site.postal_address),
-        links=LinksView(safe_url(links.preferences), safe_url(links.unsubscribe), archive),
-    )
-
-
-def _without_summaries(view: EmailView, numbers: set[int]) -> EmailView:
-    sections = tuple(
-        replace(s, cards=tuple(replace(c, summary="") if c.number in numbers else c for c in s.cards))
-        for s in view.sections
-    )
-    return replace(view, sections=sections)
-
-
-def _keep_first(view: EmailView, keep: int) -> EmailView:
-    """Only the first ``keep`` cards (in reading order); the rest are counted behind a link."""
-    sections: list[SectionView] = []
-    shown = 0
-    for s in view.sections:
-        cards = s.cards[: max(0, keep - shown)]
-        shown += len(cards)
-        if cards:
-            sections.append(replace(s, cards=cards))
-    kept = {s.anchor for s in sections}
-    toc = tuple(t if t.href[1:] in kept else replace(t, href=view.more_url) for t in view.toc)
-    hidden = view.count - shown
-    line = f"{_plural(hidden, 'more paper')} in the full issue" if hidden else ""
-    return replace(view, sections=tuple(sections), toc=toc, hidden_count=hidden, hidden_line=line)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -544,7 +195,7 @@ class Renderer:
 
         self._card_template = card_template
         self._text_card_template = text_card_template
-        self._fragments = _IdentityCache()
+        self._fragments = IdentityCache()
         self._shared = _SharedBodies()
 
     def __reduce__(self) -> tuple[Any, ...]:
@@ -657,13 +308,13 @@ class Renderer:
                 break
             dropped.add(card.number)
             saved += len(card.summary.encode()) + 40
-        body = to_html(_keep_first(_without_summaries(view, dropped), view.count))
+        body = to_html(keep_first(without_summaries(view, dropped), view.count))
         keep = view.count
         while len(body.data) > self.html_budget and keep > 0:
             size = len(body.data)
             per_card = max(1, size // max(1, keep + 4))
             keep = max(0, min(keep - 1, keep - (size - self.html_budget) // per_card))
-            body = to_html(_keep_first(_without_summaries(view, dropped), keep))
+            body = to_html(keep_first(without_summaries(view, dropped), keep))
         return body
 
 
