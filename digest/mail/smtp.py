@@ -44,7 +44,7 @@ from digest.models import Outcome, OutgoingMessage, SendResult
 if TYPE_CHECKING:
     from digest.config import Settings
 
-__all__ = ["RateLimiter", "SMTPMailer", "Stage", "classify_error", "classify_reply"]
+__all__ = ["RateLimiter", "SMTPMailer", "Stage", "Verdict", "classify_error", "classify_reply", "wire_payload"]
 
 log = logging.getLogger("digest.mail.smtp")
 

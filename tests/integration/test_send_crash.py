@@ -213,3 +213,21 @@ def test_a_killed_local_sender_is_recognised_as_dead() -> None:
     assert not _is_dead_local_worker(f"{host}:1:{child.pid}:{tag}")
     assert not _is_dead_local_worker(f"{host}:{child.pid}:{tag}")  # the old format, without namespace
     assert not _is_dead_local_worker(f"{host}:{namespace}:1:{tag}")  # pid 1 exists
+
+
+def test_dry_run_through_smtp_config_sends_and_records_nothing(
+    tmp_path: Path, sink: SmtpSink, seed_papers: list[Paper]
+) -> None:
+    setup = prepare(tmp_path, sink, seed_papers, 20, lease_seconds=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "digest", "--config", str(setup.config), "send", "--dry-run", "--date", setup.day],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+        env={k: v for k, v in os.environ.items() if not k.startswith("DIGEST_")},
+    )
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.strip().splitlines()
+    planned = sorted(line.rsplit(" to ", 1)[1] for line in lines if line.startswith("would send "))
+    assert planned == setup.emails
+    assert lines[-1] == "sent=0 skipped=0 failed=0"
+    assert sink.connections == 0 and sink.received() == []
+    assert setup.query("SELECT count(*) FROM deliveries") == [(0,)]
