@@ -15,6 +15,7 @@ import hashlib
 import hmac
 import re
 import struct
+import threading
 from datetime import datetime
 from email.utils import format_datetime, formataddr, getaddresses, parseaddr
 from functools import lru_cache
@@ -102,11 +103,13 @@ class _Utf8Memo:
     def __init__(self, size: int = 64) -> None:
         self._items: dict[int, tuple[str, bytes, bytes, int]] = {}
         self._size = size
+        self._lock = threading.Lock()
 
     def put(self, text: str, data: bytes, b64_prefix: bytes, prefix_len: int) -> None:
-        if len(self._items) >= self._size:
-            self._items.pop(next(iter(self._items)))
-        self._items[id(text)] = (text, data, b64_prefix, prefix_len)
+        with self._lock:
+            if len(self._items) >= self._size:
+                self._items.pop(next(iter(self._items)))
+            self._items[id(text)] = (text, data, b64_prefix, prefix_len)
 
     def get(self, text: str) -> tuple[bytes, bytes, int]:
         hit = self._items.get(id(text))

@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import re
 import textwrap
+import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
@@ -444,33 +445,37 @@ class _SharedBody:
 
 class _SharedBodies:
     """The last SHARED_BODIES distinct issue bodies that were asked for twice (least recently used goes
-    first), and the keys of bodies asked for once so far."""
+    first), and the keys of bodies asked for once so far. Safe to share between threads."""
 
     def __init__(self, size: int = SHARED_BODIES, remember: int = 8192) -> None:
         self._items: OrderedDict[Any, _SharedBody] = OrderedDict()
         self._seen: OrderedDict[Any, None] = OrderedDict()
         self._size = size
         self._remember = remember
+        self._lock = threading.Lock()
 
     def seen_before(self, key: Any) -> bool:
         """Whether ``key`` was asked for before (and note that it now has been)."""
-        if key in self._seen:
-            return True
-        self._seen[key] = None
-        if len(self._seen) > self._remember:
-            self._seen.popitem(last=False)
-        return False
+        with self._lock:
+            if key in self._seen:
+                return True
+            self._seen[key] = None
+            if len(self._seen) > self._remember:
+                self._seen.popitem(last=False)
+            return False
 
     def get(self, key: Any) -> _SharedBody | None:
-        body = self._items.get(key)
-        if body is not None:
-            self._items.move_to_end(key)
-        return body
+        with self._lock:
+            body = self._items.get(key)
+            if body is not None:
+                self._items.move_to_end(key)
+            return body
 
     def put(self, key: Any, body: _SharedBody) -> None:
-        self._items[key] = body
-        if len(self._items) > self._size:
-            self._items.popitem(last=False)
+        with self._lock:
+            self._items[key] = body
+            if len(self._items) > self._size:
+                self._items.popitem(last=False)
 
 
 def render_many(renderer: Renderer, jobs: Iterable[tuple[Issue, PersonalLinks]]) -> list[RenderedEmail]:

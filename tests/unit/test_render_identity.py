@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import random
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pytest
@@ -158,3 +158,25 @@ def test_personal_parts_that_tip_the_budget_fall_back_to_cutting() -> None:
         cut = tight.render(issue, long_links)
         assert cut == tight.render_naive(issue, long_links)
         assert len(cut.html.encode()) <= budget
+
+
+def test_threads_sharing_one_renderer_get_the_same_emails() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from digest.message import build_message, make_message_id
+
+    papers = load_papers(FIXTURE, SETTINGS)
+    jobs = make_jobs(papers, SETTINGS, 60, date(2026, 11, 27), seed=3)
+
+    def full(renderer: Renderer, job: object) -> bytes:
+        issue, links = job.issue, job.links  # type: ignore[attr-defined]
+        email = renderer.render(issue, links)
+        return build_message(email, sender="D <d@localhost>", recipient=issue.subscriber.email,
+                             message_id=make_message_id(issue.id, issue.subscriber.email, "localhost", "k"),
+                             date=datetime(2026, 11, 27, 8, tzinfo=UTC), list_id="<l.localhost>", links=links)
+
+    alone = [full(Renderer(SETTINGS, share_bodies=False), job) for job in jobs]
+    shared = Renderer(SETTINGS)
+    with ThreadPoolExecutor(4) as pool:
+        together = list(pool.map(lambda job: full(shared, job), jobs * 2))
+    assert together == alone * 2
