@@ -80,11 +80,14 @@ class PhraseSet:
         # Patterns with start literals (and no back-references, which a combined expression would
         # renumber) share one alternation, tried once at each place one of their start literals is.
         joint = [p for p in self._patterns if p.starts is not None and not _BACKREF.search(patterns[p.index])]
-        self._separate = tuple(p for p in self._patterns if p not in joint)
         self._joint: re.Pattern[str] | None = None
         if joint:
             alternation = "|".join(f"(?P<_{p.index}>{patterns[p.index]})" for p in joint)
-            self._joint = re.compile(rf"(?:{alternation})(?!\w)", re.IGNORECASE)
+            try:
+                self._joint = re.compile(rf"(?:{alternation})(?!\w)", re.IGNORECASE)
+            except re.error:  # e.g. two patterns naming a group alike: each keeps its own regex
+                joint = []
+        self._separate = tuple(p for p in self._patterns if p not in joint)
         starts = dict.fromkeys(lit for p in joint for lit in p.starts or ())
         self._joint_lower = tuple(v for v, exact in starts if not exact)
         self._joint_exact = tuple(v for v, exact in starts if exact)

@@ -50,6 +50,9 @@ class TopicSpec(BaseModel):
                 raise ValueError("empty pattern")
             try:
                 compiled = re.compile(pattern, re.IGNORECASE)
+                # The tagger embeds each pattern in a larger expression, where global flags such as
+                # "(?i)" are not allowed: write "(?i:...)" instead.
+                re.compile(rf"(?<!\w)(?:{pattern})(?!\w)", re.IGNORECASE)
             except re.error as err:
                 raise ValueError(f"invalid regular expression {pattern!r}: {err}") from None
             if compiled.match(""):

@@ -221,6 +221,7 @@ def test_a_bad_pattern_is_a_config_error_naming_topic_and_pattern() -> None:
     ({"phrases": ["  "]}, "empty pattern"),
     ({"phrases": ["rl"], "min_score": 0}, "min_score"),
     ({"phrases": ["rl"], "keywords": ["rl"]}, "keywords"),
+    ({"phrases": ["rl", "(?i)policy"]}, "global flags"),
 ])
 def test_bad_topic_specs_are_rejected(spec: dict[str, object], needle: str) -> None:
     with pytest.raises(ConfigError, match=needle):
@@ -261,6 +262,12 @@ def test_phrase_set_agrees_with_a_single_alternation_on_labelled_papers() -> Non
 def test_phrase_set_without_literals_still_matches() -> None:
     phrases = PhraseSet([r"\d+x speed-?ups?", "[a-z]{3}"])
     assert phrases.find("a 10x speedup", "a 10x speedup") == [(2, 13, 0)]
+
+
+def test_phrase_set_with_clashing_group_names_still_works() -> None:
+    phrases = PhraseSet([r"(?P<x>sub)space", r"(?P<x>krylov)"])
+    text = "a krylov subspace"
+    assert phrases.find(text, text) == [(2, 8, 1), (9, 17, 0)]
 
 
 def test_phrase_set_keeps_back_references_working() -> None:
