@@ -166,7 +166,7 @@ def test_threads_sharing_one_renderer_get_the_same_emails() -> None:
     from digest.message import build_message, make_message_id
 
     papers = load_papers(FIXTURE, SETTINGS)
-    jobs = make_jobs(papers, SETTINGS, 60, date(2026, 11, 27), seed=3)
+    jobs = make_jobs(papers, SETTINGS, 120, date(2026, 11, 27), seed=3)
 
     def full(renderer: Renderer, job: object) -> bytes:
         issue, links = job.issue, job.links  # type: ignore[attr-defined]
@@ -175,7 +175,8 @@ def test_threads_sharing_one_renderer_get_the_same_emails() -> None:
                              message_id=make_message_id(issue.id, issue.subscriber.email, "localhost", "k"),
                              date=datetime(2026, 11, 27, 8, tzinfo=UTC), list_id="<l.localhost>", links=links)
 
-    alone = [full(Renderer(SETTINGS, share_bodies=False), job) for job in jobs]
+    single = Renderer(SETTINGS, share_bodies=False)
+    alone = [full(single, job) for job in jobs]
     shared = Renderer(SETTINGS)
     with ThreadPoolExecutor(4) as pool:
         together = list(pool.map(lambda job: full(shared, job), jobs * 2))
