@@ -1,7 +1,7 @@
 """Tagger benchmark: start-up time and papers tagged per second on recorded papers from the repository.
 
 Two corpora, both under tests/fixtures so the benchmark runs anywhere the repository is checked out:
-- ``labelled``: the seed and dev label files (339 papers, nearly all on a topic: the slow case, since
+- ``labelled``: the seed and dev label files (nearly every paper on a topic: the slow case, since
   papers without topic words are ruled out before any regular expression runs);
 - ``listing``: every paper of the recorded Hugging Face daily listings (an ordinary day's mix).
 
