@@ -53,12 +53,15 @@ def clean_text(text: str) -> str:
 
 
 @dataclass(frozen=True, slots=True)
-class _Field:
-    """A title or an abstract, cleaned, with its lower-cased twin and its weight."""
+class _Text:
+    """A paper's title and abstract, cleaned and joined by a line break, with the lower-cased twin.
+
+    Both are matched in one pass; a match inside the first ``title_end`` characters is in the title.
+    """
 
     text: str
     low: str
-    weight: float
+    title_end: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,35 +77,35 @@ class _CompiledTopic:
     # some decisive pattern has no literal to look for.
     firsts: frozenset[tuple[str, bool]] | None
 
-    def possible(self, both: _Field, present: set[tuple[str, bool]]) -> bool:
-        """Cheap check on the title and abstract joined (``both``; ``present`` are the first literals
-        found in it): False when no strong or ordinary phrase can match (True promises nothing)."""
+    def possible(self, paper: _Text, present: set[tuple[str, bool]]) -> bool:
+        """Cheap check (``present`` are the first literals found in the paper): False when no strong
+        or ordinary phrase can match; True promises nothing."""
         if self.firsts is not None and self.firsts.isdisjoint(present):
             return False
-        return self.evidence.may_match(both.text, both.low, self.decisive)
+        return self.evidence.may_match(paper.text, paper.low, self.decisive)
 
-    def vetoed(self, fields: tuple[_Field, ...]) -> bool:
-        return self.veto is not None and any(self.veto.find(f.text, f.low) for f in fields)
+    def vetoed(self, paper: _Text) -> bool:
+        return self.veto is not None and bool(self.veto.find(paper.text, paper.low))
 
-    def score(self, fields: tuple[_Field, ...]) -> tuple[float, bool, dict[str, float]]:
+    def score(self, paper: _Text) -> tuple[float, bool, dict[str, float]]:
         """Evidence points, whether a decisive phrase counted, and the points per matched term."""
         total = 0.0
         decisive = False
         tally: dict[str, float] = {}
-        for field in fields:
-            matches = self.evidence.find(field.text, field.low)
-            if not matches:
-                continue
-            excluded = (self.exclude.find(field.text, field.low, overlapping=True)
-                        if self.exclude is not None else [])
-            for start, end, index in matches:
-                if any(s < end and start < e for s, e, _ in excluded):
-                    continue
-                points = self.points[index] * field.weight
-                total += points
-                decisive = decisive or index in self.decisive
-                term = " ".join(field.low[start:end].split())
-                tally[term] = tally.get(term, 0.0) + points
+        matches = self.evidence.find(paper.text, paper.low)
+        if not matches:
+            return total, decisive, tally
+        excluded = (self.exclude.find(paper.text, paper.low, overlapping=True)
+                    if self.exclude is not None else [])
+        title_end = paper.title_end
+        for start, end, index in matches:
+            if start < title_end < end or any(s < end and start < e for s, e, _ in excluded):
+                continue  # a match may not run from the title into the abstract
+            points = self.points[index] * (self.spec.title_weight if end <= title_end else 1.0)
+            total += points
+            decisive = decisive or index in self.decisive
+            term = " ".join(paper.low[start:end].split())
+            tally[term] = tally.get(term, 0.0) + points
         return total, decisive, tally
 
 
@@ -143,17 +146,15 @@ class Tagger:
         every returned topic) and ``why`` lists the counted terms (lower-cased), strongest first.
         """
         title, abstract = clean_text(title), clean_text(abstract)
+        text = f"{title}\n{abstract}"
+        paper = _Text(text, lower_same_length(text), len(title))
+        present = {(v, False) for v in self._lower_firsts if v in paper.low}
+        present.update((v, True) for v in self._exact_firsts if v in paper.text)
         out: list[TopicAssignment] = []
-        fields = (_Field(title, lower_same_length(title), 1.0),
-                  _Field(abstract, lower_same_length(abstract), 1.0))
-        both = _Field(f"{title}\n{abstract}", f"{fields[0].low}\n{fields[1].low}", 1.0)
-        present = {(v, False) for v in self._lower_firsts if v in both.low}
-        present.update((v, True) for v in self._exact_firsts if v in both.text)
         for topic in self._topics:
-            if not topic.possible(both, present) or topic.vetoed(fields):
+            if not topic.possible(paper, present) or topic.vetoed(paper):
                 continue
-            weighted = (_Field(fields[0].text, fields[0].low, topic.spec.title_weight), fields[1])
-            raw, decisive, tally = topic.score(weighted)
+            raw, decisive, tally = topic.score(paper)
             # Weak evidence only supports: without one strong or ordinary phrase there is no topic.
             if not decisive or raw + 1e-9 < topic.spec.min_score:
                 continue
