@@ -88,9 +88,10 @@ class PhraseSet:
             except re.error:  # e.g. two patterns naming a group alike: each keeps its own regex
                 joint = []
         self._separate = tuple(p for p in self._patterns if p not in joint)
-        starts = dict.fromkeys(lit for p in joint for lit in p.starts or ())
-        self._joint_lower = tuple(v for v, exact in starts if not exact)
-        self._joint_exact = tuple(v for v, exact in starts if exact)
+        starts = {lit for p in joint for lit in p.starts or ()}
+        # Where a literal starts with another, the other's places include its own: look for that one.
+        self._joint_lower = _no_extensions({v for v, exact in starts if not exact})
+        self._joint_exact = _no_extensions({v for v, exact in starts if exact})
 
     def __len__(self) -> int:
         return len(self._patterns)
@@ -221,6 +222,11 @@ def _prepare(index: int, pattern: str) -> _Pattern:
     regex = re.compile(rf"(?:{pattern})(?!\w)", re.IGNORECASE)
     ordered = tuple(sorted(starts))
     return _Pattern(index, regex, gate, ordered, min(REACH, longest), False)
+
+
+def _no_extensions(values: set[str]) -> tuple[str, ...]:
+    """``values`` without those that start with another value."""
+    return tuple(sorted(v for v in values if not any(w != v and v.startswith(w) for w in values)))
 
 
 def _shortest(values: set[str]) -> tuple[str, ...]:
