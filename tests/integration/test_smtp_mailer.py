@@ -321,6 +321,7 @@ def test_connection_refused_is_transient() -> None:
     assert "cannot connect" in result.detail
     with pytest.raises(DeliveryError, match="cannot start a session"):
         mailer.open()
+    mailer.close()  # safe after a failed open
 
 
 def test_slow_server_within_the_timeout_delivers(sink: SmtpSink) -> None:
@@ -345,10 +346,10 @@ def test_slow_server_after_data_times_out_as_unknown(sink: SmtpSink) -> None:
 
 
 def test_idle_connection_closed_by_the_server_is_replaced(tmp_path: Path) -> None:
-    with SmtpSink(timeout=0.3) as server:  # the server drops connections idle for 0.3 s
+    with SmtpSink(timeout=0.6) as server:  # the server drops connections idle for 0.6 s
         with smtp_mailer(server) as mailer:
             assert mailer.send(make_message("first@example.com")).outcome is Outcome.DELIVERED
-            time.sleep(0.8)
+            time.sleep(1.5)
             result = mailer.send(make_message("second@example.com"))
         assert result.outcome is Outcome.DELIVERED, result.detail
         assert len(server.received()) == 2
