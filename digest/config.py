@@ -173,11 +173,16 @@ class Settings(_Section):
     @field_validator("topics", mode="before")
     @classmethod
     def _merge_default_topics(cls, value: Any) -> Any:
-        # A user's [topics.X] adds or replaces one topic; the defaults stay unless disabled.
+        # A user's [topics.X] adds a topic, or, for a default's name, overrides just the keys it sets
+        # (so `[topics.pruning] min_score = 4` keeps the phrases); defaults stay unless disabled.
         if not isinstance(value, dict):
             return value
         merged: dict[str, Any] = dict(default_topics())
-        merged.update(value)
+        for name, spec in value.items():
+            if name in merged and isinstance(spec, dict):
+                merged[name] = {**merged[name].model_dump(), **spec}
+            else:
+                merged[name] = spec
         return merged
 
     @property

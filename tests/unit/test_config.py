@@ -95,3 +95,10 @@ def test_secrets_come_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
     s = settings_from_dict({"smtp": {"password_env": "MY_PW"}})
     assert s.smtp_password == "hunter2"
     assert Settings().smtp_password is None or isinstance(Settings().smtp_password, str)
+
+
+def test_default_topic_keys_can_be_overridden_one_by_one() -> None:
+    s = settings_from_dict({"topics": {"pruning": {"min_score": 4, "label": "Sparsity"}}})
+    pruning = s.topics["pruning"]
+    assert pruning.min_score == 4 and pruning.label == "Sparsity"
+    assert pruning.strong or pruning.phrases  # the default evidence is kept
