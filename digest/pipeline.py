@@ -10,10 +10,11 @@ import threading
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from functools import cached_property
+from itertools import groupby
 from types import FrameType
 
 import httpx
@@ -41,6 +42,10 @@ from digest.tagger import Tagger
 log = logging.getLogger("digest")
 
 Clock = Callable[[], datetime]
+
+# Subscribers (by id) whose issues one sender builds under one lock: enough to make the lock cheap,
+# few enough that senders starting together soon spread over different chunks.
+_BUILD_CHUNK = 100
 
 
 def utc_now() -> datetime:
@@ -288,29 +293,46 @@ class Pipeline:
     ) -> int | None:
         papers: list[Paper] | None = None
         only_id: int | None = None
-        for sub in targets:
-            if self.stop_requested.is_set():
-                break
-            assert sub.id is not None
-            if only is not None:
-                only_id = sub.id
-            existing = self.store.issue_id_for(sub.id, issue_date)
-            if existing is not None:
-                delivery = self.store.delivery_for_issue(existing)
-                if delivery is not None and delivery.status is not DeliveryStatus.PENDING:
+        with closing(self._building_order(targets, issue_date)) as order:
+            for sub in order:
+                if self.stop_requested.is_set():
+                    break
+                assert sub.id is not None
+                if only is not None:
+                    only_id = sub.id
+                existing = self.store.issue_id_for(sub.id, issue_date)
+                if existing is not None:
+                    delivery = self.store.delivery_for_issue(existing)
+                    if delivery is not None and delivery.status is not DeliveryStatus.PENDING:
+                        summary.skipped += 1
+                    continue
+                if papers is None:
+                    papers = self._candidate_papers(now)
+                issue = self.build_issue(sub, issue_date, now, papers)
+                if issue.count == 0 and not sub.send_empty:
+                    log.info("no issue subscriber=%s reason=nothing new matches their preferences", sub.email)
                     summary.skipped += 1
-                continue
-            if papers is None:
-                papers = self._candidate_papers(now)
-            issue = self.build_issue(sub, issue_date, now, papers)
-            if issue.count == 0 and not sub.send_empty:
-                log.info("no issue subscriber=%s reason=nothing new matches their preferences", sub.email)
-                summary.skipped += 1
-                continue
-            email = sub.email
-            self.store.create_issue(issue, subject="", message_id=lambda i, e=email: self.message_id(i, e),
-                                    now=now)
+                    continue
+                email = sub.email
+                self.store.create_issue(issue, subject="", message_id=lambda i, e=email: self.message_id(i, e),
+                                        now=now)
         return only_id
+
+    def _building_order(self, targets: Iterator[Subscriber], issue_date: date) -> Iterator[Subscriber]:
+        """``targets`` by chunks of neighbouring ids, each yielded while this sender holds its build lock.
+
+        Chunks another sender is building come last, when their issues are mostly stored: senders
+        running at once share the building instead of all selecting the same issues.
+        """
+        put_off: list[Subscriber] = []
+        for chunk, group in groupby(targets, key=lambda sub: (sub.id or 0) // _BUILD_CHUNK):
+            subs = list(group)
+            with self.store.building(issue_date, chunk) as ours:
+                if ours:
+                    yield from subs
+                else:
+                    put_off.extend(subs)
+        yield from put_off
 
     def _deliver(self, issue_date: date, only_id: int | None, summary: SendSummary, progress: Progress) -> None:
         worker = _worker_id()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from importlib import resources
@@ -23,6 +24,8 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 
 from digest.config import parse_hhmm
@@ -43,6 +46,9 @@ from digest.sources.normalize import title_key
 from digest.store import schema as t
 
 log = logging.getLogger("digest.store")
+
+# PostgreSQL advisory lock key held while migrating (any constant no other lock uses; "digest" in ASCII).
+_MIGRATION_LOCK = 0x646967657374
 
 # Issues whose papers count as "already received": everything except a permanent failure.
 _RECEIVED = (DeliveryStatus.PENDING, DeliveryStatus.SENDING, DeliveryStatus.SENT, DeliveryStatus.UNKNOWN)
@@ -144,6 +150,10 @@ class Store:
         cfg.set_main_option("script_location", str(resources.files("digest.store") / "migrations"))
         try:
             with self.engine.begin() as conn:
+                if self.dialect == "postgresql":
+                    # Senders starting together on a new release would apply the same migration at
+                    # once and all but one fail; the others wait here and then find nothing to do.
+                    conn.execute(select(func.pg_advisory_xact_lock(_MIGRATION_LOCK)))
                 cfg.attributes["connection"] = conn
                 command.upgrade(cfg, "head")
         except OperationalError as err:
@@ -455,6 +465,29 @@ class Store:
             value = value.replace(tzinfo=UTC)
         return value
 
+    @contextmanager
+    def building(self, issue_date: date, chunk: int) -> Iterator[bool]:
+        """Hold the right to build chunk ``chunk`` of ``issue_date``'s issues; yields False if taken.
+
+        Only saves work (``create_issue`` stays idempotent whoever builds): on PostgreSQL it is a
+        session advisory lock, so senders running at once split the building instead of all selecting
+        the same issues; it ends with the block, or with the session if the sender dies. SQLite takes
+        one writer at a time anyway, so there every caller gets True.
+        """
+        if self.dialect != "postgresql":
+            yield True
+            return
+        key = (issue_date.toordinal(), chunk)
+        with self.engine.connect() as conn:
+            ours = bool(conn.execute(select(func.pg_try_advisory_lock(*key))).scalar())
+            conn.commit()  # the lock is the session's: no transaction stays open while building
+            try:
+                yield ours
+            finally:
+                if ours:
+                    conn.execute(select(func.pg_advisory_unlock(*key)))
+                    conn.commit()
+
     def issue_id_for(self, subscriber_id: int, issue_date: date) -> int | None:
         with self.engine.connect() as conn:
             return conn.execute(select(t.issues.c.id).where(
@@ -471,12 +504,21 @@ class Store:
         now = now or _now()
         if issue.subscriber.id is None:
             raise StoreError("create_issue needs a stored subscriber")
+        # ON CONFLICT DO NOTHING, not a caught IntegrityError: racing senders then cost PostgreSQL no
+        # aborted transaction and its log no "duplicate key" ERROR per subscriber. A loser waits for
+        # the winner's commit and then reads the winner's id.
+        dialect_insert = pg_insert if self.dialect == "postgresql" else sqlite_insert
+        head = dialect_insert(t.issues).values(
+            subscriber_id=issue.subscriber.id, issue_date=issue.date, created_at=now,
+            subject=subject, paper_count=issue.count,
+        ).on_conflict_do_nothing(index_elements=["subscriber_id", "issue_date"]).returning(t.issues.c.id)
         try:
             with self.engine.begin() as conn:
-                issue_id = conn.execute(insert(t.issues).values(
-                    subscriber_id=issue.subscriber.id, issue_date=issue.date, created_at=now,
-                    subject=subject, paper_count=issue.count,
-                )).inserted_primary_key[0]
+                issue_id = conn.execute(head).scalar()
+                if issue_id is None:
+                    return conn.execute(select(t.issues.c.id).where(
+                        t.issues.c.subscriber_id == issue.subscriber.id,
+                        t.issues.c.issue_date == issue.date)).scalar_one()
                 rows = [
                     {"issue_id": issue_id, "paper_id": e.paper.id, "position": pos, "section": s.topic,
                      "reason": e.reason, "score": e.score}
@@ -547,6 +589,14 @@ class Store:
                      or_(t.deliveries.c.lease_until.is_(None), t.deliveries.c.lease_until < now))
         target = DeliveryStatus.PENDING if resend_in_doubt else DeliveryStatus.UNKNOWN
         with self.engine.begin() as conn:
+            if self.dialect == "postgresql":
+                # Senders starting together all recover: each takes the rows no other holds, in id
+                # order, so two of them never wait on each other (a multi-row UPDATE could deadlock).
+                ids = list(conn.execute(select(t.deliveries.c.id).where(stale).order_by(t.deliveries.c.id)
+                                        .with_for_update(skip_locked=True)).scalars())
+                if not ids:
+                    return 0
+                stale = and_(stale, t.deliveries.c.id.in_(ids))
             return conn.execute(update(t.deliveries).where(stale).values(
                 status=target.value, in_doubt=True, claimed_by=None, lease_until=None, updated_at=now,
                 last_error="interrupted while sending: outcome unknown",
