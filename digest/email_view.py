@@ -44,6 +44,7 @@ _ENTITY = re.compile(r"&(#[0-9]{1,7}|#[xX][0-9a-fA-F]{1,6}|[A-Za-z][A-Za-z0-9]{1
 _SPACE = re.compile(r"\s+")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9(\"“$\\])")
 _URL_SAFE = "/:?#@!$&'()*+,;=%~-._"
+_PLAIN_URL = re.compile(r"(?:https?|mailto):[A-Za-z0-9/:?#@!$&'()*+,;=%~._-]*\Z", re.IGNORECASE)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -55,6 +56,8 @@ def clean_text(value: str | None) -> str:
     whitespace (including no-break spaces and line separators) turned into single spaces."""
     if not value:
         return ""
+    if value.isascii() and value.isprintable() and not any(c in value for c in ("  ", "&", "$", "\\")):
+        return value.strip()  # the common case, and what the full clean-up below would return for it
     return _clean_cached(value)
 
 
@@ -78,12 +81,18 @@ def _is_dropped(ch: str) -> bool:
     return category in ("Cc", "Cs") or ch in "\ufeff\ufffe\uffff"
 
 
-@lru_cache(maxsize=65536)
 def safe_url(url: str | None) -> str:
     """An http(s) or mailto URL made safe for an href: other schemes (javascript:, data:) give "", and
     spaces, quotes, angle brackets, braces and non-ASCII are percent-encoded."""
     if not url:
         return ""
+    if _PLAIN_URL.match(url):
+        return url  # nothing to encode (each reader's signed links take this way: no cache to fill)
+    return _safe_url(url)
+
+
+@lru_cache(maxsize=65536)
+def _safe_url(url: str) -> str:
     url = _SPACE.sub("", url.strip())
     try:
         scheme = urlsplit(url).scheme.lower()

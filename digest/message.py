@@ -30,13 +30,14 @@ __all__ = ["base64_lines", "build_message", "list_id_for", "make_message_id", "r
 
 CRLF = b"\r\n"
 _LINE_BREAKS = re.compile(r"[\r\n\x00-\x08\x0b\x0c\x0e-\x1f\x7f\u0085\u2028\u2029]+")
-_ADDR = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?$")
-_DOMAIN = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$")
+_ADDR = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?\Z")
+_DOMAIN = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?\Z")
 
 
 def _one_line(value: str) -> str:
     """Header values can never carry a line break (that is how header injection works)."""
-    return _LINE_BREAKS.sub(" ", value).strip()
+    # A printable string holds no control or line-separator character: nothing to replace.
+    return value.strip() if value.isprintable() else _LINE_BREAKS.sub(" ", value).strip()
 
 
 def _header(name: str, value: str) -> bytes:
@@ -78,9 +79,15 @@ def _encoded_words(value: str) -> str:
     return "\r\n ".join(encoded)
 
 
-@lru_cache(maxsize=4096)
 def _address(value: str, field: str) -> str:
     """One mailbox, display name RFC 2047-encoded when needed; raises RenderError if it is no address."""
+    if _ADDR.match(value):
+        return value  # a bare address (the usual recipient) is already its own formatted form
+    return _named_address(value, field)
+
+
+@lru_cache(maxsize=256)
+def _named_address(value: str, field: str) -> str:
     if _LINE_BREAKS.search(value):
         raise RenderError(f"invalid {field} address (line break): {value!r}")
     found = getaddresses([value])

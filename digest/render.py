@@ -117,8 +117,24 @@ def _html_env(loader: jinja2.BaseLoader | None = None) -> jinja2.Environment:
                               undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
 
 
+# Stands for a card's number in a card rendered once for every position it may take in an issue.
+NUMBER_MARK = "\x05"
+
+
+def number_prefix(number: int) -> str:
+    """`` 7. `` or ``12. ``: a card's number in the text part, four characters up to 99."""
+    return f"{number:>2}. "
+
+
+def _numbered(title: str, number: int | str) -> str:
+    """Text-part filter: the card's number and its title wrapped under a four-space hanging indent; the
+    wrapping never depends on the number, so one rendering serves every position."""
+    body = _wrap(title, indent="    ")
+    return (NUMBER_MARK if number == NUMBER_MARK else number_prefix(int(number))) + body[4:]
+
+
 @lru_cache(maxsize=65536)
-def _wrap(text: str, indent: str = "   ", first: str | None = None, width: int = 76) -> str:
+def _wrap(text: str, indent: str = "    ", first: str | None = None, width: int = 76) -> str:
     """Text-part filter: wrap at ``width`` with a hanging indent; URLs and long words are never split.
     Cached: the same paper's texts are wrapped once, not once per subscriber."""
     return textwrap.fill(text, width=width, initial_indent=indent if first is None else first,
@@ -129,6 +145,7 @@ def _text_env(loader: jinja2.BaseLoader) -> jinja2.Environment:
     env = jinja2.Environment(loader=loader, autoescape=False, undefined=jinja2.StrictUndefined,
                              trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
     env.filters["wrap"] = _wrap
+    env.filters["numbered"] = _numbered
     return env
 
 
@@ -197,6 +214,7 @@ class Renderer:
         self._card_template = card_template
         self._text_card_template = text_card_template
         self._fragments = IdentityCache()
+        self._unnumbered: dict[CardView, _Fragment] = {}
         self._shared = _SharedBodies()
 
     def __reduce__(self) -> tuple[Any, ...]:
@@ -222,26 +240,29 @@ class Renderer:
     # -- internals ----------------------------------------------------------------------------------
 
     def _fragment(self, card: CardView) -> _Fragment:
-        """One card's HTML and text (and their UTF-8), rendered once per card and reused for every
-        reader who gets that card."""
+        """One card's HTML and text (and their UTF-8), rendered once per paper and reason and reused for
+        every reader who gets it, at whatever position: the card's number is put in per email."""
         cached: _Fragment | None = self._fragments.get(card)
         if cached is None:
-            html = self._card_template.render(cards=(card,))
-            text = self._text_card_template.render(c=card)
-            cached = self._fragments.put(card, (), _Fragment(html, html.encode("utf-8"), text, text.encode("utf-8")))
+            unnumbered = replace(card, number=0)
+            cached = self._unnumbered.get(unnumbered)
+            if cached is None:
+                marked = replace(card, number=NUMBER_MARK)  # type: ignore[arg-type]
+                cached = _Fragment.cut(self._card_template.render(cards=(marked,)),
+                                       self._text_card_template.render(c=marked))
+                self._unnumbered[unnumbered] = cached
+            self._fragments.put(card, (), cached)
         return cached
 
     def _html_fast(self, view: EmailView) -> _Body:
         """The page with a placeholder per section, then the cached cards spliced in, as text and as
         UTF-8 (the 40 KB of an email are never encoded as a whole: its cards already are)."""
-        fragments = [[self._fragment(c) for c in s.cards] for s in view.sections]
-        page = _render_fast(self._fast_template, view.context(), section_cards=[_SLOT] * len(fragments))
-        return _splice(page, [[(f.html, f.html_bytes) for f in fs] for fs in fragments])
+        page = _render_fast(self._fast_template, view.context(), section_cards=[_SLOT] * len(view.sections))
+        return _splice(page, [[(c.number, self._fragment(c)) for c in s.cards] for s in view.sections], html=True)
 
     def _text_fast(self, view: EmailView) -> _Body:
-        fragments = [[self._fragment(c) for c in s.cards] for s in view.sections]
-        page = _render_fast(self._text_template, view.context(), section_texts=[_SLOT] * len(fragments))
-        return _splice(page, [[(f.text, f.text_bytes) for f in fs] for fs in fragments])
+        page = _render_fast(self._text_template, view.context(), section_texts=[_SLOT] * len(view.sections))
+        return _splice(page, [[(c.number, self._fragment(c)) for c in s.cards] for s in view.sections], html=False)
 
     def _html_naive(self, view: EmailView) -> _Body:
         html = inline_css(compile_mjml(self._naive_template.render(view.context())))
@@ -328,10 +349,18 @@ def _render_fast(template: jinja2.Template, context: dict[str, Any], **extra: An
 
 @dataclass(frozen=True, slots=True)
 class _Fragment:
-    html: str
-    html_bytes: bytes
-    text: str
-    text_bytes: bytes
+    """A card rendered with NUMBER_MARK for its number, cut there: the pieces go around the number."""
+
+    html: tuple[str, ...]
+    html_bytes: tuple[bytes, ...]
+    text: tuple[str, ...]
+    text_bytes: tuple[bytes, ...]
+
+    @classmethod
+    def cut(cls, html: str, text: str) -> _Fragment:
+        html_pieces, text_pieces = tuple(html.split(NUMBER_MARK)), tuple(text.split(NUMBER_MARK))
+        return cls(html_pieces, tuple(p.encode("utf-8") for p in html_pieces),
+                   text_pieces, tuple(p.encode("utf-8") for p in text_pieces))
 
 
 @dataclass(frozen=True, slots=True)
@@ -345,17 +374,24 @@ class _Body:
 _SLOT = Markup("\x00")
 
 
-def _splice(page: str, sections: list[list[tuple[str, bytes]]]) -> _Body:
-    """Put each section's cards (text and UTF-8) where the page has its placeholder."""
+def _splice(page: str, sections: list[list[tuple[int, _Fragment]]], html: bool) -> _Body:
+    """Put each section's cards (text and UTF-8, numbered) where the page has its placeholder."""
     pieces = page.split(_SLOT)
     if len(pieces) != len(sections) + 1:
         raise RenderError("email template: a section placeholder went missing or was duplicated")
     texts: list[str] = [pieces[0]]
     datas: list[bytes] = [pieces[0].encode("utf-8")]
     for piece, cards in zip(pieces[1:], sections, strict=True):
-        for text, data in cards:
-            texts.append(text)
-            datas.append(data)
+        for number, fragment in cards:
+            # The HTML shows the number as {{ c.number }}; the text part through the numbered filter.
+            shown = str(number) if html else number_prefix(number)
+            shown_bytes = shown.encode("ascii")
+            parts, parts_bytes = (fragment.html, fragment.html_bytes) if html else (fragment.text, fragment.text_bytes)
+            texts.append(parts[0])
+            datas.append(parts_bytes[0])
+            for part, part_bytes in zip(parts[1:], parts_bytes[1:], strict=True):
+                texts += (shown, part)
+                datas += (shown_bytes, part_bytes)
         texts.append(piece)
         datas.append(piece.encode("utf-8"))
     return _Body("".join(texts), b"".join(datas))

@@ -207,3 +207,8 @@ def test_bodies_the_renderer_prepared_give_the_same_bytes_as_plain_strings() -> 
         prepared = build(rendered, recipient=email, links=links)
         assert prepared == build(fresh, recipient=email, links=links), i
         assert list(parse(prepared).iter_parts())[1].get_content() == rendered.html + "\n"
+
+
+def test_a_trailing_line_break_in_an_address_is_refused() -> None:
+    with pytest.raises(RenderError):
+        build(RenderedEmail(subject="s", html="<p>x</p>", text="x\n"), recipient="reader@example.org\n")

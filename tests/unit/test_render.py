@@ -121,7 +121,7 @@ def test_footer_links_and_postal_line(renderer: Renderer) -> None:
 def test_text_part_is_written_for_people(renderer: Renderer) -> None:
     email = renderer.render(three_sections(), LINKS)
     assert "<" not in email.text.replace("<=", "")
-    numbered = re.findall(r"^(\d+)\. ", email.text, flags=re.MULTILINE)
+    numbered = re.findall(r"^ ?(\d+)\. ", email.text, flags=re.MULTILINE)
     assert numbered == [str(i) for i in range(1, 13)]
     assert "== PRUNING & SPARSITY (4) ==" in email.text
     assert "TOP PICK" in email.text and "IN THIS ISSUE" in email.text
