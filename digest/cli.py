@@ -499,7 +499,8 @@ def _seed_demo_subscribers(app: App) -> None:
     click.echo(f"no subscribers yet: added {result.added} demo subscribers from {csv_path}", err=True)
 
 
-def _run_send(app: App, day: str | None, email: str | None, dry_run: bool, retry_unknown: bool = False) -> None:
+def _run_send(app: App, day: str | None, email: str | None, dry_run: bool, retry_unknown: bool = False,
+              deliver_only: bool = False) -> None:
     pipeline = app.pipeline
     _seed_demo_subscribers(app)
     issue_date = _parse_date(day)
@@ -510,7 +511,10 @@ def _run_send(app: App, day: str | None, email: str | None, dry_run: bool, retry
         click.echo(f"requeued {requeued} deliveries of unknown outcome", err=True)
     progress = _RichProgress()
     try:
-        summary = pipeline.send(issue_date, only=email, dry_run=dry_run, progress=progress)
+        if deliver_only:
+            summary = pipeline.deliver_pending([issue_date] if issue_date else (), progress=progress)
+        else:
+            summary = pipeline.send(issue_date, only=email, dry_run=dry_run, progress=progress)
     finally:
         progress.stop()
     if dry_run:
@@ -530,9 +534,13 @@ def _run_send(app: App, day: str | None, email: str | None, dry_run: bool, retry
 @click.option("--date", "day", metavar="YYYY-MM-DD", help="Issue date (default: today, UTC).")
 @click.option("--retry-unknown", is_flag=True,
               help="Also resend messages whose outcome is unknown (same Message-ID).")
+@click.option("--deliver-only", is_flag=True,
+              help="Build no issue: deliver the pending ones (an extra sender beside the daemon); "
+                   "without --date those dated yesterday, today and tomorrow (UTC).")
 @pass_app
 @handle_errors
-def send(app: App, dry_run: bool, email: str | None, day: str | None, retry_unknown: bool) -> None:
+def send(app: App, dry_run: bool, email: str | None, day: str | None, retry_unknown: bool,
+         deliver_only: bool) -> None:
     """Build and deliver the issue dated D to every subscriber due that day.
 
     Daily subscribers are due every day, weekly ones on their weekday; the hour is the daemon's
@@ -543,8 +551,11 @@ def send(app: App, dry_run: bool, email: str | None, day: str | None, retry_unkn
     Example:
       digest send --dry-run
       digest send --date 2026-08-18
+      digest send --deliver-only
     """
-    _run_send(app, day, email, dry_run, retry_unknown)
+    if deliver_only and (dry_run or email):
+        raise UsageError("--deliver-only cannot be combined with --dry-run or --subscriber")
+    _run_send(app, day, email, dry_run, retry_unknown, deliver_only)
 
 
 @cli.command()

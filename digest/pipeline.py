@@ -8,7 +8,7 @@ import signal
 import socket
 import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
@@ -269,14 +269,7 @@ class Pipeline:
 
         dkim.signer_for(self.settings)  # a bad DKIM set-up stops the run before anything is claimed
         run_id = self.store.start_send_run(issue_date, now)
-        dead = [w for w in self.store.claimants() if _is_dead_local_worker(w)]
-        if dead:
-            # A sender on this machine was killed: no need to wait out its lease.
-            log.warning("ending the leases of %d dead sender(s): %s", len(dead), ", ".join(sorted(dead)))
-            self.store.expire_claims(dead, now)
-        recovered = self.store.recover_interrupted(now, self.settings.delivery.resend_in_doubt)
-        if recovered:
-            log.warning("recovered %d deliveries interrupted while sending (in doubt)", recovered)
+        self._recover(now)
         with _stop_on_signals(self.stop_requested):
             targets = subscribers() if subscribers is not None else self.due_subscribers(issue_date, only)
             only_id = self._build_issues(targets, issue_date, now, summary, only)
@@ -286,6 +279,49 @@ class Pipeline:
         log.info("send done date=%s %s deferred=%d unknown=%d", issue_date, summary.line(), summary.deferred,
                  summary.unknown)
         return summary
+
+    def deliver_pending(self, issue_dates: Iterable[date] = (), progress: Progress | None = None) -> SendSummary:
+        """Deliver the pending records that exist, building no issue: the work of an extra sender.
+
+        The daemon decides who is due and builds their issues; any number of processes running this
+        (``digest send --deliver-only``) claim and send those records alongside it. ``issue_dates``
+        defaults to yesterday, today and tomorrow (UTC), which holds every reader's local issue date.
+        Same claims, leases and recovery as ``send``; a send run is recorded for each date that had
+        work, so a sender polling every minute leaves no trail of empty runs.
+        """
+        now = self.clock()
+        dates = sorted(set(issue_dates)) or [now.date() + timedelta(days=k) for k in (-1, 0, 1)]
+        summary = SendSummary()
+        progress = progress or Progress()
+        dkim.signer_for(self.settings)
+        self._recover(now)
+        counts = [self.store.delivery_counts(day).get(DeliveryStatus.PENDING.value, 0) for day in dates]
+        progress.start(sum(counts))
+        with _stop_on_signals(self.stop_requested):
+            for day, pending in zip(dates, counts, strict=True):
+                if not pending or self.stop_requested.is_set():
+                    continue
+                started, part = self.clock(), SendSummary()
+                self._deliver(day, None, part, progress)
+                if part.sent or part.failed or part.deferred:
+                    run_id = self.store.start_send_run(day, started)
+                    self.store.finish_send_run(run_id, self.clock(), part.sent, 0, part.failed)
+                for name in ("sent", "failed", "deferred", "unknown", "in_doubt"):
+                    setattr(summary, name, getattr(summary, name) + getattr(part, name))
+        log.info("deliver done dates=%s %s deferred=%d unknown=%d", ",".join(map(str, dates)), summary.line(),
+                 summary.deferred, summary.unknown)
+        return summary
+
+    def _recover(self, now: datetime) -> None:
+        """Free what dead senders left: claims of senders known dead here, then expired "sending" leases."""
+        dead = [w for w in self.store.claimants() if _is_dead_local_worker(w)]
+        if dead:
+            # A sender on this machine was killed: no need to wait out its lease.
+            log.warning("ending the leases of %d dead sender(s): %s", len(dead), ", ".join(sorted(dead)))
+            self.store.expire_claims(dead, now)
+        recovered = self.store.recover_interrupted(now, self.settings.delivery.resend_in_doubt)
+        if recovered:
+            log.warning("recovered %d deliveries interrupted while sending (in doubt)", recovered)
 
     def _build_issues(
         self, targets: Iterator[Subscriber], issue_date: date, now: datetime, summary: SendSummary,

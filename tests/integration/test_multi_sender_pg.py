@@ -13,6 +13,7 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from email.parser import BytesHeaderParser
 from pathlib import Path
 
 import pytest
@@ -32,6 +33,7 @@ N_SUBSCRIBERS = 2000
 ISSUE_DATE = "2026-08-19"
 SENDERS = 3
 NOW = datetime(2026, 8, 19, 12, 0, tzinfo=UTC)
+SECRET = "multi-sender-test-key"
 
 
 # ---- racing inside one process: the store's two concurrency points ----------------------------------
@@ -169,8 +171,9 @@ def _write_config(tmp_path: Path, url: str, sink: SmtpSink, **delivery: object) 
     return path
 
 
-def _prepare(tmp_path: Path, url: str, sink: SmtpSink, **delivery: object) -> tuple[Path, Settings, Store]:
-    """A migrated database holding the seed listing (tagged) and N_SUBSCRIBERS following everything."""
+def _prepare(tmp_path: Path, url: str, sink: SmtpSink, subscribers: int = N_SUBSCRIBERS,
+             **delivery: object) -> tuple[Path, Settings, Store]:
+    """A migrated database holding the seed listing (tagged) and ``subscribers`` following everything."""
     config = _write_config(tmp_path, url, sink, **delivery)
     settings = load_settings(config)
     store = Store(url)
@@ -179,17 +182,17 @@ def _prepare(tmp_path: Path, url: str, sink: SmtpSink, **delivery: object) -> tu
     with store.engine.begin() as conn:
         conn.execute(insert(t.subscribers), [
             {"email": f"reader{i:04d}@example.org", "created_at": now, "updated_at": now, "confirmed_at": now}
-            for i in range(N_SUBSCRIBERS)
+            for i in range(subscribers)
         ])
     return config, settings, store
 
 
-def _start_sender(config: Path, tmp_path: Path, name: str) -> Sender:
+def _start_sender(config: Path, tmp_path: Path, name: str, *args: str) -> Sender:
     out = tmp_path / f"{name}.log"
-    env = {**os.environ, "DIGEST_SECRET_KEY": "multi-sender-test-key", "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "DIGEST_SECRET_KEY": SECRET, "PYTHONUNBUFFERED": "1"}
+    command = [sys.executable, "-m", "digest", "--config", str(config), "send", *(args or ("--date", ISSUE_DATE))]
     with out.open("wb") as fh:
-        proc = subprocess.Popen([sys.executable, "-m", "digest", "--config", str(config), "send", "--date",
-                                 ISSUE_DATE], stdout=fh, stderr=subprocess.STDOUT, cwd=tmp_path, env=env)
+        proc = subprocess.Popen(command, stdout=fh, stderr=subprocess.STDOUT, cwd=tmp_path, env=env)
     return Sender(proc, out)
 
 
@@ -214,9 +217,11 @@ def _deliveries(store: Store) -> list[dict[str, object]]:
 def _copies(sink: SmtpSink) -> dict[str, list[str | None]]:
     """Recipient -> the Message-IDs of every copy the server accepted."""
     out: dict[str, list[str | None]] = {}
+    headers = BytesHeaderParser()  # the headers alone: a full parse of thousands of messages is slow
     for m in sink.received():
+        message_id = headers.parsebytes(m.data)["Message-ID"]
         for rcpt in m.rcpt_tos:
-            out.setdefault(rcpt.lower(), []).append(m.message_id)
+            out.setdefault(rcpt.lower(), []).append(message_id.strip() if message_id else None)
     return out
 
 
@@ -247,6 +252,38 @@ def test_three_senders_deliver_each_issue_exactly_once(postgres_url: str, sink: 
         assert set(copies) == {r["email"] for r in records}
         for r in records:
             assert copies[r["email"]] == [r["message_id"]], r["email"]  # type: ignore[index]
+    finally:
+        store.close()
+
+
+def test_deliver_only_senders_share_what_the_daemon_built(postgres_url: str, sink: SmtpSink,
+                                                          tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Batches small enough that the work spreads over the senders.
+    config, settings, store = _prepare(tmp_path, postgres_url, sink, subscribers=500, batch_size=40)
+    try:
+        # The daemon's part: issues built for the readers whose send time has come (here 400 of 500),
+        # dated by their local day, which is today in UTC.
+        monkeypatch.setenv("DIGEST_SECRET_KEY", SECRET)
+        pipeline = Pipeline(settings, store)
+        now = datetime.now(UTC)
+        papers = store.list_papers(since=now - timedelta(days=7))
+        due = list(store.iter_subscribers())[:400]
+        for sub in due:
+            issue = pipeline.build_issue(sub, now.date(), now, papers)
+            store.create_issue(issue, "", lambda i, e=sub.email: pipeline.message_id(i, e), now)
+
+        senders = [_start_sender(config, tmp_path, f"deliver{i}", "--deliver-only") for i in range(SENDERS)]
+        results = [s.finish(timeout=120) for s in senders]
+        for rc, output in results:
+            assert rc == 0, output[-2000:]
+        per_sender = [_sent_count(output) for _rc, output in results]
+        assert sum(per_sender) == len(due) and sum(1 for n in per_sender if n) >= 2, per_sender
+
+        records = _deliveries(store)
+        assert len(records) == len(due)  # nobody else's issue was built
+        assert Counter(r["status"] for r in records) == {DeliveryStatus.SENT.value: len(due)}
+        copies = _copies(sink)
+        assert copies == {str(r["email"]): [r["message_id"]] for r in records}
     finally:
         store.close()
 
