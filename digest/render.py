@@ -26,7 +26,7 @@ import re
 import textwrap
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
@@ -60,6 +60,7 @@ TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
 # Gmail clips an HTML part above about 102 KB (and hides the unsubscribe link with it); stay clear.
 HTML_BUDGET = 100 * 1024
 DOCTYPE = "<!DOCTYPE html>\n"
+FRAGMENTS = 20_000  # cards kept rendered (each a few KB)
 
 _JINJA_COMMENT = re.compile(r"\s*\{#.*?#\}\s*", re.DOTALL)
 
@@ -160,7 +161,7 @@ def split_card_loop(compiled: str) -> tuple[str, str]:
     The body of the one ``{%- for c in s.cards -%} ... {%- endfor -%}`` loop becomes a template of its
     own, wrapped in the same loop tags so Jinja trims exactly the same whitespace; in the page the loop
     becomes ``{{ section_cards[loop.index0] }}``: the section's cards, rendered from that card template
-    and cached (a paper's card is the same for every reader who gets it at that position). Raises
+    and cached (a paper's card is the same for every reader who gets it, but for its number). Raises
     RenderError if the template lost its card loop.
     """
     start = compiled.find(CARD_LOOP_OPEN)
@@ -250,6 +251,8 @@ class Renderer:
                 marked = replace(card, number=NUMBER_MARK)  # type: ignore[arg-type]
                 cached = _Fragment.cut(self._card_template.render(cards=(marked,)),
                                        self._text_card_template.render(c=marked))
+                if len(self._unnumbered) >= FRAGMENTS:
+                    self._unnumbered.clear()  # a daemon renders new papers every day: start afresh
                 self._unnumbered[unnumbered] = cached
             self._fragments.put(card, (), cached)
         return cached
@@ -258,11 +261,11 @@ class Renderer:
         """The page with a placeholder per section, then the cached cards spliced in, as text and as
         UTF-8 (the 40 KB of an email are never encoded as a whole: its cards already are)."""
         page = _render_fast(self._fast_template, view.context(), section_cards=[_SLOT] * len(view.sections))
-        return _splice(page, [[(c.number, self._fragment(c)) for c in s.cards] for s in view.sections], html=True)
+        return _splice(page, [[self._fragment(c).numbered(c.number, True) for c in s.cards] for s in view.sections])
 
     def _text_fast(self, view: EmailView) -> _Body:
         page = _render_fast(self._text_template, view.context(), section_texts=[_SLOT] * len(view.sections))
-        return _splice(page, [[(c.number, self._fragment(c)) for c in s.cards] for s in view.sections], html=False)
+        return _splice(page, [[self._fragment(c).numbered(c.number, False) for c in s.cards] for s in view.sections])
 
     def _html_naive(self, view: EmailView) -> _Body:
         html = inline_css(compile_mjml(self._naive_template.render(view.context())))
@@ -349,18 +352,31 @@ def _render_fast(template: jinja2.Template, context: dict[str, Any], **extra: An
 
 @dataclass(frozen=True, slots=True)
 class _Fragment:
-    """A card rendered with NUMBER_MARK for its number, cut there: the pieces go around the number."""
+    """A card rendered with NUMBER_MARK for its number, cut there; ``numbered`` puts a number in (and
+    remembers the result, as the same paper tends to come at the same few positions)."""
 
     html: tuple[str, ...]
     html_bytes: tuple[bytes, ...]
     text: tuple[str, ...]
     text_bytes: tuple[bytes, ...]
+    done: dict[tuple[int, bool], tuple[str, bytes]]
 
     @classmethod
     def cut(cls, html: str, text: str) -> _Fragment:
         html_pieces, text_pieces = tuple(html.split(NUMBER_MARK)), tuple(text.split(NUMBER_MARK))
         return cls(html_pieces, tuple(p.encode("utf-8") for p in html_pieces),
-                   text_pieces, tuple(p.encode("utf-8") for p in text_pieces))
+                   text_pieces, tuple(p.encode("utf-8") for p in text_pieces), {})
+
+    def numbered(self, number: int, html: bool) -> tuple[str, bytes]:
+        """The card at position ``number``: in the HTML as ``{{ c.number }}`` shows it, in the text part
+        as the ``numbered`` filter does."""
+        hit = self.done.get((number, html))
+        if hit is None:
+            shown = str(number) if html else number_prefix(number)
+            pieces, pieces_bytes = (self.html, self.html_bytes) if html else (self.text, self.text_bytes)
+            hit = (shown.join(pieces), shown.encode("ascii").join(pieces_bytes))
+            self.done[(number, html)] = hit
+        return hit
 
 
 @dataclass(frozen=True, slots=True)
@@ -374,24 +390,17 @@ class _Body:
 _SLOT = Markup("\x00")
 
 
-def _splice(page: str, sections: list[list[tuple[int, _Fragment]]], html: bool) -> _Body:
-    """Put each section's cards (text and UTF-8, numbered) where the page has its placeholder."""
+def _splice(page: str, sections: list[list[tuple[str, bytes]]]) -> _Body:
+    """Put each section's cards (text and UTF-8) where the page has its placeholder."""
     pieces = page.split(_SLOT)
     if len(pieces) != len(sections) + 1:
         raise RenderError("email template: a section placeholder went missing or was duplicated")
     texts: list[str] = [pieces[0]]
     datas: list[bytes] = [pieces[0].encode("utf-8")]
     for piece, cards in zip(pieces[1:], sections, strict=True):
-        for number, fragment in cards:
-            # The HTML shows the number as {{ c.number }}; the text part through the numbered filter.
-            shown = str(number) if html else number_prefix(number)
-            shown_bytes = shown.encode("ascii")
-            parts, parts_bytes = (fragment.html, fragment.html_bytes) if html else (fragment.text, fragment.text_bytes)
-            texts.append(parts[0])
-            datas.append(parts_bytes[0])
-            for part, part_bytes in zip(parts[1:], parts_bytes[1:], strict=True):
-                texts += (shown, part)
-                datas += (shown_bytes, part_bytes)
+        for text, data in cards:
+            texts.append(text)
+            datas.append(data)
         texts.append(piece)
         datas.append(piece.encode("utf-8"))
     return _Body("".join(texts), b"".join(datas))
@@ -512,8 +521,3 @@ class _SharedBodies:
             self._items[key] = body
             if len(self._items) > self._size:
                 self._items.popitem(last=False)
-
-
-def render_many(renderer: Renderer, jobs: Iterable[tuple[Issue, PersonalLinks]]) -> list[RenderedEmail]:
-    """Render a batch with one renderer (convenience for pools and benchmarks)."""
-    return [renderer.render(issue, links) for issue, links in jobs]
