@@ -298,6 +298,7 @@ def _card(entry: IssueEntry, number: int, fallback_url: str) -> CardView:
     return _CARDS.put(entry.paper, key, card)
 
 
+@lru_cache(maxsize=4096)
 def _anchor(topic: str, index: int) -> str:
     slug = re.sub(r"[^a-z0-9]+", "-", topic.lower()).strip("-")
     return f"s{index}-{slug}" if slug else f"s{index}"
