@@ -9,7 +9,7 @@ from urllib.parse import quote, urlsplit
 
 from digest.links import PersonalLinks
 from digest.models import DeliveryStatus, Paper
-from digest.render import clean_text, safe_url, summarize
+from digest.email_view import clean_text, safe_url, summarize
 
 if TYPE_CHECKING:
     from digest.pipeline import Pipeline

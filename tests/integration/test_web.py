@@ -22,7 +22,7 @@ from digest.links import Scope, Signer, TokenError
 from digest.mail import MemoryMailer
 from digest.models import Frequency, Paper, Subscriber, SubscriberStatus
 from digest.pipeline import Pipeline
-from digest.render import clean_text
+from digest.email_view import clean_text
 from digest.store import Store
 from digest.web import create_app, unsubscribe_by_token
 from digest.web.security import Limit
