@@ -17,6 +17,7 @@ from typing import Any, TypeVar, cast
 
 import click
 from rich.console import Console
+from sqlalchemy.exc import SQLAlchemyError
 
 from digest import __version__
 from digest.config import Settings, load_settings
@@ -87,6 +88,11 @@ def handle_errors(func: F) -> F:
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             sys.exit(130)
+        except SQLAlchemyError as err:
+            # A database that went away mid-run: one line, not a traceback.
+            reason = str(getattr(err, "orig", None) or err).strip().splitlines()[0]
+            click.echo(f"error: database: {reason}", err=True)
+            sys.exit(1)
 
     return cast(F, wrapper)
 

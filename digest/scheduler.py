@@ -491,7 +491,9 @@ class Daemon:
 def run_daemon(pipeline: Pipeline) -> int:
     """`digest daemon`: run the scheduler until SIGTERM/SIGINT; returns the exit code."""
     daemon = Daemon(pipeline)
-    code = daemon.run()
+    # APScheduler job stores must never be shared by two schedulers: one daemon per database.
+    with pipeline.store.exclusive("daemon"):
+        code = daemon.run()
     if daemon.abandoned:
         # The job's threads would hold the interpreter open past the bound; leave now.
         logging.shutdown()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -169,6 +170,39 @@ class Store:
 
     def close(self) -> None:
         self.engine.dispose()
+
+    @contextmanager
+    def exclusive(self, name: str) -> Iterator[None]:
+        """Hold a database-wide named lock while the block runs; UsageError if another process has it.
+
+        PostgreSQL: a session advisory lock on a connection kept for the block. SQLite: an flock on a
+        file beside the database. Used so only one daemon (one scheduler) runs per database.
+        """
+        if self.dialect == "postgresql":
+            key = int.from_bytes(hashlib.sha1(f"digest:{name}".encode()).digest()[:8], "big", signed=True)
+            with self.engine.connect() as conn:
+                if not conn.exec_driver_sql(f"SELECT pg_try_advisory_lock({key})").scalar():
+                    raise UsageError(f"another digest {name} is already running on this database")
+                try:
+                    yield
+                finally:
+                    conn.exec_driver_sql(f"SELECT pg_advisory_unlock({key})")
+            return
+        path = self.url.split("///", 1)[1] if "///" in self.url else ""
+        if not path or path == ":memory:":
+            yield
+            return
+        import fcntl
+
+        with open(f"{path}.{name}.lock", "w") as fh:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError as err:
+                raise UsageError(f"another digest {name} is already running on this database") from err
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
 
     # ---- papers ---------------------------------------------------------------------------------
 

@@ -167,3 +167,15 @@ def test_hard_bounces_suppress_at_threshold(any_store: Store) -> None:
     assert any_store.record_hard_bounce(sub.id, 2)  # type: ignore[arg-type]
     got = any_store.get_subscriber("r@example.org")
     assert got is not None and got.status is SubscriberStatus.SUPPRESSED
+
+
+def test_exclusive_lock_admits_one_holder(any_store: Store) -> None:
+    other = Store(any_store.url, migrate=False)
+    try:
+        with any_store.exclusive("daemon"):
+            with pytest.raises(UsageError, match="already running"), other.exclusive("daemon"):
+                pass
+        with other.exclusive("daemon"):  # released: the next holder gets it
+            pass
+    finally:
+        other.close()
