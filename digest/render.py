@@ -214,7 +214,7 @@ class Renderer:
 
         self._card_template = card_template
         self._text_card_template = text_card_template
-        self._fragments = IdentityCache()
+        self._numbered = IdentityCache()
         self._unnumbered: dict[CardView, _Fragment] = {}
         self._shared = _SharedBodies()
 
@@ -240,32 +240,33 @@ class Renderer:
 
     # -- internals ----------------------------------------------------------------------------------
 
-    def _fragment(self, card: CardView) -> _Fragment:
-        """One card's HTML and text (and their UTF-8), rendered once per paper and reason and reused for
-        every reader who gets it, at whatever position: the card's number is put in per email."""
-        cached: _Fragment | None = self._fragments.get(card)
-        if cached is None:
+    def _card_parts(self, card: CardView) -> _CardParts:
+        """One numbered card's HTML and text (and their UTF-8). A card is rendered once per paper and
+        reason, whatever its position (the number is put in afterwards), and each numbered result is
+        kept too: a reader's card costs one lookup."""
+        parts: _CardParts | None = self._numbered.get(card)
+        if parts is None:
             unnumbered = replace(card, number=0)
-            cached = self._unnumbered.get(unnumbered)
-            if cached is None:
+            fragment = self._unnumbered.get(unnumbered)
+            if fragment is None:
                 marked = replace(card, number=NUMBER_MARK)  # type: ignore[arg-type]
-                cached = _Fragment.cut(self._card_template.render(cards=(marked,)),
-                                       self._text_card_template.render(c=marked))
+                fragment = _Fragment.cut(self._card_template.render(cards=(marked,)),
+                                         self._text_card_template.render(c=marked))
                 if len(self._unnumbered) >= FRAGMENTS:
                     self._unnumbered.clear()  # a daemon renders new papers every day: start afresh
-                self._unnumbered[unnumbered] = cached
-            self._fragments.put(card, (), cached)
-        return cached
+                self._unnumbered[unnumbered] = fragment
+            parts = self._numbered.put(card, (), fragment.numbered(card.number))
+        return parts
 
     def _html_fast(self, view: EmailView) -> _Body:
         """The page with a placeholder per section, then the cached cards spliced in, as text and as
         UTF-8 (the 40 KB of an email are never encoded as a whole: its cards already are)."""
         page = _render_fast(self._fast_template, view.context(), section_cards=[_SLOT] * len(view.sections))
-        return _splice(page, [[self._fragment(c).numbered(c.number, True) for c in s.cards] for s in view.sections])
+        return _splice(page, [[self._card_parts(c)[:2] for c in s.cards] for s in view.sections])
 
     def _text_fast(self, view: EmailView) -> _Body:
         page = _render_fast(self._text_template, view.context(), section_texts=[_SLOT] * len(view.sections))
-        return _splice(page, [[self._fragment(c).numbered(c.number, False) for c in s.cards] for s in view.sections])
+        return _splice(page, [[self._card_parts(c)[2:] for c in s.cards] for s in view.sections])
 
     def _html_naive(self, view: EmailView) -> _Body:
         html = inline_css(compile_mjml(self._naive_template.render(view.context())))
@@ -350,33 +351,27 @@ def _render_fast(template: jinja2.Template, context: dict[str, Any], **extra: An
     return template.environment.concat(template.root_render_func(template.new_context(context, shared=True)))  # type: ignore[attr-defined]
 
 
+# (HTML, its UTF-8, text, its UTF-8) of one numbered card.
+_CardParts = tuple[str, bytes, str, bytes]
+
+
 @dataclass(frozen=True, slots=True)
 class _Fragment:
-    """A card rendered with NUMBER_MARK for its number, cut there; ``numbered`` puts a number in (and
-    remembers the result, as the same paper tends to come at the same few positions)."""
+    """A card rendered with NUMBER_MARK for its number, cut there; ``numbered`` puts a number in."""
 
     html: tuple[str, ...]
-    html_bytes: tuple[bytes, ...]
     text: tuple[str, ...]
-    text_bytes: tuple[bytes, ...]
-    done: dict[tuple[int, bool], tuple[str, bytes]]
 
     @classmethod
     def cut(cls, html: str, text: str) -> _Fragment:
-        html_pieces, text_pieces = tuple(html.split(NUMBER_MARK)), tuple(text.split(NUMBER_MARK))
-        return cls(html_pieces, tuple(p.encode("utf-8") for p in html_pieces),
-                   text_pieces, tuple(p.encode("utf-8") for p in text_pieces), {})
+        return cls(tuple(html.split(NUMBER_MARK)), tuple(text.split(NUMBER_MARK)))
 
-    def numbered(self, number: int, html: bool) -> tuple[str, bytes]:
+    def numbered(self, number: int) -> _CardParts:
         """The card at position ``number``: in the HTML as ``{{ c.number }}`` shows it, in the text part
         as the ``numbered`` filter does."""
-        hit = self.done.get((number, html))
-        if hit is None:
-            shown = str(number) if html else number_prefix(number)
-            pieces, pieces_bytes = (self.html, self.html_bytes) if html else (self.text, self.text_bytes)
-            hit = (shown.join(pieces), shown.encode("ascii").join(pieces_bytes))
-            self.done[(number, html)] = hit
-        return hit
+        html = str(number).join(self.html)
+        text = number_prefix(number).join(self.text)
+        return html, html.encode("utf-8"), text, text.encode("utf-8")
 
 
 @dataclass(frozen=True, slots=True)
