@@ -40,6 +40,7 @@ def _one_line(value: str) -> str:
     return value.strip() if value.isprintable() else _LINE_BREAKS.sub(" ", value).strip()
 
 
+@lru_cache(maxsize=1024)  # From, List-Id and a shared body's Subject repeat from message to message
 def _header(name: str, value: str) -> bytes:
     """``Name: value`` on one line or folded at spaces near 78 columns; a value that is not ASCII
     becomes RFC 2047 base64 encoded-words (email.header's encoder costs milliseconds per message)."""
