@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from datetime import time as clock_time
 
-import httpx
 from lxml import etree
 
 from digest.config import ArxivSource as ArxivSettings
 from digest.errors import SourceError
 from digest.models import FetchResult, Paper
-from digest.sources.http import HostPacer, PoliteHttp, reported_as
+from digest.sources.http import HttpListingSource
 from digest.sources.normalize import clean_text, parse_datetime, split_arxiv_id, title_key
 
 __all__ = ["ArxivSource", "AtomPage", "atom_error_message", "build_query", "parse_atom", "parse_xml"]
@@ -132,7 +130,7 @@ def build_query(categories: list[str], since: datetime | None = None, until: dat
     return f"({cats}) AND submittedDate:[{since:%Y%m%d%H%M} TO {until:%Y%m%d%H%M}]"
 
 
-class ArxivSource:
+class ArxivSource(HttpListingSource[ArxivSettings]):
     """Newest-first pages of ``search_query=cat:...`` until a paper is older than the window, or a cap.
 
     The window is ``lookback_days`` back from now, shortened to the previous run's newest submission
@@ -141,28 +139,11 @@ class ArxivSource:
     ``delay_seconds`` (never under 3 s against arxiv.org). Stops after ``max_results`` papers.
     """
 
-    def __init__(
-        self,
-        settings: ArxivSettings,
-        client: httpx.Client,
-        user_agent: str,
-        *,
-        name: str = "arxiv",
-        pacer: HostPacer | None = None,
-        sleep: Callable[[float], None] = time.sleep,
-        now: Callable[[], datetime] = lambda: datetime.now(UTC),
-    ) -> None:
-        self.name = name
-        self.settings = settings
-        self._now = now
-        self._http = PoliteHttp(
-            name, client, settings, user_agent, interval=settings.delay_seconds, pacer=pacer, sleep=sleep
-        )
+    default_name = "arxiv"
 
-    def fetch(self, day: date | None, state: Mapping[str, str]) -> FetchResult:
-        """See digest.sources.base.Source: the papers listed, the state to keep, or SourceError."""
-        with reported_as(self.name):
-            return self._fetch(day, state)
+    @staticmethod
+    def request_interval(settings: ArxivSettings) -> float:
+        return settings.delay_seconds
 
     def _fetch(self, day: date | None, state: Mapping[str, str]) -> FetchResult:
         cfg = self.settings

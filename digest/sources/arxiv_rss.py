@@ -4,19 +4,17 @@ from __future__ import annotations
 
 import logging
 import re
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
 
-import httpx
 from lxml import etree
 
 from digest.config import ArxivRssSource as ArxivRssSettings
 from digest.errors import SourceError
 from digest.models import FetchResult, Paper
 from digest.sources.arxiv import ARXIV, ATOM, parse_xml
-from digest.sources.http import HostPacer, PoliteHttp, conditional_validators, reported_as
+from digest.sources.http import HttpListingSource, conditional_validators
 from digest.sources.normalize import clean_text, parse_datetime, split_arxiv_id, title_key
 
 __all__ = ["ArxivRssSource", "RssFeed", "RssItem", "feed_url", "parse_feed"]
@@ -156,7 +154,7 @@ def _split_authors(text: str | None) -> list[str]:
     return [name for name in (clean_text(part) for part in (text or "").split(",")) if name]
 
 
-class ArxivRssSource:
+class ArxivRssSource(HttpListingSource[ArxivRssSettings]):
     """One request for ``{url}/{cat+cat...}``; keeps the announce types in ``announce_types``.
 
     The feed only ever holds the latest announcement, so ``day`` is ignored. State kept between runs:
@@ -165,24 +163,7 @@ class ArxivRssSource:
     ``not_modified``.
     """
 
-    def __init__(
-        self,
-        settings: ArxivRssSettings,
-        client: httpx.Client,
-        user_agent: str,
-        *,
-        name: str = "arxiv_rss",
-        pacer: HostPacer | None = None,
-        sleep: Callable[[float], None] = time.sleep,
-    ) -> None:
-        self.name = name
-        self.settings = settings
-        self._http = PoliteHttp(name, client, settings, user_agent, pacer=pacer, sleep=sleep)
-
-    def fetch(self, day: date | None, state: Mapping[str, str]) -> FetchResult:
-        """See digest.sources.base.Source: the papers listed, the state to keep, or SourceError."""
-        with reported_as(self.name):
-            return self._fetch(day, state)
+    default_name = "arxiv_rss"
 
     def _fetch(self, day: date | None, state: Mapping[str, str]) -> FetchResult:
         if not self.settings.url:

@@ -4,17 +4,14 @@ from __future__ import annotations
 
 import json
 import logging
-import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from datetime import date
 from typing import Any
-
-import httpx
 
 from digest.config import HfDailySource as HfDailySettings
 from digest.errors import SourceError
 from digest.models import FetchResult, Paper
-from digest.sources.http import HostPacer, PoliteHttp, conditional_validators, reported_as
+from digest.sources.http import HttpListingSource, conditional_validators
 from digest.sources.normalize import clean_text, parse_datetime, split_arxiv_id, title_key
 
 __all__ = [
@@ -142,31 +139,14 @@ def _authors(value: Any) -> tuple[str, ...]:
     return tuple(names)
 
 
-class HfDailySource:
+class HfDailySource(HttpListingSource[HfDailySettings]):
     """``GET {url}?date=YYYY-MM-DD`` (no date: the latest day); conditional on ETag/Last-Modified.
 
     State kept between runs: ``url``, ``etag``, ``last_modified`` of the last response, and ``date``,
     the newest daily date seen.
     """
 
-    def __init__(
-        self,
-        settings: HfDailySettings,
-        client: httpx.Client,
-        user_agent: str,
-        *,
-        name: str = "hf_daily",
-        pacer: HostPacer | None = None,
-        sleep: Callable[[float], None] = time.sleep,
-    ) -> None:
-        self.name = name
-        self.settings = settings
-        self._http = PoliteHttp(name, client, settings, user_agent, pacer=pacer, sleep=sleep)
-
-    def fetch(self, day: date | None, state: Mapping[str, str]) -> FetchResult:
-        """See digest.sources.base.Source: the papers listed, the state to keep, or SourceError."""
-        with reported_as(self.name):
-            return self._fetch(day, state)
+    default_name = "hf_daily"
 
     def _fetch(self, day: date | None, state: Mapping[str, str]) -> FetchResult:
         if not self.settings.url:

@@ -5,20 +5,18 @@ from __future__ import annotations
 import json
 import logging
 import re
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import date
 from typing import Any, Literal
 
-import httpx
 from bs4 import BeautifulSoup, Tag
 
 from digest.config import HfPapersSource as HfPapersSettings
 from digest.errors import SourceError
 from digest.models import FetchResult, Paper
 from digest.sources.hf_daily import papers_from_entries
-from digest.sources.http import HostPacer, PoliteHttp, conditional_validators, reported_as
+from digest.sources.http import HttpListingSource, conditional_validators
 from digest.sources.normalize import clean_text
 
 __all__ = ["HfPapersSource", "PapersPage", "listing_url", "parse_papers_page"]
@@ -148,32 +146,13 @@ def listing_url(base: str, listing: str, day: date | None, today: date) -> str:
     return f"{base}/date/{day.isoformat()}" if day else base
 
 
-class HfPapersSource:
+class HfPapersSource(HttpListingSource[HfPapersSettings]):
     """Reads one HF papers listing page per fetch, conditional on ETag/Last-Modified.
 
     State kept between runs: ``url``, ``etag``, ``last_modified``, and ``date`` (the listing's date).
     """
 
-    def __init__(
-        self,
-        settings: HfPapersSettings,
-        client: httpx.Client,
-        user_agent: str,
-        *,
-        name: str = "hf_papers",
-        pacer: HostPacer | None = None,
-        sleep: Callable[[float], None] = time.sleep,
-        now: Callable[[], datetime] = lambda: datetime.now(UTC),
-    ) -> None:
-        self.name = name
-        self.settings = settings
-        self._now = now
-        self._http = PoliteHttp(name, client, settings, user_agent, pacer=pacer, sleep=sleep)
-
-    def fetch(self, day: date | None, state: Mapping[str, str]) -> FetchResult:
-        """See digest.sources.base.Source: the papers listed, the state to keep, or SourceError."""
-        with reported_as(self.name):
-            return self._fetch(day, state)
+    default_name = "hf_papers"
 
     def _fetch(self, day: date | None, state: Mapping[str, str]) -> FetchResult:
         if not self.settings.url:

@@ -18,12 +18,14 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
+from typing import Generic, TypeVar
 
 import httpx
 
 from digest.config import HttpSource
 from digest.errors import SourceError
+from digest.models import FetchResult
 
 __all__ = [
     "ARXIV_MIN_INTERVAL",
@@ -347,3 +349,45 @@ def _short(url: httpx.URL) -> str:
 
 def _one_line(err: Exception) -> str:
     return _one_line_text(str(err)) or type(err).__name__
+
+
+S = TypeVar("S", bound=HttpSource)
+
+
+class HttpListingSource(Generic[S]):
+    """What every HTTP source shares: its settings section, one polite client, errors under its name.
+
+    Subclasses set ``default_name``, may override ``request_interval`` (seconds between requests to
+    one host), and implement ``_fetch``; ``fetch`` turns any unexpected error into a SourceError.
+    """
+
+    default_name = "http"
+
+    def __init__(
+        self,
+        settings: S,
+        client: httpx.Client,
+        user_agent: str,
+        *,
+        name: str | None = None,
+        pacer: HostPacer | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.name = name or self.default_name
+        self.settings = settings
+        self._now = now
+        self._http = PoliteHttp(self.name, client, settings, user_agent, interval=self.request_interval(settings),
+                                pacer=pacer, sleep=sleep)
+
+    @staticmethod
+    def request_interval(settings: S) -> float:
+        return 0.0
+
+    def fetch(self, day: date | None, state: Mapping[str, str]) -> FetchResult:
+        """See digest.sources.base.Source: the papers listed, the state to keep, or SourceError."""
+        with reported_as(self.name):
+            return self._fetch(day, state)
+
+    def _fetch(self, day: date | None, state: Mapping[str, str]) -> FetchResult:
+        raise NotImplementedError
