@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import sys
-import tempfile
-import webbrowser
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
@@ -455,18 +453,13 @@ def preview(app: App, email: str, day: str | None, fmt: str, out_path: str | Non
         links = pipeline.links.for_subscriber(sub.email, str(issue.id) if issue.id else None)
         rendered = pipeline.renderer.render(issue, links, full_issue_url=links.archive)
         content = rendered.html if fmt == "html" else rendered.text
-    if open_browser and out_path is None:
-        suffix = {"html": ".html", "text": ".txt", "eml": ".eml"}[fmt]
-        out_path = tempfile.NamedTemporaryFile(prefix="digest-preview-", suffix=suffix, delete=False).name
-    if out_path:
-        data = content if isinstance(content, bytes) else content.encode("utf-8")
-        try:
-            Path(out_path).write_bytes(data)
-        except OSError as err:
-            raise UsageError(f"cannot write {out_path}: {err.strerror}") from err
-        click.echo(f"wrote {out_path} ({issue.count} papers)", err=True)
-        if open_browser:
-            webbrowser.open(Path(out_path).resolve().as_uri())
+    if out_path or open_browser:
+        from digest.preview import open_preview, write_preview
+
+        written = write_preview(content, fmt, Path(out_path) if out_path else None)  # type: ignore[arg-type]
+        click.echo(f"wrote {written} ({issue.count} papers)", err=True)
+        if open_browser and not open_preview(written):
+            click.echo(f"could not start a browser; open {written} yourself", err=True)
     else:
         click.echo(content.decode("utf-8") if isinstance(content, bytes) else content)
 
