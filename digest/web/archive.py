@@ -7,9 +7,9 @@ from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING
 from urllib.parse import quote, urlsplit
 
+from digest.email_view import clean_text, safe_url, summarize
 from digest.links import PersonalLinks
 from digest.models import DeliveryStatus, Paper
-from digest.email_view import clean_text, safe_url, summarize
 
 if TYPE_CHECKING:
     from digest.pipeline import Pipeline

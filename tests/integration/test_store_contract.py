@@ -172,9 +172,9 @@ def test_hard_bounces_suppress_at_threshold(any_store: Store) -> None:
 def test_exclusive_lock_admits_one_holder(any_store: Store) -> None:
     other = Store(any_store.url, migrate=False)
     try:
-        with any_store.exclusive("daemon"):
-            with pytest.raises(UsageError, match="already running"), other.exclusive("daemon"):
-                pass
+        with any_store.exclusive("daemon"), pytest.raises(UsageError, match="already running"), \
+                other.exclusive("daemon"):
+            pass
         with other.exclusive("daemon"):  # released: the next holder gets it
             pass
     finally:

@@ -18,11 +18,11 @@ import time_machine
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
+from digest.email_view import clean_text
 from digest.links import Scope, Signer, TokenError
 from digest.mail import MemoryMailer
 from digest.models import Frequency, Paper, Subscriber, SubscriberStatus
 from digest.pipeline import Pipeline
-from digest.email_view import clean_text
 from digest.store import Store
 from digest.web import create_app, unsubscribe_by_token
 from digest.web.security import Limit
