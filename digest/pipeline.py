@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import signal
 import socket
 import threading
 import uuid
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from functools import cached_property
-from itertools import groupby
+from functools import cached_property, lru_cache
+from itertools import groupby, islice
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import httpx
 
@@ -35,13 +37,21 @@ from digest.models import (
     Subscriber,
     SubscriberStatus,
 )
-from digest.selection import SelectionContext, is_due, select, window_start
+from digest.selection import Pool, SelectionContext, is_due, select, window_start
 from digest.store import Store
+from digest.store.store import AttemptEnd
 from digest.tagger import Tagger
+
+if TYPE_CHECKING:
+    from digest.render_process import RenderProcess
 
 log = logging.getLogger("digest")
 
 Clock = Callable[[], datetime]
+
+# Messages a render process renders per request: small enough that the first ones go out at once.
+_RENDER_BATCH = 16
+_RENDER_START_SECONDS = 60.0
 
 # Subscribers (by id) whose issues one sender builds under one lock: enough to make the lock cheap,
 # few enough that senders starting together soon spread over different chunks.
@@ -185,14 +195,18 @@ class Pipeline:
 
     # ---- issues ---------------------------------------------------------------------------------
 
+    def _candidates_since(self, now: datetime) -> datetime:
+        """The oldest first-seen time of a paper an issue built at ``now`` may hold."""
+        return now - timedelta(days=max(7, self.settings.selection.daily_window_days))
+
     def _candidate_papers(self, now: datetime) -> list[Paper]:
-        days = max(7, self.settings.selection.daily_window_days)
-        return self.store.list_papers(since=now - timedelta(days=days))
+        return self.store.list_papers(since=self._candidates_since(now))
 
     def build_issue(
-        self, sub: Subscriber, issue_date: date, now: datetime, papers: list[Paper] | None = None
+        self, sub: Subscriber, issue_date: date, now: datetime, papers: list[Paper] | Pool | None = None
     ) -> Issue:
-        """Select ``sub``'s issue as it would be built now (pure apart from reading the store)."""
+        """Select ``sub``'s issue as it would be built now (pure apart from reading the store); pass a
+        Pool of the candidate papers when building many."""
         if sub.id is None:
             received: set[str] = set()
             last = None
@@ -216,13 +230,16 @@ class Pipeline:
 
         return make_message_id(issue_id, email, _domain_of(self.settings.site.sender), self.settings.secret_key)
 
-    def render_message(self, issue: Issue, message_id: str, now: datetime) -> OutgoingMessage:
+    def render_message(self, issue: Issue, message_id: str, now: datetime, naive: bool = False) -> OutgoingMessage:
+        """The complete message for one issue. ``naive`` renders it the slow way (MJML and CSS inlining
+        for this one email): the same bytes, for tests and the benchmark."""
         from digest.message import build_message, list_id_for
 
         sub = issue.subscriber
         key = str(issue.id) if issue.id is not None else None
         links = self.links.for_subscriber(sub.email, key)
-        rendered = self.renderer.render(issue, links, full_issue_url=links.archive)
+        render = self.renderer.render_naive if naive else self.renderer.render
+        rendered = render(issue, links, full_issue_url=links.archive)
         data = build_message(rendered, sender=self.settings.site.sender, recipient=sub.email,
                              message_id=message_id, date=now, list_id=list_id_for(self.settings), links=links)
         if dkim.configured(self.settings):
@@ -327,70 +344,63 @@ class Pipeline:
         self, targets: Iterator[Subscriber], issue_date: date, now: datetime, summary: SendSummary,
         only: str | None,
     ) -> int | None:
-        papers: list[Paper] | None = None
+        """Store an issue and a pending delivery record for each target who has none for the date yet.
+
+        By chunks of neighbouring subscribers: what the store knows of a chunk (issues built, papers
+        received, last issue) is read in three queries and its new issues written in one transaction;
+        selection runs on the candidate papers prepared once for the whole run.
+        """
+        pool: Pool | None = None
+        papers_since = self._candidates_since(now)
         only_id: int | None = None
         with closing(self._building_order(targets, issue_date)) as order:
-            for sub in order:
+            for subs in order:
                 if self.stop_requested.is_set():
                     break
-                assert sub.id is not None
-                if only is not None:
-                    only_id = sub.id
-                existing = self.store.issue_id_for(sub.id, issue_date)
-                if existing is not None:
-                    delivery = self.store.delivery_for_issue(existing)
-                    if delivery is not None and delivery.status is not DeliveryStatus.PENDING:
+                if only is not None and subs:
+                    only_id = subs[0].id
+                histories = self.store.issue_histories([sub.id or 0 for sub in subs], issue_date, papers_since)
+                new: list[Issue] = []
+                for sub in subs:
+                    assert sub.id is not None
+                    history = histories[sub.id]
+                    if history.issue_id is not None:
+                        if history.delivery is not None and history.delivery is not DeliveryStatus.PENDING:
+                            summary.skipped += 1
+                        continue
+                    if pool is None:
+                        pool = Pool(self._candidate_papers(now), self.selection_context)
+                    since = window_start(sub, now, history.last_issue_at, self.selection_context)
+                    issue = select(pool, sub, set(history.received), now, issue_date, self.selection_context,
+                                   since=since)
+                    if issue.count == 0 and not sub.send_empty:
+                        log.info("no issue subscriber=%s reason=nothing new matches their preferences", sub.email)
                         summary.skipped += 1
-                    continue
-                if papers is None:
-                    papers = self._candidate_papers(now)
-                issue = self.build_issue(sub, issue_date, now, papers)
-                if issue.count == 0 and not sub.send_empty:
-                    log.info("no issue subscriber=%s reason=nothing new matches their preferences", sub.email)
-                    summary.skipped += 1
-                    continue
-                email = sub.email
-                self.store.create_issue(issue, subject="", message_id=lambda i, e=email: self.message_id(i, e),
-                                        now=now)
+                        continue
+                    new.append(issue)
+                if new:
+                    self.store.create_issues(new, message_id=lambda i, s: self.message_id(i, s.email), now=now)
         return only_id
 
-    def _building_order(self, targets: Iterator[Subscriber], issue_date: date) -> Iterator[Subscriber]:
+    def _building_order(self, targets: Iterator[Subscriber], issue_date: date) -> Iterator[list[Subscriber]]:
         """``targets`` by chunks of neighbouring ids, each yielded while this sender holds its build lock.
 
         Chunks another sender is building come last, when their issues are mostly stored: senders
         running at once share the building instead of all selecting the same issues.
         """
-        put_off: list[Subscriber] = []
+        put_off: list[list[Subscriber]] = []
         for chunk, group in groupby(targets, key=lambda sub: (sub.id or 0) // _BUILD_CHUNK):
             subs = list(group)
             with self.store.building(issue_date, chunk) as ours:
                 if ours:
-                    yield from subs
+                    yield subs
                 else:
-                    put_off.extend(subs)
+                    put_off.append(subs)
         yield from put_off
 
     def _deliver(self, issue_date: date, only_id: int | None, summary: SendSummary, progress: Progress) -> None:
         worker = _worker_id()
         cfg = self.settings.delivery
-        lock = threading.Lock()
-
-        def one(delivery: Delivery) -> None:
-            if self.stop_requested.is_set():
-                return
-            status = self._deliver_one(delivery, worker)
-            with lock:
-                if status is DeliveryStatus.SENT:
-                    summary.sent += 1
-                    summary.in_doubt += int(delivery.in_doubt)
-                elif status is DeliveryStatus.FAILED:
-                    summary.failed += 1
-                elif status is DeliveryStatus.UNKNOWN:
-                    summary.unknown += 1
-                    summary.failed += 1
-                elif status is DeliveryStatus.PENDING:
-                    summary.deferred += 1
-            progress.advance()
 
         def claim() -> list[Delivery]:
             if self.stop_requested.is_set():
@@ -404,68 +414,53 @@ class Pipeline:
         try:
             # The mailer opens only once there is work: no SMTP session for nothing, and a server that
             # cannot be reached fails the run here, with every message still pending.
-            with self.mailer as mailer, ThreadPoolExecutor(max_workers=max(1, mailer.concurrency)) as pool:
-                while claims:
-                    list(pool.map(one, claims))
-                    claims = claim()
+            with self.mailer as mailer:
+                _Dispatch(self, mailer, worker, summary, progress).run(claims, claim)
         finally:
             # Also after an error: claims left behind would block a re-run until their lease expires.
             self.store.release_claims(worker)
 
-    def _deliver_one(self, delivery: Delivery, worker: str) -> DeliveryStatus | None:
-        issue = self.store.load_issue(delivery.issue_id, self.labels)
+    def prepare_message(self, delivery: Delivery, issue: Issue | None) -> OutgoingMessage | AttemptEnd:
+        """The message for one claimed delivery (``issue`` is its stored issue, None if gone), or the end
+        of its attempt if it must not be sent."""
         sub = issue.subscriber if issue else None
         if issue is None or sub is None or not sub.active:
             # Unsubscribed or suppressed since the issue was built: never send it.
-            self.store.mark_outcome(delivery.id, DeliveryStatus.FAILED, self.clock(),
-                                    "subscriber no longer active")
-            return DeliveryStatus.FAILED
+            return AttemptEnd(delivery.id, DeliveryStatus.FAILED, "subscriber no longer active")
         try:
-            message = self.render_message(issue, delivery.message_id, self.clock())
+            return self.render_message(issue, delivery.message_id, self.clock())
         except DigestError as err:
             log.error("render failed subscriber=%s reason=%s", sub.email, err)
-            self.store.mark_outcome(delivery.id, DeliveryStatus.FAILED, self.clock(), f"render: {err}")
-            return DeliveryStatus.FAILED
-        if not self.store.mark_sending(delivery.id, worker, self.clock(), self.settings.delivery.lease_seconds):
-            return None
-        try:
-            result = self.mailer.send(message)
-        except Exception as err:  # a backend bug must not lose the record: treat as unknown
-            log.exception("mailer crashed subscriber=%s", sub.email)
-            result = SendResult(Outcome.UNKNOWN, f"mailer error: {err}")
-        return self._record(delivery, sub, result)
+            return AttemptEnd(delivery.id, DeliveryStatus.FAILED, f"render: {err}")
 
-    def _record(self, delivery: Delivery, sub: Subscriber, result: SendResult) -> DeliveryStatus:
+    def _attempt_end(self, delivery: Delivery, recipient: str, result: SendResult) -> AttemptEnd:
+        """What the mailer's verdict means for the delivery record (and the log)."""
         now = self.clock()
         smtp = self.settings.smtp
         if result.outcome is Outcome.DELIVERED:
-            self.store.mark_outcome(delivery.id, DeliveryStatus.SENT, now, None)
-            log.debug("sent subscriber=%s message_id=%s", sub.email, delivery.message_id)
-            return DeliveryStatus.SENT
+            log.debug("sent subscriber=%s message_id=%s", recipient, delivery.message_id)
+            return AttemptEnd(delivery.id, DeliveryStatus.SENT)
         if result.outcome is Outcome.TRANSIENT:
             attempts = delivery.attempts + 1
             if attempts >= smtp.max_attempts:
-                self.store.mark_outcome(delivery.id, DeliveryStatus.FAILED, now,
-                                        f"gave up after {attempts} attempts: {result.detail}")
-                log.error("failed subscriber=%s attempts=%d reason=%s", sub.email, attempts, result.detail)
-                return DeliveryStatus.FAILED
+                log.error("failed subscriber=%s attempts=%d reason=%s", recipient, attempts, result.detail)
+                return AttemptEnd(delivery.id, DeliveryStatus.FAILED,
+                                  f"gave up after {attempts} attempts: {result.detail}")
             delay = result.retry_after or smtp.retry_backoff_seconds * (2 ** (attempts - 1))
-            self.store.mark_outcome(delivery.id, DeliveryStatus.PENDING, now, result.detail,
-                                    next_attempt_at=now + timedelta(seconds=delay))
-            log.warning("deferred subscriber=%s retry_in=%.0fs reason=%s", sub.email, delay, result.detail)
-            return DeliveryStatus.PENDING
+            log.warning("deferred subscriber=%s retry_in=%.0fs reason=%s", recipient, delay, result.detail)
+            return AttemptEnd(delivery.id, DeliveryStatus.PENDING, result.detail,
+                              next_attempt_at=now + timedelta(seconds=delay))
         if result.outcome is Outcome.PERMANENT:
-            self.store.mark_outcome(delivery.id, DeliveryStatus.FAILED, now, result.detail)
-            suppressed = self.store.record_hard_bounce(delivery.subscriber_id, smtp.hard_bounces_to_suppress)
-            log.error("bounced subscriber=%s reason=%s%s", sub.email, result.detail,
-                      " (suppressed)" if suppressed else "")
-            return DeliveryStatus.FAILED
-        self.store.mark_outcome(delivery.id, DeliveryStatus.UNKNOWN, now, result.detail)
-        log.error("outcome unknown subscriber=%s reason=%s", sub.email, result.detail)
-        return DeliveryStatus.UNKNOWN
+            return AttemptEnd(delivery.id, DeliveryStatus.FAILED, result.detail)
+        log.error("outcome unknown subscriber=%s reason=%s", recipient, result.detail)
+        return AttemptEnd(delivery.id, DeliveryStatus.UNKNOWN, result.detail)
+
+    def _bounced(self, delivery: Delivery, recipient: str, result: SendResult) -> None:
+        suppressed = self.store.record_hard_bounce(delivery.subscriber_id, self.settings.smtp.hard_bounces_to_suppress)
+        log.error("bounced subscriber=%s reason=%s%s", recipient, result.detail, " (suppressed)" if suppressed else "")
 
     def _dry_run(self, issue_date: date, only: str | None, now: datetime, summary: SendSummary) -> SendSummary:
-        papers = self._candidate_papers(now)
+        papers = Pool(self._candidate_papers(now), self.selection_context)
         for sub in self.due_subscribers(issue_date, only):
             assert sub.id is not None
             existing = self.store.issue_id_for(sub.id, issue_date)
@@ -482,6 +477,222 @@ class Pipeline:
                 continue
             summary.planned.append((sub.email, issue.count))
         return summary
+
+
+@dataclass(frozen=True, slots=True)
+class _Ready:
+    """A claimed delivery with its message rendered, waiting for a free connection."""
+
+    delivery: Delivery
+    message: OutgoingMessage
+
+
+@dataclass(frozen=True, slots=True)
+class _Ended:
+    delivery: Delivery
+    recipient: str
+    end: AttemptEnd
+    result: SendResult | None = None
+
+
+class _Dispatch:
+    """One send loop: this thread renders the claimed messages a little ahead; ``mailer.concurrency``
+    sender threads hand them over and record what came back.
+
+    Each sender records the outcome of its last message and marks its next one "sending" in one
+    transaction, right before handing it over: so no more records are "sending" than messages are in
+    flight (all that a kill can leave in doubt), rendering stays out of the senders' way, and a message
+    costs one commit. A sender with nothing to send next records its last outcome at once. Writes go
+    one at a time (a lock), so SQLite never makes this process wait on itself. Issues are read a
+    claimed batch at a time, with one Paper object per paper for the whole run.
+    """
+
+    def __init__(self, pipeline: Pipeline, mailer: Mailer, worker: str, summary: SendSummary,
+                 progress: Progress) -> None:
+        self.pipeline = pipeline
+        self.store = pipeline.store
+        self.mailer = mailer
+        self.worker = worker
+        self.summary = summary
+        self.progress = progress
+        self.slots = max(1, mailer.concurrency)
+        self.ready: queue.Queue[_Ready | None] = queue.Queue(maxsize=self.slots)
+        self.papers: dict[str, Paper] = {}
+        self.claimed: deque[Delivery] = deque()
+        self.issues: dict[int, Issue] = {}
+        self.rendered: deque[_Ready | _Ended] = deque()
+        self.render_process: RenderProcess | None = None
+        self.writing = threading.Lock()
+        self.counting = threading.Lock()
+        self.error: BaseException | None = None
+
+    def run(self, claims: list[Delivery], claim: Callable[[], list[Delivery]]) -> None:
+        self.claimed.extend(claims)
+        stop = self.pipeline.stop_requested
+        senders = [threading.Thread(target=self._sender, name=f"digest-send-{k}", daemon=True)
+                   for k in range(self.slots)]
+        for thread in senders:
+            thread.start()
+        if self._worth_a_render_process(len(claims)):
+            self._start_render_process()
+        try:
+            while not stop.is_set() and self.error is None:
+                prepared = self._prepare_next(claim)
+                if prepared is None:
+                    break
+                if isinstance(prepared, _Ended):
+                    self._record([prepared], None)
+                    continue
+                while not self._offer(prepared):
+                    if stop.is_set() or self.error is not None:
+                        break
+        finally:
+            if self.render_process is not None:
+                self.render_process.close()
+            for _ in senders:
+                self.ready.put(None)  # senders drain the queue, so this never blocks for long
+            for thread in senders:
+                thread.join()
+        if self.error is not None:
+            raise self.error
+
+    def _worth_a_render_process(self, first_claim: int) -> bool:
+        """``[delivery] workers``: 0 decides here. A process pays for its start (about a second) when
+        the run is large (a full first batch) and several connections wait for messages on a machine
+        with a core to spare."""
+        cfg = self.pipeline.settings.delivery
+        if cfg.workers:
+            return True
+        return self.slots >= 2 and (os.cpu_count() or 1) >= 2 and first_claim >= cfg.batch_size
+
+    def _start_render_process(self) -> None:
+        from digest.render_process import RenderProcess
+
+        try:
+            self.render_process = RenderProcess(self.pipeline.settings)
+        except OSError as err:
+            log.warning("rendering in the sending process: cannot start a render process: %s", err)
+
+    def _offer(self, ready: _Ready) -> bool:
+        try:
+            self.ready.put(ready, timeout=0.2)
+            return True
+        except queue.Full:
+            return False
+
+    def _claim_more(self, claim: Callable[[], list[Delivery]]) -> bool:
+        with self.writing:
+            more = claim()
+        self.claimed.extend(more)
+        return bool(more)
+
+    def _prepare_next(self, claim: Callable[[], list[Delivery]]) -> _Ready | _Ended | None:
+        """The next claimed message, rendered (claiming more when none is left); None when all are done."""
+        if self.rendered:
+            return self.rendered.popleft()
+        worker = self.render_process
+        if worker is not None:
+            try:
+                # Asked for by configuration: wait for it; chosen here: render meanwhile.
+                if worker.ready(wait=_RENDER_START_SECONDS if self.pipeline.settings.delivery.workers else 0.0):
+                    # Two batches in the worker: it renders the next while this thread hands out one.
+                    while len(worker.pending) < 2 and (self.claimed or self._claim_more(claim)):
+                        batch = [self.claimed.popleft() for _ in range(min(_RENDER_BATCH, len(self.claimed)))]
+                        worker.submit(self.pipeline.clock(), batch)
+                    if worker.pending:
+                        for delivery, prepared in worker.receive():
+                            self.rendered.append(self._wrap(delivery, prepared))
+                        return self.rendered.popleft()
+                    return None
+            except (OSError, EOFError, TimeoutError) as err:
+                log.warning("render process failed (%s): rendering in the sending process", err or type(err).__name__)
+                for batch in reversed(worker.pending):
+                    self.claimed.extendleft(reversed(batch))
+                worker.pending.clear()
+                worker.close()
+                self.render_process = None
+        if not self.claimed and not self._claim_more(claim):
+            return None
+        delivery = self.claimed.popleft()
+        if delivery.issue_id not in self.issues:
+            # Read the issues of this and the next claimed deliveries at once (a read: no write lock,
+            # so the senders go on recording meanwhile).
+            ids = [delivery.issue_id, *(d.issue_id for d in islice(self.claimed, 499))]
+            self.issues = self.store.load_issues(ids, self.pipeline.labels, self.papers)
+        issue = self.issues.pop(delivery.issue_id, None)
+        return self._wrap(delivery, self.pipeline.prepare_message(delivery, issue))
+
+    @staticmethod
+    def _wrap(delivery: Delivery, prepared: OutgoingMessage | AttemptEnd) -> _Ready | _Ended:
+        if isinstance(prepared, AttemptEnd):
+            return _Ended(delivery, "?", prepared)
+        return _Ready(delivery, prepared)
+
+    def _sender(self) -> None:
+        last: _Ended | None = None
+        while True:
+            try:
+                ready = self.ready.get_nowait()
+            except queue.Empty:
+                if last is not None:
+                    self._record([last], None)  # nothing to send next: record the outcome now
+                    last = None
+                ready = self.ready.get()
+            if ready is None or self.pipeline.stop_requested.is_set() or self.error is not None:
+                # Stopping: what is queued stays pending (its claim is given back); the last outcome
+                # is recorded.
+                if last is not None:
+                    self._record([last], None)
+                    last = None
+                if ready is None:
+                    return
+                continue
+            if not self._record([last] if last is not None else [], ready):
+                last = None
+                self.progress.advance()  # the claim was lost (its lease ran out): another sender has it
+                continue
+            try:
+                result = self.mailer.send(ready.message)
+            except Exception as err:  # a backend bug must not lose the record: treat as unknown
+                log.exception("mailer crashed subscriber=%s", ready.message.recipient)
+                result = SendResult(Outcome.UNKNOWN, f"mailer error: {err}")
+            recipient = ready.message.recipient
+            last = _Ended(ready.delivery, recipient, self.pipeline._attempt_end(ready.delivery, recipient, result),
+                          result)
+
+    def _record(self, ended: list[_Ended], ready: _Ready | None) -> bool:
+        """Record ``ended`` and mark ``ready`` "sending" in one transaction; whether ``ready`` may go."""
+        try:
+            with self.writing:
+                marked = self.store.settle([e.end for e in ended], [ready.delivery.id] if ready else [],
+                                           self.worker, self.pipeline.clock(),
+                                           self.pipeline.settings.delivery.lease_seconds)
+                for e in ended:
+                    if e.result is not None and e.result.outcome is Outcome.PERMANENT:
+                        self.pipeline._bounced(e.delivery, e.recipient, e.result)
+        except BaseException as err:
+            # The run stops; records left "sending" are recovered as in doubt by the next run.
+            self.error = self.error or err
+            return False
+        self._count(ended)
+        return ready is not None and ready.delivery.id in marked
+
+    def _count(self, ended: list[_Ended]) -> None:
+        with self.counting:
+            summary = self.summary
+            for e in ended:
+                status = e.end.status
+                if status is DeliveryStatus.SENT:
+                    summary.sent += 1
+                    summary.in_doubt += int(e.delivery.in_doubt)
+                elif status is DeliveryStatus.FAILED:
+                    summary.failed += 1
+                elif status is DeliveryStatus.UNKNOWN:
+                    summary.unknown += 1
+                    summary.failed += 1
+                elif status is DeliveryStatus.PENDING:
+                    summary.deferred += 1
+                self.progress.advance()
 
 
 @contextmanager
@@ -547,12 +758,14 @@ def _is_dead_local_worker(worker: str) -> bool:
     return False
 
 
+@lru_cache(maxsize=64)  # the same sender, once per message
 def _address_of(sender: str) -> str:
     from email.utils import parseaddr
 
     return parseaddr(sender)[1] or sender
 
 
+@lru_cache(maxsize=64)
 def _domain_of(sender: str) -> str:
     address = _address_of(sender)
     return address.rsplit("@", 1)[1] if "@" in address else "localhost"

@@ -299,7 +299,12 @@ class Renderer:
 
     def _shared_body(self, issue: Issue, links: PersonalLinks, full_issue_url: str | None,
                      anchors: tuple[object, ...]) -> _SharedBody:
-        view = build_view(self.settings, issue, links, full_issue_url)
+        if _own_archive(links, full_issue_url):
+            # The "full issue" link is the reader's archive link (as the send loop renders): personal
+            # too. A stand-in URL marks where build_view put it; it becomes the archive marker.
+            view = _archive_marked(build_view(self.settings, issue, replace(links, archive=_ARCHIVE_STAND_IN), None))
+        else:
+            view = build_view(self.settings, issue, links, full_issue_url)
         # The personal fields become markers that no cleaned value can contain; the page is cut there.
         marked = replace(view, recipient=_PERSONAL[0], links=LinksView(*_PERSONAL[1:]))
         try:
@@ -421,6 +426,28 @@ def _personal_values(issue: Issue, links: PersonalLinks) -> tuple[str, str, str,
             safe_url(links.archive))
 
 
+# Where the reader's archive link goes when it is also the "full issue" link (see _shared_body).
+_ARCHIVE_STAND_IN = "https://archive.invalid/personal-archive-link"
+
+
+def _own_archive(links: PersonalLinks, full_issue_url: str | None) -> bool:
+    """Whether the "full issue" link is the reader's archive link (build_view then shows the same)."""
+    return full_issue_url is None or full_issue_url == links.archive
+
+
+def _archive_marked(view: EmailView) -> EmailView:
+    """``view`` with the archive marker wherever build_view put the stand-in archive link: the "more"
+    link and the link of a card whose paper has none of its own."""
+    stand_in, marker = safe_url(_ARCHIVE_STAND_IN), _PERSONAL[3]
+
+    def card(c: CardView) -> CardView:
+        return replace(c, url=marker) if c.url == stand_in else c
+
+    sections = tuple(replace(s, cards=tuple(card(c) for c in s.cards)) for s in view.sections)
+    return replace(view, sections=sections, top=card(view.top) if view.top is not None else None,
+                   more_url=marker if view.more_url == stand_in else view.more_url)
+
+
 def _content_key(issue: Issue, links: PersonalLinks, full_issue_url: str | None) -> tuple[Any, tuple[object, ...]]:
     """Everything but the personal parts that build_view reads, papers by identity; and the papers,
     which the cache entry keeps alive so that no other object can take their ids."""
@@ -436,7 +463,8 @@ def _content_key(issue: Issue, links: PersonalLinks, full_issue_url: str | None)
     if issue.top_pick is not None:
         anchors.append(issue.top_pick.paper)
         top = (id(issue.top_pick.paper), issue.top_pick.reason)
-    return (issue.date, full_issue_url, links.archive, top, tuple(sections)), tuple(anchors)
+    urls = ("own archive",) if _own_archive(links, full_issue_url) else (full_issue_url, links.archive)
+    return (issue.date, urls, top, tuple(sections)), tuple(anchors)
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import re
 import unicodedata
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -74,6 +75,7 @@ def _matches(phrase: str, folded_text: str) -> bool:
     return bool(phrase.strip()) and _phrase_pattern(phrase).search(folded_text) is not None
 
 
+@lru_cache(maxsize=65536)  # the same authors come up for reader after reader
 def _author_key(name: str) -> tuple[str, str]:
     parts = re.sub(r"[^a-z\s]", " ", _fold(name)).split()
     if not parts:
@@ -117,18 +119,99 @@ class _Candidate:
     score: float
 
 
+class Pool:
+    """Papers prepared once for many selections: a send builds thousands of issues from the same few
+    hundred papers. Each paper's text is folded once, each phrase (keyword, exclusion) is matched
+    against every paper once, papers are indexed by topic and author so a reader's preferences are
+    weighed only against the papers they can qualify, and the ranked candidates of one set of
+    preferences are kept for the next reader with the same ones (the last ``remember``). ``select`` gives the
+    same issue from a Pool as from the plain papers. Not locked: threads sharing one may at worst
+    compute an entry twice.
+    """
+
+    def __init__(self, papers: Iterable[Paper], ctx: SelectionContext, remember: int = 512) -> None:
+        self.papers: tuple[Paper, ...] = tuple(papers)
+        self.ctx = ctx
+        self._remember = remember
+        self._texts: list[str | None] = [None] * len(self.papers)
+        self._hits: dict[str, frozenset[int]] = {}
+        self._ranked: OrderedDict[tuple[object, ...], tuple[_Candidate, ...]] = OrderedDict()
+        self._by_topic: dict[str, set[int]] | None = None
+        self._by_author: dict[tuple[str, str], set[int]] | None = None
+
+    def _qualifiable(self, sub: Subscriber, keyword_hits: list[tuple[str, frozenset[int]]]) -> Iterable[int]:
+        """Indexes of the papers that ``sub``'s topics, keywords or authors can qualify (all of them for
+        a reader who follows everything), in order: any other paper _consider would turn down."""
+        if sub.follows_everything:
+            return range(len(self.papers))
+        if self._by_topic is None or self._by_author is None:
+            self._by_topic, self._by_author = {}, {}
+            for index, paper in enumerate(self.papers):
+                for a in paper.topics:
+                    if a.topic in self.ctx.labels:
+                        self._by_topic.setdefault(a.topic, set()).add(index)
+                for author in paper.authors:
+                    self._by_author.setdefault(_author_key(author), set()).add(index)
+        wanted: set[int] = set()
+        for name in sub.topics:
+            wanted.update(self._by_topic.get(name, ()))
+        for _, hits in keyword_hits:
+            wanted.update(hits)
+        for name in sub.authors:
+            key = _author_key(name)
+            if key[0]:
+                wanted.update(self._by_author.get(key, ()))
+        return sorted(wanted)
+
+    def _text(self, index: int) -> str:
+        text = self._texts[index]
+        if text is None:
+            paper = self.papers[index]
+            text = self._texts[index] = _fold(f"{paper.title}\n{paper.abstract}\n{' '.join(paper.ai_keywords)}")
+        return text
+
+    def _matching(self, phrase: str) -> frozenset[int]:
+        """Indexes of the papers whose text holds ``phrase`` (as a whole-word phrase)."""
+        hits = self._hits.get(phrase)
+        if hits is None:
+            hits = self._hits[phrase] = frozenset(
+                i for i in range(len(self.papers)) if _matches(phrase, self._text(i)))
+        return hits
+
+    def ranked(self, sub: Subscriber, now: datetime) -> tuple[_Candidate, ...]:
+        """Every paper ``sub``'s preferences qualify, best first (ties by paper id)."""
+        key = (sub.topics, sub.keywords, sub.exclude, sub.authors, now)
+        found = self._ranked.get(key)
+        if found is not None:
+            self._ranked.move_to_end(key)
+            return found
+        excluded = frozenset().union(*(self._matching(word) for word in sub.exclude))
+        keyword_hits = [(k, self._matching(k)) for k in sub.keywords]
+        candidates = []
+        for index in self._qualifiable(sub, keyword_hits):
+            if index in excluded:
+                continue
+            keywords = [k for k, hits in keyword_hits if index in hits]
+            candidate = _consider(self.papers[index], sub, self.ctx, now, keywords)
+            if candidate is not None:
+                candidates.append(candidate)
+        candidates.sort(key=lambda c: (-c.score, c.paper.id))
+        found = self._ranked[key] = tuple(candidates)
+        if len(self._ranked) > self._remember:
+            self._ranked.popitem(last=False)
+        return found
+
+
 def _consider(
-    paper: Paper, sub: Subscriber, ctx: SelectionContext, now: datetime
+    paper: Paper, sub: Subscriber, ctx: SelectionContext, now: datetime, keywords: list[str]
 ) -> _Candidate | None:
-    text = _fold(f"{paper.title}\n{paper.abstract}\n{' '.join(paper.ai_keywords)}")
-    if any(_matches(word, text) for word in sub.exclude):
-        return None
+    """``paper`` as a candidate for ``sub`` (None if nothing qualifies it); ``keywords`` are the
+    reader's keywords its text holds, exclusions already applied."""
     topics = [a.topic for a in paper.topics if a.topic in ctx.labels]
     if sub.follows_everything:
         followed = topics
     else:
         followed = [name for name in sub.topics if name in topics]
-    keywords = [k for k in sub.keywords if _matches(k, text)]
     author = _author_match(sub.authors, paper.authors) if sub.authors else None
     other = sub.follows_everything and not topics and ctx.include_other
     if not (followed or keywords or author or other):
@@ -164,7 +247,7 @@ def _consider(
 
 
 def select(
-    papers: Iterable[Paper],
+    papers: Iterable[Paper] | Pool,
     sub: Subscriber,
     received: set[str],
     now: datetime,
@@ -172,7 +255,8 @@ def select(
     ctx: SelectionContext,
     since: datetime | None = None,
 ) -> Issue:
-    """Build ``sub``'s issue for ``issue_date`` from tagged ``papers``.
+    """Build ``sub``'s issue for ``issue_date`` from tagged ``papers`` (a list, or a Pool of them
+    prepared for many readers; the Pool's context is used then).
 
     A paper qualifies through a followed topic, an include keyword or a followed author; an exclude
     keyword removes it whatever else matched; papers in ``received`` (already sent to this
@@ -180,17 +264,19 @@ def select(
     kept and grouped by topic in the subscriber's order of topics, then any other topics in config
     order, then "other". The result may have no entries; the caller decides whether to send it.
     """
-    candidates: list[_Candidate] = []
-    for paper in papers:
-        if paper.id in received:
-            continue
-        if since is not None and paper.first_seen is not None and paper.first_seen < since:
-            continue
-        candidate = _consider(paper, sub, ctx, now)
-        if candidate is not None:
-            candidates.append(candidate)
-    candidates.sort(key=lambda c: (-c.score, c.paper.id))
-    kept = candidates[: sub.max_papers]
+    pool = papers if isinstance(papers, Pool) else Pool(papers, ctx)
+    ctx = pool.ctx
+    kept: list[_Candidate] = []
+    if sub.max_papers > 0:
+        for candidate in pool.ranked(sub, now):
+            paper = candidate.paper
+            if paper.id in received:
+                continue
+            if since is not None and paper.first_seen is not None and paper.first_seen < since:
+                continue
+            kept.append(candidate)
+            if len(kept) >= sub.max_papers:
+                break
 
     order = [*sub.topics, *(name for name in ctx.labels if name not in sub.topics), OTHER_SECTION]
     sections: list[IssueSection] = []

@@ -10,12 +10,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from importlib import resources
+from itertools import groupby
 from typing import Any
 
 from sqlalchemy import (
     Connection,
     Engine,
+    Table,
     and_,
+    bindparam,
     create_engine,
     delete,
     event,
@@ -23,6 +26,7 @@ from sqlalchemy import (
     insert,
     or_,
     select,
+    text,
     update,
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -50,6 +54,21 @@ log = logging.getLogger("digest.store")
 
 # PostgreSQL advisory lock key held while migrating (any constant no other lock uses; "digest" in ASCII).
 _MIGRATION_LOCK = 0x646967657374
+
+# Execution option of a connection that only reads (SQLite then takes no write lock at BEGIN).
+_READ_ONLY = "digest_read_only"
+
+# The send loop's two statements, run a few times per message: as text, because building the same
+# UPDATE with the expression language each time costs several times what SQLite takes to run it.
+_END_ATTEMPT = text(
+    "UPDATE deliveries SET status = :status, updated_at = :now, last_error = :detail, claimed_by = NULL,"
+    " lease_until = NULL, next_attempt_at = :next_at, sent_at = COALESCE(:sent_at, sent_at) WHERE id = :id"
+).bindparams(bindparam("now", type_=t.UTCDateTime()), bindparam("next_at", type_=t.UTCDateTime()),
+             bindparam("sent_at", type_=t.UTCDateTime()))
+_MARK_SENDING = text(
+    "UPDATE deliveries SET status = 'sending', attempts = attempts + 1, lease_until = :lease, updated_at = :now"
+    " WHERE id = :id AND claimed_by = :worker AND status = 'pending'"
+).bindparams(bindparam("now", type_=t.UTCDateTime()), bindparam("lease", type_=t.UTCDateTime()))
 
 # Issues whose papers count as "already received": everything except a permanent failure.
 _RECEIVED = (DeliveryStatus.PENDING, DeliveryStatus.SENDING, DeliveryStatus.SENT, DeliveryStatus.UNKNOWN)
@@ -87,6 +106,26 @@ class SendRun:
     sent: int
     skipped: int
     failed: int
+
+
+@dataclass(frozen=True, slots=True)
+class IssueHistory:
+    """What building one subscriber's issue for a date needs from the store (``Store.issue_histories``)."""
+
+    issue_id: int | None = None  # the issue already built for that date, if any
+    delivery: DeliveryStatus | None = None  # the status of that issue's delivery record
+    received: frozenset[str] = frozenset()  # papers sent (or on their way) to them in other issues
+    last_issue_at: datetime | None = None  # when their latest issue before that date was built
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptEnd:
+    """The end of one delivery attempt, as ``Store.mark_outcome`` takes it (for ``Store.settle``)."""
+
+    delivery_id: int
+    status: DeliveryStatus
+    detail: str | None = None
+    next_attempt_at: datetime | None = None
 
 
 class Store:
@@ -128,7 +167,10 @@ class Store:
             @event.listens_for(engine, "begin")
             def _sqlite_begin(conn: Connection) -> None:
                 # Take the write lock at BEGIN so two senders never both read a row as claimable.
-                conn.exec_driver_sql("BEGIN IMMEDIATE")
+                # Pure reads (``_reading()``) need no lock: WAL gives them a snapshot, and they then
+                # neither wait for a sender's writes nor hold them up.
+                read_only = conn.get_execution_options().get(_READ_ONLY, False)
+                conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
             # pysqlite's own transaction handling would BEGIN lazily; take control of it.
             @event.listens_for(engine, "connect", insert=True)
@@ -170,6 +212,10 @@ class Store:
 
     def close(self) -> None:
         self.engine.dispose()
+
+    def _reading(self) -> Connection:
+        """A connection for reads only (on SQLite its transactions take no write lock)."""
+        return self.engine.connect().execution_options(**{_READ_ONLY: True})
 
     @contextmanager
     def exclusive(self, name: str) -> Iterator[None]:
@@ -388,6 +434,25 @@ class Store:
             raise UsageError(f"subscriber {sub.email} already exists (use 'subscribers update')") from err
         return replace(sub, id=new_id, created_at=now)
 
+    def add_subscribers(self, subs: Iterable[Subscriber], now: datetime | None = None) -> int:
+        """Insert many new subscribers in one transaction (an import, a benchmark's readers); returns
+        how many. UsageError, and nothing inserted, if an address is already there."""
+        now = now or _now()
+        rows = []
+        for sub in subs:
+            values = _subscriber_row(sub)
+            values.update(created_at=now, updated_at=now,
+                          confirmed_at=now if sub.status is SubscriberStatus.CONFIRMED else None)
+            rows.append(values)
+        if not rows:
+            return 0
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(insert(t.subscribers), rows)
+        except IntegrityError as err:
+            raise UsageError(f"a subscriber is already there: {err.orig}") from err
+        return len(rows)
+
     def save_subscriber(self, sub: Subscriber, now: datetime | None = None) -> Subscriber:
         """Update an existing subscriber (matched by email) with every field of ``sub``."""
         now = now or _now()
@@ -574,28 +639,157 @@ class Store:
 
     def load_issue(self, issue_id: int, labels: Mapping[str, str]) -> Issue | None:
         """Rebuild a stored issue exactly as it was built (same papers, order, reasons)."""
-        with self.engine.connect() as conn:
-            head = conn.execute(select(t.issues).where(t.issues.c.id == issue_id)).mappings().first()
-            if head is None:
-                return None
-            sub_row = conn.execute(select(t.subscribers).where(t.subscribers.c.id == head["subscriber_id"])
-                                   ).mappings().first()
-            entries = conn.execute(select(t.issue_papers).where(t.issue_papers.c.issue_id == issue_id)
-                                   .order_by(t.issue_papers.c.position)).mappings().all()
-            ids = [e["paper_id"] for e in entries]
-            paper_rows = conn.execute(select(t.papers).where(t.papers.c.id.in_(ids))).mappings().all()
-            topics = self._topics_for(conn, ids)
-        papers = {r["id"]: _row_to_paper(r, topics.get(r["id"], ())) for r in paper_rows}
-        sections: dict[str, list[IssueEntry]] = {}
-        for e in entries:
-            paper = papers.get(e["paper_id"])
-            if paper is not None:
-                sections.setdefault(e["section"], []).append(IssueEntry(paper, e["reason"], e["score"]))
-        built = tuple(IssueSection(name, labels.get(name, name.title()), tuple(es))
-                      for name, es in sections.items())
-        top = max((e for s in built for e in s.entries), key=lambda e: e.score, default=None)
-        return Issue(subscriber=_row_to_subscriber(sub_row), date=head["issue_date"], sections=built,
-                     top_pick=top, id=issue_id, created_at=head["created_at"])
+        return self.load_issues([issue_id], labels).get(issue_id)
+
+    def load_issues(
+        self, issue_ids: Sequence[int], labels: Mapping[str, str], papers: dict[str, Paper] | None = None
+    ) -> dict[int, Issue]:
+        """Many stored issues by id, each exactly as ``load_issue`` rebuilds it, in a few queries.
+
+        ``papers`` is a cache the caller keeps (paper id -> Paper with its topics): papers found there
+        are not read again and papers read are added, so issues loaded together or one batch after the
+        other share their Paper objects (the renderer then reuses what it made of each paper). Ids
+        that are not stored are left out.
+        """
+        cache = papers if papers is not None else {}
+        heads: dict[int, Mapping[str, Any]] = {}
+        subscribers: dict[int, Subscriber] = {}
+        entries: dict[int, list[Mapping[str, Any]]] = defaultdict(list)
+        with self._reading() as conn:
+            for chunk in _chunks(list(dict.fromkeys(issue_ids))):
+                for row in conn.execute(select(t.issues).where(t.issues.c.id.in_(chunk))).mappings():
+                    heads[row["id"]] = row
+                for row in conn.execute(select(t.issue_papers).where(t.issue_papers.c.issue_id.in_(chunk))
+                                        .order_by(t.issue_papers.c.issue_id, t.issue_papers.c.position)
+                                        ).mappings():
+                    entries[row["issue_id"]].append(row)
+            wanted = sorted({h["subscriber_id"] for h in heads.values()})
+            for chunk in _chunks(wanted):
+                for row in conn.execute(select(t.subscribers).where(t.subscribers.c.id.in_(chunk))).mappings():
+                    subscribers[row["id"]] = _row_to_subscriber(row)
+            missing = sorted({e["paper_id"] for es in entries.values() for e in es} - cache.keys())
+            for chunk in _chunks(missing):
+                rows = conn.execute(select(t.papers).where(t.papers.c.id.in_(chunk))).mappings().all()
+                topics = self._topics_for(conn, [r["id"] for r in rows])
+                for r in rows:
+                    cache[r["id"]] = _row_to_paper(r, topics.get(r["id"], ()))
+        issues: dict[int, Issue] = {}
+        for issue_id, head in heads.items():
+            sub = subscribers.get(head["subscriber_id"])
+            if sub is None:
+                continue
+            sections: dict[str, list[IssueEntry]] = {}
+            for e in entries.get(issue_id, ()):
+                paper = cache.get(e["paper_id"])
+                if paper is not None:
+                    sections.setdefault(e["section"], []).append(IssueEntry(paper, e["reason"], e["score"]))
+            built = tuple(IssueSection(name, labels.get(name, name.title()), tuple(es))
+                          for name, es in sections.items())
+            top = max((e for s in built for e in s.entries), key=lambda e: e.score, default=None)
+            issues[issue_id] = Issue(subscriber=sub, date=head["issue_date"], sections=built, top_pick=top,
+                                     id=issue_id, created_at=head["created_at"])
+        return issues
+
+    def issue_histories(
+        self, subscriber_ids: Sequence[int], issue_date: date, papers_since: datetime | None = None
+    ) -> dict[int, IssueHistory]:
+        """What building each subscriber's issue for ``issue_date`` needs, in three queries for them all.
+
+        Per subscriber id (every one asked for is in the result): the issue already built for that date
+        and its delivery status; the papers received in other issues (as ``received_paper_ids`` with
+        ``exclude_date=issue_date``); when their latest issue before that date was built (as
+        ``last_issue_time``). With ``papers_since``, only papers first seen since then count as
+        received (issues built more than two days before it are not read): all that a selection among
+        such papers needs, and a year of issues is not read again every day.
+        """
+        found: dict[int, tuple[int, DeliveryStatus | None]] = {}
+        received: dict[int, set[str]] = defaultdict(set)
+        last: dict[int, datetime] = {}
+        i, ip, d = t.issues.c, t.issue_papers.c, t.deliveries.c
+        with self._reading() as conn:
+            for chunk in _chunks(sorted(set(subscriber_ids))):
+                query = (select(i.subscriber_id, i.id, d.status)
+                         .select_from(t.issues.outerjoin(t.deliveries, d.issue_id == i.id))
+                         .where(i.issue_date == issue_date, i.subscriber_id.in_(chunk)))
+                for sub_id, issue_id, status in conn.execute(query):
+                    found[sub_id] = (issue_id, DeliveryStatus(status) if status is not None else None)
+                query = (select(i.subscriber_id, ip.paper_id)
+                         .select_from(t.issue_papers.join(t.issues, i.id == ip.issue_id)
+                                      .join(t.deliveries, d.issue_id == i.id))
+                         .where(i.subscriber_id.in_(chunk), i.issue_date != issue_date,
+                                d.status.in_([s.value for s in _RECEIVED])))
+                if papers_since is not None:
+                    query = query.where(i.created_at >= papers_since - timedelta(days=2))
+                for sub_id, paper_id in conn.execute(query):
+                    received[sub_id].add(paper_id)
+                query = (select(i.subscriber_id, func.max(i.created_at))
+                         .where(i.subscriber_id.in_(chunk), i.issue_date < issue_date).group_by(i.subscriber_id))
+                for sub_id, value in conn.execute(query):
+                    if value is not None:
+                        last[sub_id] = value.replace(tzinfo=UTC) if value.tzinfo is None else value
+        histories = {}
+        for sub_id in subscriber_ids:
+            issue_id, status = found.get(sub_id, (None, None))
+            histories[sub_id] = IssueHistory(issue_id, status, frozenset(received.get(sub_id, ())),
+                                             last.get(sub_id))
+        return histories
+
+    def create_issues(
+        self, issues: Sequence[Issue], message_id: Callable[[int, Subscriber], str], now: datetime | None = None
+    ) -> int:
+        """Store many issues, each with its papers and a pending delivery record, in one transaction:
+        ``create_issue`` for a batch, as idempotent (a subscriber who already has an issue for its date
+        keeps that one and nothing is written for them). ``message_id(issue_id, subscriber)`` names
+        each delivery's message. Returns how many issues were written.
+        """
+        now = now or _now()
+        if any(issue.subscriber.id is None for issue in issues):
+            raise StoreError("create_issues needs stored subscribers")
+        # Ascending subscriber ids in every sender: two senders inserting overlapping batches on
+        # PostgreSQL wait for each other in one order only, so they never deadlock.
+        ordered = sorted(issues, key=lambda issue: (issue.date, issue.subscriber.id or 0))
+        head_sql, head_processors = self._bulk_insert(t.issues, _ISSUE_COLUMNS)
+        written = 0
+        with self.engine.begin() as conn:
+            for _, same_day in groupby(ordered, key=lambda issue: issue.date):
+                for chunk in _chunks(list(same_day), 100):
+                    written += self._insert_issues(conn, chunk, head_sql, head_processors, message_id, now)
+        return written
+
+    def _insert_issues(self, conn: Connection, chunk: Sequence[Issue], head_sql: str, head_processors: tuple[Any, ...],
+                       message_id: Callable[[int, Subscriber], str], now: datetime) -> int:
+        """One statement for up to 100 issues of one date (ON CONFLICT DO NOTHING: who has one keeps
+        it, and racing senders cost PostgreSQL no aborted transaction), then their papers and
+        delivery records for the issues it wrote."""
+        by_subscriber = {issue.subscriber.id: issue for issue in chunk}
+        values, rows = head_sql.split(" VALUES ", 1)
+        sql = (f"{values} VALUES {', '.join([rows] * len(chunk))}"
+               " ON CONFLICT (subscriber_id, issue_date) DO NOTHING RETURNING id, subscriber_id")
+        params = tuple(value for issue in chunk for value in _processed(
+            (issue.subscriber.id, issue.date, now, "", issue.count), head_processors))
+        papers: list[tuple[Any, ...]] = []
+        deliveries: list[tuple[Any, ...]] = []
+        for issue_id, sub_id in conn.exec_driver_sql(sql, params).all():
+            issue = by_subscriber[sub_id]
+            papers += [
+                (issue_id, e.paper.id, pos, s.topic, e.reason, e.score)
+                for pos, (s, e) in enumerate((s, e) for s in issue.sections for e in s.entries)
+            ]
+            deliveries.append((issue_id, sub_id, issue.date, DeliveryStatus.PENDING.value,
+                               message_id(issue_id, issue.subscriber), 0, False, now, now))
+        for (insert_sql, processors), batch in ((self._bulk_insert(t.issue_papers, _ISSUE_PAPER_COLUMNS), papers),
+                                                (self._bulk_insert(t.deliveries, _DELIVERY_COLUMNS), deliveries)):
+            if batch:
+                conn.exec_driver_sql(insert_sql, [_processed(row, processors) for row in batch])
+        return len(deliveries)
+
+    def _bulk_insert(self, table: Table, columns: Sequence[str]) -> tuple[str, tuple[Any, ...]]:
+        """An INSERT of ``columns`` in the driver's own parameter style, with each column's bind processor
+        (None where the driver takes the value as it is): for executemany over thousands of plain rows,
+        which the expression layer would otherwise process one by one."""
+        mark = "?" if self.engine.dialect.paramstyle == "qmark" else "%s"
+        sql = f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({', '.join([mark] * len(columns))})"
+        return sql, tuple(table.c[name].type.bind_processor(self.engine.dialect) for name in columns)
 
     def find_issue(self, subscriber_id: int, issue_date: date, labels: Mapping[str, str]) -> Issue | None:
         issue_id = self.issue_id_for(subscriber_id, issue_date)
@@ -731,6 +925,30 @@ class Store:
         with self.engine.begin() as conn:
             conn.execute(update(t.deliveries).where(t.deliveries.c.id == delivery_id).values(**values))
 
+    def settle(
+        self, ended: Sequence[AttemptEnd], sending: Sequence[int], worker: str, now: datetime, lease_seconds: float
+    ) -> set[int]:
+        """In one transaction: record the ``ended`` attempts (as ``mark_outcome`` does) and mark the
+        ``sending`` deliveries as about to be handed over (as ``mark_sending`` does). Returns the ids
+        marked: those still claimed by ``worker`` and pending.
+
+        The send loop calls it each time messages come back from the mailer, with the next ones it is
+        about to hand over, so no more records are "sending" than messages are in flight, at a cost of
+        one commit for several messages.
+        """
+        lease = now + timedelta(seconds=lease_seconds)
+        marked: set[int] = set()
+        with self.engine.begin() as conn:
+            for e in ended:
+                conn.execute(_END_ATTEMPT, {"id": e.delivery_id, "status": e.status.value, "now": now,
+                                            "detail": e.detail, "next_at": e.next_attempt_at,
+                                            "sent_at": now if e.status is DeliveryStatus.SENT else None})
+            for delivery_id in dict.fromkeys(sending):
+                if conn.execute(_MARK_SENDING, {"id": delivery_id, "worker": worker, "lease": lease,
+                                                "now": now}).rowcount == 1:
+                    marked.add(delivery_id)
+        return marked
+
     def requeue_unknown(self, issue_date: date | None = None) -> int:
         """Put "unknown" deliveries back to pending (an operator's explicit decision to resend)."""
         c = t.deliveries.c
@@ -807,6 +1025,24 @@ class Store:
 
 
 # ---- row <-> model ------------------------------------------------------------------------------
+
+_ISSUE_COLUMNS = ("subscriber_id", "issue_date", "created_at", "subject", "paper_count")
+_ISSUE_PAPER_COLUMNS = ("issue_id", "paper_id", "position", "section", "reason", "score")
+_DELIVERY_COLUMNS = ("issue_id", "subscriber_id", "issue_date", "status", "message_id", "attempts", "in_doubt",
+                     "created_at", "updated_at")
+
+
+def _processed(row: tuple[Any, ...], processors: tuple[Any, ...]) -> tuple[Any, ...]:
+    if not any(processors):
+        return row
+    return tuple(value if process is None or value is None else process(value)
+                 for value, process in zip(row, processors, strict=True))
+
+
+def _chunks(items: Sequence[Any], size: int = 500) -> Iterator[Sequence[Any]]:
+    """``items`` in slices of ``size``: IN lists and multi-row VALUES stay within every backend's limits."""
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
 
 
 def _union(a: Sequence[str], b: Sequence[str]) -> tuple[str, ...]:

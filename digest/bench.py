@@ -1,0 +1,644 @@
+"""`digest bench`: one generated workload, four measurements (render, send, memory, tagger), key=value last.
+
+The workload: ``n_papers`` recorded papers (tests/fixtures/render/papers.jsonl, tagged by the real
+tagger; more are made by pairing their titles and abstracts anew) first seen over the last two days,
+and ``n_subscribers`` readers with mixed preferences (everything; one to three topics; topics and
+keywords; keywords only; followed authors; some with an exclusion; 5, 10 or 20 papers), all due on
+the benchmark's date. Every part builds what it needs from the same seed.
+
+* render: the real path (``Pipeline.render_message``: shared bodies, MIME bytes) for every reader, in
+  one process and in two processes at once (wall clock, from a common start), against the naive path
+  (Jinja -> MJML -> premailer per email) on a sample; ``render_speedup`` compares one process with one
+  process, by CPU time.
+* send: ``Pipeline.send`` through SMTP to an aiosmtpd sink in another process (so it does not share
+  the sender's interpreter), timed from the moment the issues are built to the end of the run; then a
+  bare ``smtplib`` loop sends the same bytes over the same number of connections.
+* memory: a full ``send`` of every reader (build, render, record) to a null mailer in a fresh
+  interpreter, which reports its peak resident set (VmHWM).
+* tagger: papers tagged per second (wall clock) over the workload's papers.
+
+Needs a checkout of the repository (fixtures, templates) and, for the send part, aiosmtpd (the ``dev``
+extra).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import multiprocessing as mp
+import os
+import pickle
+import random
+import resource
+import smtplib
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from datetime import UTC, date, datetime, timedelta
+from email.utils import parseaddr
+from pathlib import Path
+from typing import Any
+
+from digest.config import Settings
+from digest.errors import UsageError
+from digest.mail.base import Mailer
+from digest.models import Issue, Outcome, OutgoingMessage, Paper, SendResult, Subscriber
+from digest.pipeline import Pipeline, Progress
+from digest.selection import Pool, select
+from digest.store import Store
+
+__all__ = ["PARTS", "NullMailer", "make_papers", "make_subscribers", "run_bench"]
+
+PARTS = ("render", "send", "memory", "tagger")
+PAPERS_FILE = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "render" / "papers.jsonl"
+BENCH_DATE = date(2026, 11, 27)
+NOW = datetime(2026, 11, 27, 7, 0, tzinfo=UTC)
+SEED = 20261127
+NAIVE_SAMPLE = 100
+SEND_SAMPLE = 3000
+RENDER_PROCESSES = 2
+TAG_SECONDS = 2.0
+
+KEYWORDS = (
+    "transformer", "reinforcement learning", "benchmark", "video generation", "language model", "robot",
+    "graph neural network", "3d", "agent", "reasoning", "speech", "medical", "quantization", "distillation",
+    "retrieval", "multimodal", "diffusion", "pruning", "federated learning", "vision-language", "attention",
+    "mixture of experts", "low-rank", "segmentation", "code generation", "alignment", "tokenizer", "safety",
+)
+TIME_ZONES = ("UTC", "Europe/Paris", "America/New_York", "Asia/Tokyo", "Australia/Sydney")
+
+log = logging.getLogger("digest")
+
+
+# ---- the workload ---------------------------------------------------------------------------------
+
+
+def make_papers(n: int, path: Path = PAPERS_FILE) -> list[Paper]:
+    """``n`` papers, untagged: the recorded ones first, then new pairs of their titles and abstracts."""
+    try:
+        lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except OSError as err:
+        raise UsageError(f"digest bench needs a checkout of the repository: cannot read {path}: "
+                         f"{err.strerror or err}") from err
+    rows = [json.loads(line) for line in lines]
+    papers = []
+    for k in range(n):
+        row, other = rows[k % len(rows)], rows[(k * 7 + k // len(rows)) % len(rows)]
+        fresh = k < len(rows)
+        papers.append(Paper(
+            id=row["id"] if fresh else f"2699.{k:05d}",
+            title=row["title"] if fresh else f"{row['title']} ({k // len(rows) + 1})",
+            abstract=(row.get("abstract") or "") if fresh else (other.get("abstract") or ""),
+            authors=tuple(row.get("authors") or ()), upvotes=row.get("upvotes"),
+            ai_summary=row.get("ai_summary") if fresh else other.get("ai_summary"),
+            code_url=row.get("code_url"), project_url=row.get("project_url"), pdf_url=row.get("pdf_url"),
+            categories=tuple(row.get("categories") or ()), sources=("bench",),
+            first_seen=NOW - timedelta(minutes=10 + (k * 37) % (48 * 60)),
+        ))
+    return papers
+
+
+def make_subscriber(i: int, topics: Sequence[str], authors: Sequence[str], seed: int = SEED) -> Subscriber:
+    """Reader number ``i`` of the workload (the same for a given seed, whoever asks)."""
+    rng = random.Random(seed * 1_000_003 + i)
+    r = rng.random()
+    chosen: tuple[str, ...] = ()
+    keywords: tuple[str, ...] = ()
+    followed: tuple[str, ...] = ()
+    if r < 0.30:
+        pass  # follows everything
+    elif r < 0.70:
+        chosen = tuple(rng.sample(list(topics), rng.randint(1, min(3, len(topics)))))
+    elif r < 0.85:
+        chosen = tuple(rng.sample(list(topics), rng.randint(1, min(2, len(topics)))))
+        keywords = tuple(rng.sample(KEYWORDS, rng.randint(1, 2)))
+    elif r < 0.95:
+        keywords = tuple(rng.sample(KEYWORDS, rng.randint(1, 3)))
+    else:
+        followed = tuple(rng.sample(list(authors), min(len(authors), rng.randint(1, 2))))
+        chosen = tuple(rng.sample(list(topics), 1)) if topics else ()
+    exclude = (rng.choice(KEYWORDS),) if rng.random() < 0.1 else ()
+    exclude = tuple(word for word in exclude if word not in keywords)
+    return Subscriber(
+        email=f"reader{i}@example.org", name=f"Reader {i}", topics=chosen, keywords=keywords, exclude=exclude,
+        authors=followed, max_papers=rng.choice((5, 10, 20, 20)), tz=rng.choice(TIME_ZONES),
+    )
+
+
+def make_subscribers(n: int, topics: Sequence[str], authors: Sequence[str], start: int = 0,
+                     seed: int = SEED) -> Iterator[Subscriber]:
+    for i in range(start, n):
+        yield make_subscriber(i, topics, authors, seed)
+
+
+def _authors_of(papers: Sequence[Paper]) -> list[str]:
+    return sorted({a for p in papers[:300] for a in p.authors[:2]})
+
+
+def bench_settings(settings: Settings, directory: Path, **sections: dict[str, Any]) -> Settings:
+    """``settings`` with the database in ``directory`` (and ``sections`` merged over their tables)."""
+    update: dict[str, Any] = {"database": settings.database.model_copy(
+        update={"url": f"sqlite:///{directory / 'bench.sqlite3'}"})}
+    for name, values in sections.items():
+        update[name] = getattr(settings, name).model_copy(update=values)
+    return settings.model_copy(update=update)
+
+
+def prepare_store(settings: Settings, n_papers: int, subscribers: Iterator[Subscriber]) -> tuple[Store, int]:
+    """A fresh database holding the workload: papers (tagged) and readers (confirmed)."""
+    store = Store(settings.database.url)
+    papers = make_papers(n_papers)
+    store.upsert_papers(papers, now=NOW)
+    Pipeline(settings, store, clock=lambda: NOW).tag_pending()
+    count = 0
+    batch: list[Subscriber] = []
+    for sub in subscribers:
+        batch.append(sub)
+        if len(batch) >= 5000:
+            count += store.add_subscribers(batch, now=NOW)
+            batch = []
+    count += store.add_subscribers(batch, now=NOW)
+    return store, count
+
+
+def tagged_papers(settings: Settings, n_papers: int) -> list[Paper]:
+    from digest.tagger import Tagger
+
+    tagger = Tagger(settings.enabled_topics)
+    return [tagger.tag_paper(p) for p in make_papers(n_papers)]
+
+
+class NullMailer(Mailer):
+    """Accepts every message and keeps nothing (what the memory part sends to)."""
+
+    name = "null"
+
+    def __init__(self, concurrency: int = 2) -> None:
+        self.concurrency = concurrency
+        self.count = 0
+        self.bytes = 0
+        self._lock = threading.Lock()
+
+    def send(self, message: OutgoingMessage) -> SendResult:
+        with self._lock:
+            self.count += 1
+            self.bytes += len(message.data)
+        return SendResult(Outcome.DELIVERED, "discarded")
+
+
+@contextmanager
+def _quiet() -> Iterator[None]:
+    """The pipeline's per-reader log lines (an empty issue, say) would flood a 100,000-reader run."""
+    logger = logging.getLogger("digest")
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+# ---- render ---------------------------------------------------------------------------------------
+
+
+def _issues(pipeline: Pipeline, papers: list[Paper], indexes: range, seed: int) -> list[tuple[Issue, str]]:
+    """The issues the send loop would build for readers ``indexes`` (ids from 1), with Message-IDs."""
+    pool = Pool(papers, pipeline.selection_context)
+    topics = list(pipeline.labels)
+    authors = _authors_of(papers)
+    built = []
+    for i in indexes:
+        sub = replace(make_subscriber(i, topics, authors, seed), id=i + 1)
+        issue = select(pool, sub, set(), NOW, BENCH_DATE, pipeline.selection_context, since=NOW - timedelta(days=7))
+        if issue.count == 0:
+            continue
+        issue = Issue(subscriber=sub, date=BENCH_DATE, sections=issue.sections, top_pick=issue.top_pick, id=i + 1)
+        built.append((issue, pipeline.message_id(i + 1, sub.email)))
+    return built
+
+
+def _render_share(settings: Settings, papers: list[Paper], indexes: range, seed: int,
+                  barrier: Any = None, naive_sample: int = 0) -> dict[str, Any]:
+    """Render readers ``indexes`` on the real path (after a common start when ``barrier`` is given) and
+    the first ``naive_sample`` of them on the naive path; times and sizes."""
+    with tempfile.TemporaryDirectory(prefix="digest-bench-") as tmp:
+        store = Store(f"sqlite:///{Path(tmp) / 'render.sqlite3'}")
+        pipeline = Pipeline(settings, store, clock=lambda: NOW)
+        jobs = _issues(pipeline, papers, indexes, seed)
+        for issue, mid in jobs[:50]:  # the first emails of a run fill the caches
+            pipeline.render_message(issue, mid, NOW)
+        if barrier is not None:
+            barrier.wait()
+        start, cpu = time.perf_counter(), time.process_time()
+        size = 0
+        for issue, mid in jobs:
+            size += len(pipeline.render_message(issue, mid, NOW).data)
+        end, cpu_end = time.perf_counter(), time.process_time()
+        naive_wall = naive_cpu = 0.0
+        sample = jobs[:naive_sample]
+        if sample:
+            wall0, cpu0 = time.perf_counter(), time.process_time()
+            for issue, mid in sample:
+                pipeline.render_message(issue, mid, NOW, naive=True)
+            naive_wall, naive_cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+        store.close()
+    return {"emails": len(jobs), "start": start, "end": end, "cpu": cpu_end - cpu, "bytes": size,
+            "naive": len(sample), "naive_wall": naive_wall, "naive_cpu": naive_cpu}
+
+
+def _render_process(settings: Settings, papers: list[Paper], indexes: range, seed: int, barrier: Any,
+                    results: Any) -> None:
+    try:
+        results.put(_render_share(settings, papers, indexes, seed, barrier))
+    except BaseException as err:  # the parent must hear of it, not wait for ever
+        results.put({"error": f"{type(err).__name__}: {err}"})
+        raise
+
+
+def bench_render(settings: Settings, n_subscribers: int, n_papers: int, processes: int = RENDER_PROCESSES,
+                 naive_sample: int = NAIVE_SAMPLE, seed: int = SEED) -> dict[str, Any]:
+    papers = tagged_papers(settings, n_papers)
+    one = _render_share(settings, papers, range(n_subscribers), seed, naive_sample=naive_sample)
+    figures: dict[str, Any] = {
+        "emails": one["emails"],
+        "render_per_s_1": _rate(one["emails"], one["end"] - one["start"]),
+        "render_per_s_1_cpu": _rate(one["emails"], one["cpu"]),
+        "naive_per_s": _rate(one["naive"], one["naive_wall"]),
+        "naive_per_s_cpu": _rate(one["naive"], one["naive_cpu"]),
+        "avg_message_kb": round(one["bytes"] / max(1, one["emails"]) / 1024, 1),
+    }
+    pooled = 0.0
+    if processes > 1 and n_subscribers >= processes:
+        # Forked workers start at once with everything imported; nothing in this process runs threads.
+        ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+        barrier, results = ctx.Barrier(processes), ctx.Queue()
+        step = -(-n_subscribers // processes)
+        procs = [ctx.Process(target=_render_process, daemon=True,
+                             args=(settings, papers, range(k * step, min(n_subscribers, (k + 1) * step)), seed,
+                                   barrier, results)) for k in range(processes)]
+        for proc in procs:
+            proc.start()
+        shares = [results.get(timeout=3600) for _ in procs]
+        for proc in procs:
+            proc.join(timeout=60)
+        errors = [s["error"] for s in shares if "error" in s]
+        if errors:
+            raise RuntimeError(f"render worker failed: {errors[0]}")
+        span = max(s["end"] for s in shares) - min(s["start"] for s in shares)
+        pooled = _rate(sum(s["emails"] for s in shares), span)
+    figures["render_per_s_pool"] = pooled
+    figures["processes"] = processes
+    figures["render_per_s"] = max(figures["render_per_s_1"], pooled)
+    naive_cpu = figures["naive_per_s_cpu"]
+    figures["render_speedup"] = round(figures["render_per_s_1_cpu"] / naive_cpu, 1) if naive_cpu else 0.0
+    return figures
+
+
+# ---- send -----------------------------------------------------------------------------------------
+
+
+class _Counter:
+    """aiosmtpd handler of the sink: counts what it accepts and keeps nothing."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.bytes = 0
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.count += 1
+        self.bytes += len(envelope.original_content or b"")
+        return "250 OK: queued"
+
+
+def sink_main() -> None:
+    """The SMTP sink's own interpreter: aiosmtpd on 127.0.0.1, counting and keeping nothing. Writes its
+    port on stdout, then answers each line on stdin with ``count bytes``; stops at end of input."""
+    from aiosmtpd.controller import Controller
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+
+    class _Bound(Controller):
+        # Serve on the socket bound above: the port is ours without a race.
+        def _create_server(self) -> Any:
+            return self.loop.create_server(self._factory_invoker, sock=sock)
+
+    handler = _Counter()
+    controller = _Bound(handler, hostname="127.0.0.1", port=port, server_hostname="sink.bench",
+                        enable_SMTPUTF8=False, ready_timeout=10.0)
+    controller.start()
+    print(port, flush=True)
+    for _ in sys.stdin:
+        print(handler.count, handler.bytes, flush=True)
+    controller.stop()
+
+
+@contextmanager
+def _sink() -> Iterator[tuple[int, Callable[[], tuple[int, int]]]]:
+    """The sink in a separate process (so it does not share the sender's interpreter): its port, and a
+    function giving what it has received so far."""
+    try:
+        import aiosmtpd  # noqa: F401
+    except ImportError as err:
+        raise UsageError("the send benchmark needs aiosmtpd: pip install -e '.[dev]'") from err
+    proc = subprocess.Popen([sys.executable, "-c", "from digest.bench import sink_main; sink_main()"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert proc.stdin is not None and proc.stdout is not None
+    stdin, stdout = proc.stdin, proc.stdout
+    try:
+        line = stdout.readline()
+        if not line.strip():
+            raise RuntimeError("the SMTP sink did not start")
+
+        def counts() -> tuple[int, int]:
+            stdin.write("count\n")
+            stdin.flush()
+            count, size = stdout.readline().split()
+            return int(count), int(size)
+
+        yield int(line), counts
+    finally:
+        stdin.close()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+class _Clocked(Progress):
+    """Notes when the send loop starts delivering (the issues are built by then)."""
+
+    started: float | None = None
+
+    def start(self, total: int | None) -> None:
+        self.started = time.perf_counter()
+
+
+def _raw_send(port: int, sender: str, messages: list[tuple[str, bytes]], connections: int) -> float:
+    """Seconds a bare smtplib loop takes to send ``messages`` over ``connections`` connections."""
+    shares = [messages[k::connections] for k in range(connections)]
+    errors: list[BaseException] = []
+    gate = threading.Barrier(connections + 1)
+
+    def run(share: list[tuple[str, bytes]]) -> None:
+        try:
+            gate.wait()
+            conn = smtplib.SMTP("127.0.0.1", port, local_hostname="bench.local", timeout=60)
+            for recipient, data in share:
+                conn.sendmail(sender, [recipient], data)
+            conn.quit()
+        except BaseException as err:
+            errors.append(err)
+
+    threads = [threading.Thread(target=run, args=(share,)) for share in shares]
+    for thread in threads:
+        thread.start()
+    gate.wait()
+    start = time.perf_counter()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise RuntimeError(f"raw smtplib loop failed: {errors[0]}")
+    return time.perf_counter() - start
+
+
+def bench_send(settings: Settings, n_subscribers: int, n_papers: int, sample: int = SEND_SAMPLE,
+               seed: int = SEED) -> dict[str, Any]:
+    count = min(n_subscribers, sample)
+    connections = settings.smtp.max_connections
+    with tempfile.TemporaryDirectory(prefix="digest-bench-") as tmp, _sink() as (port, counts):
+        bench = bench_settings(
+            settings, Path(tmp), mailer={"backend": "smtp"},
+            smtp={"host": "127.0.0.1", "port": port, "security": "none", "username": "", "rate_per_second": 0,
+                  "local_hostname": "bench.local", "timeout_seconds": 60.0},
+        )
+        papers = make_papers(n_papers)
+        topics = list(bench.enabled_topics)
+        store, _ = prepare_store(bench, n_papers, make_subscribers(count, topics, _authors_of(papers), seed=seed))
+        pipeline = Pipeline(bench, store, clock=lambda: NOW)
+        pipeline.renderer  # noqa: B018 (built once per process, before the loop: templates compile here)
+        progress = _Clocked()
+        begin = time.perf_counter()
+        with _quiet():
+            summary = pipeline.send(BENCH_DATE, progress=progress)
+        end = time.perf_counter()
+        built_at = progress.started or begin
+        received, _ = counts()
+        if summary.failed or received != summary.sent:
+            raise RuntimeError(f"send benchmark: {summary.line()} but the sink received {received}")
+        # The same messages again, byte for byte (the clock is fixed), for the bare smtplib loop.
+        messages = _stored_messages(pipeline)
+        raw = _raw_send(port, parseaddr(bench.site.sender)[1], messages, connections)
+        received_raw, _ = counts()
+        if received_raw - received != len(messages):
+            raise RuntimeError(f"raw loop: sent {len(messages)} but the sink received {received_raw - received}")
+        store.close()
+    real_rate = _rate(summary.sent, end - built_at)
+    raw_rate = _rate(len(messages), raw)
+    return {
+        "readers": count, "messages": summary.sent, "connections": connections,
+        "build_per_s": _rate(count, built_at - begin),
+        "send_per_s": real_rate, "raw_per_s": raw_rate,
+        "send_ratio": round(real_rate / raw_rate, 3) if raw_rate else 0.0,
+        "avg_message_kb": round(sum(len(d) for _, d in messages) / max(1, len(messages)) / 1024, 1),
+    }
+
+
+def _loaded(pipeline: Pipeline) -> Iterator[Issue]:
+    """Every stored issue, a batch at a time, as the send loop reads them."""
+    from sqlalchemy import select as sql_select
+
+    from digest.store import schema as t
+
+    with pipeline.store.engine.connect() as conn:
+        ids = list(conn.execute(sql_select(t.deliveries.c.issue_id).order_by(t.deliveries.c.id)).scalars())
+    papers: dict[str, Paper] = {}
+    for start in range(0, len(ids), 500):
+        loaded = pipeline.store.load_issues(ids[start:start + 500], pipeline.labels, papers)
+        yield from (loaded[i] for i in ids[start:start + 500] if i in loaded)
+
+
+def _stored_messages(pipeline: Pipeline) -> list[tuple[str, bytes]]:
+    messages = []
+    for issue in _loaded(pipeline):
+        assert issue.id is not None
+        delivery = pipeline.store.delivery_for_issue(issue.id)
+        assert delivery is not None
+        message = pipeline.render_message(issue, delivery.message_id, NOW)
+        messages.append((message.recipient, message.data))
+    return messages
+
+
+# ---- memory ---------------------------------------------------------------------------------------
+
+
+def _peak_rss_mb() -> float:
+    """This process's peak resident set in MB (VmHWM; ru_maxrss where /proc is missing)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def memory_child(settings_file: str) -> None:
+    """Entry point of the memory part's fresh interpreter: one full send to a null mailer, then one
+    JSON line with the counts, the time and the peak RSS."""
+    settings = pickle.loads(Path(settings_file).read_bytes())
+    store = Store(settings.database.url)
+    mailer = NullMailer(concurrency=settings.smtp.max_connections)
+    pipeline = Pipeline(settings, store, mailer=mailer, clock=lambda: NOW)
+    start = time.perf_counter()
+    with _quiet():
+        summary = pipeline.send(BENCH_DATE)
+    seconds = time.perf_counter() - start
+    store.close()
+    print(json.dumps({"sent": summary.sent, "skipped": summary.skipped, "failed": summary.failed,
+                      "seconds": round(seconds, 2), "peak_rss_mb": _peak_rss_mb(), "mailed": mailer.count}))
+
+
+def bench_memory(settings: Settings, n_subscribers: int, n_papers: int, seed: int = SEED) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="digest-bench-") as tmp:
+        bench = bench_settings(settings, Path(tmp))
+        papers = make_papers(n_papers)
+        started = time.perf_counter()
+        store, count = prepare_store(bench, n_papers, make_subscribers(
+            n_subscribers, list(bench.enabled_topics), _authors_of(papers), seed=seed))
+        store.close()
+        prepared = time.perf_counter() - started
+        settings_file = Path(tmp) / "settings.pickle"
+        settings_file.write_bytes(pickle.dumps(bench))
+        code = "import sys; from digest.bench import memory_child; memory_child(sys.argv[1])"
+        done = subprocess.run([sys.executable, "-c", code, str(settings_file)], capture_output=True, text=True,
+                              timeout=3600, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        if done.returncode != 0:
+            tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
+            raise RuntimeError(f"memory benchmark: the send failed: {tail[0]}")
+        report = json.loads(done.stdout.strip().splitlines()[-1])
+    return {"readers": count, "prepare_seconds": round(prepared, 1), **report,
+            "full_send_per_s": _rate(report["sent"] + report["skipped"], report["seconds"])}
+
+
+# ---- tagger ---------------------------------------------------------------------------------------
+
+
+def bench_tagger(settings: Settings, n_papers: int, seconds: float = TAG_SECONDS) -> dict[str, Any]:
+    from digest.tagger import Tagger
+
+    tagger = Tagger(settings.enabled_topics)
+    pairs = [(p.title, p.abstract) for p in make_papers(n_papers)]
+    for title, abstract in pairs[:20]:
+        tagger.tag(title, abstract)
+    done = 0
+    start, cpu = time.perf_counter(), time.process_time()
+    while time.perf_counter() - start < seconds:
+        for title, abstract in pairs:
+            tagger.tag(title, abstract)
+        done += len(pairs)
+    wall, cpu = time.perf_counter() - start, time.process_time() - cpu
+    return {"papers": len(pairs), "tagged": done, "tag_per_s": _rate(done, wall), "tag_per_s_cpu": _rate(done, cpu)}
+
+
+# ---- the run --------------------------------------------------------------------------------------
+
+
+@dataclass
+class BenchReport:
+    """Every figure measured, by part; ``keys`` are the last lines ``digest bench`` prints."""
+
+    n_subscribers: int
+    n_papers: int
+    parts: dict[str, dict[str, Any]] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def keys(self) -> dict[str, Any]:
+        found: dict[str, Any] = {}
+        if "render" in self.parts:
+            found["render_per_s"] = self.parts["render"]["render_per_s"]
+            found["render_speedup"] = self.parts["render"]["render_speedup"]
+        if "send" in self.parts:
+            found["send_ratio"] = self.parts["send"]["send_ratio"]
+        if "memory" in self.parts:
+            found["peak_rss_mb"] = self.parts["memory"]["peak_rss_mb"]
+        if "tagger" in self.parts:
+            found["tag_per_s"] = self.parts["tagger"]["tag_per_s"]
+        return found
+
+
+def run_bench(settings: Settings, n_subscribers: int = 10_000, n_papers: int = 300, parts: list[str] | None = None,
+              out: Callable[[str], None] = print) -> BenchReport:
+    """Run the chosen parts (all by default) on one generated workload; print a table as each part
+    ends, then the key=value lines. UsageError for an unknown part or a workload too small."""
+    chosen = list(parts or PARTS)
+    unknown = [p for p in chosen if p not in PARTS]
+    if unknown:
+        raise UsageError(f"unknown bench part {unknown[0]!r} (one of {', '.join(PARTS)})")
+    if n_subscribers < 1 or n_papers < 1:
+        raise UsageError("--subscribers and --papers must be at least 1")
+    report = BenchReport(n_subscribers, n_papers)
+    out(f"workload: {n_subscribers} readers with mixed preferences, {n_papers} papers, issue date {BENCH_DATE}; "
+        f"{os.cpu_count()} CPUs")
+    runs: dict[str, Callable[[], dict[str, Any]]] = {
+        "render": lambda: bench_render(settings, n_subscribers, n_papers),
+        "send": lambda: bench_send(settings, n_subscribers, n_papers),
+        "memory": lambda: bench_memory(settings, n_subscribers, n_papers),
+        "tagger": lambda: bench_tagger(settings, n_papers),
+    }
+    for part in PARTS:
+        if part not in chosen:
+            continue
+        start = time.perf_counter()
+        report.parts[part] = runs[part]()
+        report.seconds[part] = round(time.perf_counter() - start, 1)
+        out(_table(part, report.parts[part], report.seconds[part]))
+    for key, value in report.keys.items():
+        out(f"{key}={value}")
+    return report
+
+
+_LABELS = {
+    "render": [
+        ("emails", "emails rendered (real path)"), ("render_per_s_1", "real path, 1 process, emails/s (wall)"),
+        ("render_per_s_1_cpu", "real path, 1 process, emails/s (CPU)"),
+        ("render_per_s_pool", "real path, processes at once, emails/s (wall)"), ("processes", "processes"),
+        ("naive_per_s", "naive path, sample, emails/s (wall)"), ("naive_per_s_cpu", "naive path, emails/s (CPU)"),
+        ("render_speedup", "speed-up, 1 process vs naive (CPU)"), ("avg_message_kb", "average message, KB"),
+    ],
+    "send": [
+        ("readers", "readers in the send sample"), ("messages", "messages sent"), ("connections", "SMTP connections"),
+        ("build_per_s", "issues built per second"), ("send_per_s", "Pipeline.send delivery, messages/s"),
+        ("raw_per_s", "bare smtplib loop, same bytes, messages/s"), ("send_ratio", "ratio"),
+        ("avg_message_kb", "average message, KB"),
+    ],
+    "memory": [
+        ("readers", "readers"), ("sent", "sent"), ("skipped", "skipped (nothing new for them)"),
+        ("seconds", "full send (build + render + record), s"), ("full_send_per_s", "readers per second"),
+        ("peak_rss_mb", "peak RSS of the send process, MB"), ("prepare_seconds", "preparing the database, s"),
+    ],
+    "tagger": [("papers", "papers"), ("tagged", "papers tagged"), ("tag_per_s", "papers/s (wall)"),
+               ("tag_per_s_cpu", "papers/s (CPU)")],
+}
+
+
+def _table(part: str, figures: dict[str, Any], seconds: float) -> str:
+    rows = [(label, figures[key]) for key, label in _LABELS[part] if key in figures]
+    width = max(len(label) for label, _ in rows)
+    lines = [f"{part} ({seconds:.0f} s)"]
+    lines += [f"  {label:<{width}}  {value}" for label, value in rows]
+    return "\n".join(lines)
+
+
+def _rate(count: int, seconds: float) -> float:
+    return round(count / seconds, 1) if seconds > 0 else 0.0
