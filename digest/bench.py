@@ -46,14 +46,14 @@ from pathlib import Path
 from typing import Any
 
 from digest.config import Settings
-from digest.errors import UsageError
+from digest.errors import DigestError, UsageError
 from digest.mail.base import Mailer
 from digest.models import Issue, Outcome, OutgoingMessage, Paper, SendResult, Subscriber
 from digest.pipeline import Pipeline, Progress
 from digest.selection import Pool, select
 from digest.store import Store
 
-__all__ = ["PARTS", "NullMailer", "make_papers", "make_subscribers", "run_bench"]
+__all__ = ["PARTS", "BenchError", "NullMailer", "make_papers", "make_subscribers", "run_bench"]
 
 PARTS = ("render", "send", "memory", "tagger")
 PAPERS_FILE = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "render" / "papers.jsonl"
@@ -61,7 +61,8 @@ BENCH_DATE = date(2026, 11, 27)
 NOW = datetime(2026, 11, 27, 7, 0, tzinfo=UTC)
 SEED = 20261127
 NAIVE_SAMPLE = 100
-SEND_SAMPLE = 3000
+SEND_SAMPLE = 2000
+SEND_ROUNDS = 2
 RENDER_PROCESSES = 2
 TAG_SECONDS = 2.0
 
@@ -74,6 +75,10 @@ KEYWORDS = (
 TIME_ZONES = ("UTC", "Europe/Paris", "America/New_York", "Asia/Tokyo", "Australia/Sydney")
 
 log = logging.getLogger("digest")
+
+
+class BenchError(DigestError):
+    """A part of the benchmark could not run to the end (exit 1, one line)."""
 
 
 # ---- the workload ---------------------------------------------------------------------------------
@@ -175,11 +180,12 @@ def tagged_papers(settings: Settings, n_papers: int) -> list[Paper]:
 
 
 class NullMailer(Mailer):
-    """Accepts every message and keeps nothing (what the memory part sends to)."""
+    """Accepts every message and keeps nothing (what the memory part sends to). With the default
+    ``concurrency`` of 1 it is handed one message at a time, as the file mailer is."""
 
     name = "null"
 
-    def __init__(self, concurrency: int = 2) -> None:
+    def __init__(self, concurrency: int = 1) -> None:
         self.concurrency = concurrency
         self.count = 0
         self.bytes = 0
@@ -289,7 +295,7 @@ def bench_render(settings: Settings, n_subscribers: int, n_papers: int, processe
             proc.join(timeout=60)
         errors = [s["error"] for s in shares if "error" in s]
         if errors:
-            raise RuntimeError(f"render worker failed: {errors[0]}")
+            raise BenchError(f"render worker failed: {errors[0]}")
         span = max(s["end"] for s in shares) - min(s["start"] for s in shares)
         pooled = _rate(sum(s["emails"] for s in shares), span)
     figures["render_per_s_pool"] = pooled
@@ -356,7 +362,7 @@ def _sink() -> Iterator[tuple[int, Callable[[], tuple[int, int]]]]:
     try:
         line = stdout.readline()
         if not line.strip():
-            raise RuntimeError("the SMTP sink did not start")
+            raise BenchError("the SMTP sink did not start")
 
         def counts() -> tuple[int, int]:
             stdin.write("count\n")
@@ -407,49 +413,63 @@ def _raw_send(port: int, sender: str, messages: list[tuple[str, bytes]], connect
     for thread in threads:
         thread.join()
     if errors:
-        raise RuntimeError(f"raw smtplib loop failed: {errors[0]}")
+        raise BenchError(f"raw smtplib loop failed: {errors[0]}")
     return time.perf_counter() - start
 
 
 def bench_send(settings: Settings, n_subscribers: int, n_papers: int, sample: int = SEND_SAMPLE,
-               seed: int = SEED) -> dict[str, Any]:
+               rounds: int = SEND_ROUNDS, seed: int = SEED) -> dict[str, Any]:
+    """The real loop and the bare loop, taking turns ``rounds`` times each (other load on the machine
+    then weighs on both alike); each real round is a fresh database of the same readers."""
     count = min(n_subscribers, sample)
     connections = settings.smtp.max_connections
-    with tempfile.TemporaryDirectory(prefix="digest-bench-") as tmp, _sink() as (port, counts):
-        bench = bench_settings(
-            settings, Path(tmp), mailer={"backend": "smtp"},
-            smtp={"host": "127.0.0.1", "port": port, "security": "none", "username": "", "rate_per_second": 0,
-                  "local_hostname": "bench.local", "timeout_seconds": 60.0},
-        )
-        papers = make_papers(n_papers)
-        topics = list(bench.enabled_topics)
-        store, _ = prepare_store(bench, n_papers, make_subscribers(count, topics, _authors_of(papers), seed=seed))
-        pipeline = Pipeline(bench, store, clock=lambda: NOW)
-        pipeline.renderer  # noqa: B018 (built once per process, before the loop: templates compile here)
-        progress = _Clocked()
-        begin = time.perf_counter()
-        with _quiet():
-            summary = pipeline.send(BENCH_DATE, progress=progress)
-        end = time.perf_counter()
-        built_at = progress.started or begin
-        received, _ = counts()
-        if summary.failed or received != summary.sent:
-            raise RuntimeError(f"send benchmark: {summary.line()} but the sink received {received}")
-        # The same messages again, byte for byte (the clock is fixed), for the bare smtplib loop.
-        messages = _stored_messages(pipeline)
-        raw = _raw_send(port, parseaddr(bench.site.sender)[1], messages, connections)
-        received_raw, _ = counts()
-        if received_raw - received != len(messages):
-            raise RuntimeError(f"raw loop: sent {len(messages)} but the sink received {received_raw - received}")
-        store.close()
-    real_rate = _rate(summary.sent, end - built_at)
-    raw_rate = _rate(len(messages), raw)
+    sender = parseaddr(settings.site.sender)[1]
+    real_messages = real_seconds = raw_messages = raw_seconds = build_seconds = 0.0
+    sizes: list[int] = []
+    with _sink() as (port, counts):
+        for _ in range(rounds):
+            with tempfile.TemporaryDirectory(prefix="digest-bench-") as tmp:
+                bench = bench_settings(
+                    settings, Path(tmp), mailer={"backend": "smtp"},
+                    smtp={"host": "127.0.0.1", "port": port, "security": "none", "username": "",
+                          "rate_per_second": 0, "local_hostname": "bench.local", "timeout_seconds": 60.0},
+                )
+                papers = make_papers(n_papers)
+                store, _ = prepare_store(bench, n_papers, make_subscribers(
+                    count, list(bench.enabled_topics), _authors_of(papers), seed=seed))
+                pipeline = Pipeline(bench, store, clock=lambda: NOW)
+                pipeline.renderer  # noqa: B018 (built once per process, before the loop: templates compile here)
+                before, _ = counts()
+                progress = _Clocked()
+                begin = time.perf_counter()
+                with _quiet():
+                    summary = pipeline.send(BENCH_DATE, progress=progress)
+                end = time.perf_counter()
+                built_at = progress.started or begin
+                received = counts()[0] - before
+                if summary.failed or received != summary.sent:
+                    raise BenchError(f"send benchmark: {summary.line()} but the sink received {received}")
+                real_messages += summary.sent
+                real_seconds += end - built_at
+                build_seconds += built_at - begin
+                # The same messages again, byte for byte (the clock is fixed), for the bare smtplib loop.
+                messages = _stored_messages(pipeline)
+                store.close()
+            sizes += [len(data) for _, data in messages]
+            before, _ = counts()
+            raw_seconds += _raw_send(port, sender, messages, connections)
+            received = counts()[0] - before
+            if received != len(messages):
+                raise BenchError(f"raw loop: sent {len(messages)} but the sink received {received}")
+            raw_messages += len(messages)
+            del messages
+    real_rate, raw_rate = _rate(int(real_messages), real_seconds), _rate(int(raw_messages), raw_seconds)
     return {
-        "readers": count, "messages": summary.sent, "connections": connections,
-        "build_per_s": _rate(count, built_at - begin),
+        "readers": count, "rounds": rounds, "messages": int(real_messages), "connections": connections,
+        "build_per_s": _rate(count * rounds, build_seconds),
         "send_per_s": real_rate, "raw_per_s": raw_rate,
         "send_ratio": round(real_rate / raw_rate, 3) if raw_rate else 0.0,
-        "avg_message_kb": round(sum(len(d) for _, d in messages) / max(1, len(messages)) / 1024, 1),
+        "avg_message_kb": round(sum(sizes) / max(1, len(sizes)) / 1024, 1),
     }
 
 
@@ -494,21 +514,28 @@ def _peak_rss_mb() -> float:
 
 def memory_child(settings_file: str) -> None:
     """Entry point of the memory part's fresh interpreter: one full send to a null mailer, then one
-    JSON line with the counts, the time and the peak RSS."""
-    settings = pickle.loads(Path(settings_file).read_bytes())
+    JSON line with the counts, the time and the peak RSS: this process's, plus that of a render
+    process if it started one (the largest child it waited for), as both were alive together."""
+    settings, concurrency = pickle.loads(Path(settings_file).read_bytes())
     store = Store(settings.database.url)
-    mailer = NullMailer(concurrency=settings.smtp.max_connections)
+    mailer = NullMailer(concurrency)
     pipeline = Pipeline(settings, store, mailer=mailer, clock=lambda: NOW)
     start = time.perf_counter()
     with _quiet():
         summary = pipeline.send(BENCH_DATE)
     seconds = time.perf_counter() - start
     store.close()
+    own = _peak_rss_mb()
+    children = round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1)
     print(json.dumps({"sent": summary.sent, "skipped": summary.skipped, "failed": summary.failed,
-                      "seconds": round(seconds, 2), "peak_rss_mb": _peak_rss_mb(), "mailed": mailer.count}))
+                      "seconds": round(seconds, 2), "sender_rss_mb": own, "render_rss_mb": children,
+                      "peak_rss_mb": round(own + children, 1), "mailed": mailer.count}))
 
 
-def bench_memory(settings: Settings, n_subscribers: int, n_papers: int, seed: int = SEED) -> dict[str, Any]:
+def bench_memory(settings: Settings, n_subscribers: int, n_papers: int, concurrency: int = 1,
+                 seed: int = SEED) -> dict[str, Any]:
+    """A full send in a fresh interpreter; with ``concurrency`` 1 (the file mailer's) it renders in the
+    sending process, with 2 or more it starts a render process for a large run, as for SMTP."""
     with tempfile.TemporaryDirectory(prefix="digest-bench-") as tmp:
         bench = bench_settings(settings, Path(tmp))
         papers = make_papers(n_papers)
@@ -518,15 +545,15 @@ def bench_memory(settings: Settings, n_subscribers: int, n_papers: int, seed: in
         store.close()
         prepared = time.perf_counter() - started
         settings_file = Path(tmp) / "settings.pickle"
-        settings_file.write_bytes(pickle.dumps(bench))
+        settings_file.write_bytes(pickle.dumps((bench, concurrency)))
         code = "import sys; from digest.bench import memory_child; memory_child(sys.argv[1])"
         done = subprocess.run([sys.executable, "-c", code, str(settings_file)], capture_output=True, text=True,
                               timeout=3600, env={**os.environ, "PYTHONUNBUFFERED": "1"})
         if done.returncode != 0:
             tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
-            raise RuntimeError(f"memory benchmark: the send failed: {tail[0]}")
+            raise BenchError(f"memory benchmark: the send failed: {tail[0]}")
         report = json.loads(done.stdout.strip().splitlines()[-1])
-    return {"readers": count, "prepare_seconds": round(prepared, 1), **report,
+    return {"readers": count, "concurrency": concurrency, "prepare_seconds": round(prepared, 1), **report,
             "full_send_per_s": _rate(report["sent"] + report["skipped"], report["seconds"])}
 
 
@@ -617,15 +644,19 @@ _LABELS = {
         ("render_speedup", "speed-up, 1 process vs naive (CPU)"), ("avg_message_kb", "average message, KB"),
     ],
     "send": [
-        ("readers", "readers in the send sample"), ("messages", "messages sent"), ("connections", "SMTP connections"),
+        ("readers", "readers in the send sample"), ("rounds", "rounds (real, bare, real, bare ...)"),
+        ("messages", "messages sent by Pipeline.send"), ("connections", "SMTP connections"),
         ("build_per_s", "issues built per second"), ("send_per_s", "Pipeline.send delivery, messages/s"),
         ("raw_per_s", "bare smtplib loop, same bytes, messages/s"), ("send_ratio", "ratio"),
         ("avg_message_kb", "average message, KB"),
     ],
     "memory": [
-        ("readers", "readers"), ("sent", "sent"), ("skipped", "skipped (nothing new for them)"),
+        ("readers", "readers"), ("concurrency", "null mailer, messages at once (1: as the file mailer)"),
+        ("sent", "sent"), ("skipped", "skipped (nothing new for them)"),
         ("seconds", "full send (build + render + record), s"), ("full_send_per_s", "readers per second"),
-        ("peak_rss_mb", "peak RSS of the send process, MB"), ("prepare_seconds", "preparing the database, s"),
+        ("sender_rss_mb", "peak RSS of the sending process, MB"),
+        ("render_rss_mb", "peak RSS of its render process, MB"), ("peak_rss_mb", "peak RSS, both, MB"),
+        ("prepare_seconds", "preparing the database, s"),
     ],
     "tagger": [("papers", "papers"), ("tagged", "papers tagged"), ("tag_per_s", "papers/s (wall)"),
                ("tag_per_s_cpu", "papers/s (CPU)")],

@@ -287,12 +287,15 @@ def paper_view(paper: Paper) -> PaperView:
 
 
 def _card(entry: IssueEntry, number: int, fallback_url: str) -> CardView:
-    key = (entry.reason, number, fallback_url)
+    p = paper_view(entry.paper)
+    url = p.url or fallback_url
+    # Keyed by the link the card shows: the reader's own fallback link (their archive page) only when
+    # the paper has none, so readers share the cards of papers with links of their own.
+    key = (entry.reason, number, url)
     cached: CardView | None = _CARDS.get(entry.paper, key)
     if cached is not None:
         return cached
-    p = paper_view(entry.paper)
-    card = CardView(number=number, title=p.title, url=p.url or fallback_url, authors=p.authors,
+    card = CardView(number=number, title=p.title, url=url, authors=p.authors,
                     upvotes=p.upvotes, code_url=p.code_url, project_url=p.project_url, pdf_url=p.pdf_url,
                     summary=p.summary, why=clean_text(entry.reason))
     return _CARDS.put(entry.paper, key, card)

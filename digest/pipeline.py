@@ -528,6 +528,9 @@ class _Dispatch:
 
     def run(self, claims: list[Delivery], claim: Callable[[], list[Delivery]]) -> None:
         self.claimed.extend(claims)
+        if self.slots == 1 and not self._worth_a_render_process(len(claims)):
+            self._run_inline(claim)
+            return
         stop = self.pipeline.stop_requested
         senders = [threading.Thread(target=self._sender, name=f"digest-send-{k}", daemon=True)
                    for k in range(self.slots)]
@@ -647,18 +650,43 @@ class _Dispatch:
                 if ready is None:
                     return
                 continue
-            if not self._record([last] if last is not None else [], ready):
-                last = None
-                self.progress.advance()  # the claim was lost (its lease ran out): another sender has it
-                continue
-            try:
-                result = self.mailer.send(ready.message)
-            except Exception as err:  # a backend bug must not lose the record: treat as unknown
-                log.exception("mailer crashed subscriber=%s", ready.message.recipient)
-                result = SendResult(Outcome.UNKNOWN, f"mailer error: {err}")
-            recipient = ready.message.recipient
-            last = _Ended(ready.delivery, recipient, self.pipeline._attempt_end(ready.delivery, recipient, result),
-                          result)
+            last = self._hand_over(last, ready)
+
+    def _hand_over(self, last: _Ended | None, ready: _Ready) -> _Ended | None:
+        """Record ``last`` and mark ``ready`` "sending" (one transaction), then send it; its outcome,
+        to record with the next hand-over (None if the claim was lost)."""
+        if not self._record([last] if last is not None else [], ready):
+            self.progress.advance()  # the claim was lost (its lease ran out): another sender has it
+            return None
+        try:
+            result = self.mailer.send(ready.message)
+        except Exception as err:  # a backend bug must not lose the record: treat as unknown
+            log.exception("mailer crashed subscriber=%s", ready.message.recipient)
+            result = SendResult(Outcome.UNKNOWN, f"mailer error: {err}")
+        recipient = ready.message.recipient
+        return _Ended(ready.delivery, recipient, self.pipeline._attempt_end(ready.delivery, recipient, result), result)
+
+    def _run_inline(self, claim: Callable[[], list[Delivery]]) -> None:
+        """One message at a time, all in this thread: for a mailer that takes one at a time and needs no
+        network round trip (file, memory), handing each message to another thread costs more than it
+        saves."""
+        stop = self.pipeline.stop_requested
+        last: _Ended | None = None
+        try:
+            while not stop.is_set() and self.error is None:
+                prepared = self._prepare_next(claim)
+                if prepared is None:
+                    break
+                if isinstance(prepared, _Ended):
+                    self._record([prepared, *([last] if last is not None else [])], None)
+                    last = None
+                    continue
+                last = self._hand_over(last, prepared)
+        finally:
+            if last is not None:
+                self._record([last], None)
+        if self.error is not None:
+            raise self.error
 
     def _record(self, ended: list[_Ended], ready: _Ready | None) -> bool:
         """Record ``ended`` and mark ``ready`` "sending" in one transaction; whether ``ready`` may go."""

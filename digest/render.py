@@ -61,6 +61,9 @@ TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
 HTML_BUDGET = 100 * 1024
 DOCTYPE = "<!DOCTYPE html>\n"
 FRAGMENTS = 20_000  # cards kept rendered (each a few KB)
+# Numbered cards kept (about 5 KB each): a card for each paper, reason and position soon adds up over a
+# 100,000-reader send, and numbering a kept fragment again costs little.
+NUMBERED_CARDS = 8_192
 
 _JINJA_COMMENT = re.compile(r"\s*\{#.*?#\}\s*", re.DOTALL)
 
@@ -214,7 +217,7 @@ class Renderer:
 
         self._card_template = card_template
         self._text_card_template = text_card_template
-        self._numbered = IdentityCache()
+        self._numbered = IdentityCache(limit=NUMBERED_CARDS)
         self._unnumbered: dict[CardView, _Fragment] = {}
         self._shared = _SharedBodies()
 

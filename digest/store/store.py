@@ -18,7 +18,6 @@ from sqlalchemy import (
     Engine,
     Table,
     and_,
-    bindparam,
     create_engine,
     delete,
     event,
@@ -26,7 +25,6 @@ from sqlalchemy import (
     insert,
     or_,
     select,
-    text,
     update,
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -58,17 +56,15 @@ _MIGRATION_LOCK = 0x646967657374
 # Execution option of a connection that only reads (SQLite then takes no write lock at BEGIN).
 _READ_ONLY = "digest_read_only"
 
-# The send loop's two statements, run a few times per message: as text, because building the same
-# UPDATE with the expression language each time costs several times what SQLite takes to run it.
-_END_ATTEMPT = text(
-    "UPDATE deliveries SET status = :status, updated_at = :now, last_error = :detail, claimed_by = NULL,"
-    " lease_until = NULL, next_attempt_at = :next_at, sent_at = COALESCE(:sent_at, sent_at) WHERE id = :id"
-).bindparams(bindparam("now", type_=t.UTCDateTime()), bindparam("next_at", type_=t.UTCDateTime()),
-             bindparam("sent_at", type_=t.UTCDateTime()))
-_MARK_SENDING = text(
-    "UPDATE deliveries SET status = 'sending', attempts = attempts + 1, lease_until = :lease, updated_at = :now"
-    " WHERE id = :id AND claimed_by = :worker AND status = 'pending'"
-).bindparams(bindparam("now", type_=t.UTCDateTime()), bindparam("lease", type_=t.UTCDateTime()))
+# The send loop's two statements (``settle``), in the driver's terms ("?" becomes the driver's mark).
+_END_ATTEMPT = (
+    "UPDATE deliveries SET status = ?, updated_at = ?, last_error = ?, claimed_by = NULL, lease_until = NULL,"
+    " next_attempt_at = ?, sent_at = COALESCE(?, sent_at) WHERE id = ?"
+)
+_MARK_SENDING = (
+    "UPDATE deliveries SET status = 'sending', attempts = attempts + 1, lease_until = ?, updated_at = ?"
+    " WHERE id = ? AND claimed_by = ? AND status = 'pending'"
+)
 
 # Issues whose papers count as "already received": everything except a permanent failure.
 _RECEIVED = (DeliveryStatus.PENDING, DeliveryStatus.SENDING, DeliveryStatus.SENT, DeliveryStatus.UNKNOWN)
@@ -936,17 +932,25 @@ class Store:
         about to hand over, so no more records are "sending" than messages are in flight, at a cost of
         one commit for several messages.
         """
-        lease = now + timedelta(seconds=lease_seconds)
+        mark = "?" if self.engine.dialect.paramstyle == "qmark" else "%s"
+        to_db = t.UTCDateTime().bind_processor(self.engine.dialect) or (lambda value: value)
+        at, lease = to_db(now), to_db(now + timedelta(seconds=lease_seconds))
         marked: set[int] = set()
         with self.engine.begin() as conn:
-            for e in ended:
-                conn.execute(_END_ATTEMPT, {"id": e.delivery_id, "status": e.status.value, "now": now,
-                                            "detail": e.detail, "next_at": e.next_attempt_at,
-                                            "sent_at": now if e.status is DeliveryStatus.SENT else None})
-            for delivery_id in dict.fromkeys(sending):
-                if conn.execute(_MARK_SENDING, {"id": delivery_id, "worker": worker, "lease": lease,
-                                                "now": now}).rowcount == 1:
-                    marked.add(delivery_id)
+            # The driver's cursor: these run once or twice per message, and the expression layer's
+            # work per statement would cost more than SQLite's.
+            cursor = conn.connection.cursor()
+            try:
+                for e in ended:
+                    cursor.execute(_END_ATTEMPT.replace("?", mark), (
+                        e.status.value, at, e.detail, to_db(e.next_attempt_at) if e.next_attempt_at else None,
+                        at if e.status is DeliveryStatus.SENT else None, e.delivery_id))
+                for delivery_id in dict.fromkeys(sending):
+                    cursor.execute(_MARK_SENDING.replace("?", mark), (lease, at, delivery_id, worker))
+                    if cursor.rowcount == 1:
+                        marked.add(delivery_id)
+            finally:
+                cursor.close()
         return marked
 
     def requeue_unknown(self, issue_date: date | None = None) -> int:
