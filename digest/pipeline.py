@@ -287,11 +287,15 @@ class Pipeline:
         dkim.signer_for(self.settings)  # a bad DKIM set-up stops the run before anything is claimed
         run_id = self.store.start_send_run(issue_date, now)
         self._recover(now)
-        with _stop_on_signals(self.stop_requested):
+        with _stop_on_signals(self.stop_requested), _RenderProcessSlot(self) as render_process:
+            if subscribers is None and only is None:
+                # Every confirmed reader may be due: a large run's render process starts now, and is
+                # ready by the time the issues are built.
+                render_process.expect(self.store.count_subscribers().get(SubscriberStatus.CONFIRMED.value, 0))
             targets = subscribers() if subscribers is not None else self.due_subscribers(issue_date, only)
-            only_id = self._build_issues(targets, issue_date, now, summary, only)
+            only_id = self._build_issues(targets, issue_date, now, summary, only, built=render_process.expect)
             progress.start(self.store.delivery_counts(issue_date).get(DeliveryStatus.PENDING.value))
-            self._deliver(issue_date, only_id, summary, progress)
+            self._deliver(issue_date, only_id, summary, progress, render_process)
         self.store.finish_send_run(run_id, self.clock(), summary.sent, summary.skipped, summary.failed)
         log.info("send done date=%s %s deferred=%d unknown=%d", issue_date, summary.line(), summary.deferred,
                  summary.unknown)
@@ -314,12 +318,13 @@ class Pipeline:
         self._recover(now)
         counts = [self.store.delivery_counts(day).get(DeliveryStatus.PENDING.value, 0) for day in dates]
         progress.start(sum(counts))
-        with _stop_on_signals(self.stop_requested):
+        with _stop_on_signals(self.stop_requested), _RenderProcessSlot(self) as render_process:
+            render_process.expect(sum(counts))
             for day, pending in zip(dates, counts, strict=True):
                 if not pending or self.stop_requested.is_set():
                     continue
                 started, part = self.clock(), SendSummary()
-                self._deliver(day, None, part, progress)
+                self._deliver(day, None, part, progress, render_process)
                 if part.sent or part.failed or part.deferred:
                     run_id = self.store.start_send_run(day, started)
                     self.store.finish_send_run(run_id, self.clock(), part.sent, 0, part.failed)
@@ -342,7 +347,7 @@ class Pipeline:
 
     def _build_issues(
         self, targets: Iterator[Subscriber], issue_date: date, now: datetime, summary: SendSummary,
-        only: str | None,
+        only: str | None, built: Callable[[int], None] = lambda count: None,
     ) -> int | None:
         """Store an issue and a pending delivery record for each target who has none for the date yet.
 
@@ -353,6 +358,7 @@ class Pipeline:
         pool: Pool | None = None
         papers_since = self._candidates_since(now)
         only_id: int | None = None
+        created = 0
         with closing(self._building_order(targets, issue_date)) as order:
             for subs in order:
                 if self.stop_requested.is_set():
@@ -379,7 +385,9 @@ class Pipeline:
                         continue
                     new.append(issue)
                 if new:
-                    self.store.create_issues(new, message_id=lambda i, s: self.message_id(i, s.email), now=now)
+                    created += self.store.create_issues(new, message_id=lambda i, s: self.message_id(i, s.email),
+                                                        now=now)
+                    built(created)
         return only_id
 
     def _building_order(self, targets: Iterator[Subscriber], issue_date: date) -> Iterator[list[Subscriber]]:
@@ -398,7 +406,8 @@ class Pipeline:
                     put_off.append(subs)
         yield from put_off
 
-    def _deliver(self, issue_date: date, only_id: int | None, summary: SendSummary, progress: Progress) -> None:
+    def _deliver(self, issue_date: date, only_id: int | None, summary: SendSummary, progress: Progress,
+                 render_process: _RenderProcessSlot) -> None:
         worker = _worker_id()
         cfg = self.settings.delivery
 
@@ -411,11 +420,12 @@ class Pipeline:
         claims = claim()
         if not claims:
             return
+        render_process.expect(len(claims))
         try:
             # The mailer opens only once there is work: no SMTP session for nothing, and a server that
             # cannot be reached fails the run here, with every message still pending.
             with self.mailer as mailer:
-                _Dispatch(self, mailer, worker, summary, progress).run(claims, claim)
+                _Dispatch(self, mailer, worker, summary, progress, render_process.process).run(claims, claim)
         finally:
             # Also after an error: claims left behind would block a re-run until their lease expires.
             self.store.release_claims(worker)
@@ -479,6 +489,42 @@ class Pipeline:
         return summary
 
 
+class _RenderProcessSlot:
+    """The render process of one send, started once the run turns out large (``expect``) and stopped
+    with the block. ``[delivery] workers`` 0 decides: a process pays for its start (about a second of
+    one core) when a full batch of messages or more goes out over several connections on a machine with
+    a core to spare; any other value always starts one."""
+
+    def __init__(self, pipeline: Pipeline) -> None:
+        self.pipeline = pipeline
+        self.process: RenderProcess | None = None
+        self._decided = False
+
+    def expect(self, messages: int) -> None:
+        """About ``messages`` are to be sent: start the process if that pays (once per send)."""
+        if self._decided or messages <= 0:
+            return
+        cfg = self.pipeline.settings.delivery
+        pays = messages >= cfg.batch_size and (os.cpu_count() or 1) >= 2 and self.pipeline.mailer.concurrency >= 2
+        if not (cfg.workers or pays):
+            return
+        self._decided = True
+        from digest.render_process import RenderProcess
+
+        try:
+            self.process = RenderProcess(self.pipeline.settings)
+        except OSError as err:
+            log.warning("rendering in the sending process: cannot start a render process: %s", err)
+
+    def __enter__(self) -> _RenderProcessSlot:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.process is not None:
+            self.process.close()
+            self.process = None
+
+
 @dataclass(frozen=True, slots=True)
 class _Ready:
     """A claimed delivery with its message rendered, waiting for a free connection."""
@@ -508,7 +554,7 @@ class _Dispatch:
     """
 
     def __init__(self, pipeline: Pipeline, mailer: Mailer, worker: str, summary: SendSummary,
-                 progress: Progress) -> None:
+                 progress: Progress, render_process: RenderProcess | None = None) -> None:
         self.pipeline = pipeline
         self.store = pipeline.store
         self.mailer = mailer
@@ -521,14 +567,15 @@ class _Dispatch:
         self.claimed: deque[Delivery] = deque()
         self.issues: dict[int, Issue] = {}
         self.rendered: deque[_Ready | _Ended] = deque()
-        self.render_process: RenderProcess | None = None
+        self.render_process = render_process
         self.writing = threading.Lock()
+        self.local = threading.local()  # a sender thread's own settle (Store.settling)
         self.counting = threading.Lock()
         self.error: BaseException | None = None
 
     def run(self, claims: list[Delivery], claim: Callable[[], list[Delivery]]) -> None:
         self.claimed.extend(claims)
-        if self.slots == 1 and not self._worth_a_render_process(len(claims)):
+        if self.slots == 1 and self.render_process is None:
             self._run_inline(claim)
             return
         stop = self.pipeline.stop_requested
@@ -536,8 +583,6 @@ class _Dispatch:
                    for k in range(self.slots)]
         for thread in senders:
             thread.start()
-        if self._worth_a_render_process(len(claims)):
-            self._start_render_process()
         try:
             while not stop.is_set() and self.error is None:
                 prepared = self._prepare_next(claim)
@@ -550,31 +595,12 @@ class _Dispatch:
                     if stop.is_set() or self.error is not None:
                         break
         finally:
-            if self.render_process is not None:
-                self.render_process.close()
             for _ in senders:
                 self.ready.put(None)  # senders drain the queue, so this never blocks for long
             for thread in senders:
                 thread.join()
         if self.error is not None:
             raise self.error
-
-    def _worth_a_render_process(self, first_claim: int) -> bool:
-        """``[delivery] workers``: 0 decides here. A process pays for its start (about a second) when
-        the run is large (a full first batch) and several connections wait for messages on a machine
-        with a core to spare."""
-        cfg = self.pipeline.settings.delivery
-        if cfg.workers:
-            return True
-        return self.slots >= 2 and (os.cpu_count() or 1) >= 2 and first_claim >= cfg.batch_size
-
-    def _start_render_process(self) -> None:
-        from digest.render_process import RenderProcess
-
-        try:
-            self.render_process = RenderProcess(self.pipeline.settings)
-        except OSError as err:
-            log.warning("rendering in the sending process: cannot start a render process: %s", err)
 
     def _offer(self, ready: _Ready) -> bool:
         try:
@@ -631,7 +657,21 @@ class _Dispatch:
             return _Ended(delivery, "?", prepared)
         return _Ready(delivery, prepared)
 
+    @contextmanager
+    def _own_connection(self) -> Iterator[None]:
+        """This thread records on a database connection of its own for the block."""
+        with self.store.settling(self.worker, self.pipeline.settings.delivery.lease_seconds) as settle:
+            self.local.settle = settle
+            try:
+                yield
+            finally:
+                del self.local.settle
+
     def _sender(self) -> None:
+        with self._own_connection():
+            self._send_queued()
+
+    def _send_queued(self) -> None:
         last: _Ended | None = None
         while True:
             try:
@@ -672,29 +712,34 @@ class _Dispatch:
         saves."""
         stop = self.pipeline.stop_requested
         last: _Ended | None = None
-        try:
-            while not stop.is_set() and self.error is None:
-                prepared = self._prepare_next(claim)
-                if prepared is None:
-                    break
-                if isinstance(prepared, _Ended):
-                    self._record([prepared, *([last] if last is not None else [])], None)
-                    last = None
-                    continue
-                last = self._hand_over(last, prepared)
-        finally:
-            if last is not None:
-                self._record([last], None)
+        with self._own_connection():
+            try:
+                while not stop.is_set() and self.error is None:
+                    prepared = self._prepare_next(claim)
+                    if prepared is None:
+                        break
+                    if isinstance(prepared, _Ended):
+                        self._record([prepared, *([last] if last is not None else [])], None)
+                        last = None
+                        continue
+                    last = self._hand_over(last, prepared)
+            finally:
+                if last is not None:
+                    self._record([last], None)
         if self.error is not None:
             raise self.error
 
     def _record(self, ended: list[_Ended], ready: _Ready | None) -> bool:
         """Record ``ended`` and mark ``ready`` "sending" in one transaction; whether ``ready`` may go."""
         try:
+            ends, sending = [e.end for e in ended], [ready.delivery.id] if ready else []
+            settle = getattr(self.local, "settle", None)
             with self.writing:
-                marked = self.store.settle([e.end for e in ended], [ready.delivery.id] if ready else [],
-                                           self.worker, self.pipeline.clock(),
-                                           self.pipeline.settings.delivery.lease_seconds)
+                if settle is not None:
+                    marked = settle(ends, sending, self.pipeline.clock())
+                else:
+                    marked = self.store.settle(ends, sending, self.worker, self.pipeline.clock(),
+                                               self.pipeline.settings.delivery.lease_seconds)
                 for e in ended:
                     if e.result is not None and e.result.outcome is Outcome.PERMANENT:
                         self.pipeline._bounced(e.delivery, e.recipient, e.result)

@@ -72,6 +72,9 @@ class RenderProcess:
         return list(zip(self.pending.popleft(), results, strict=True))
 
     def close(self) -> None:
+        """Stop the worker (idempotent)."""
+        if self._conn.closed:
+            return
         self._conn.close()  # the worker sees the end of its input and exits
         try:
             self._proc.wait(timeout=10)

@@ -928,30 +928,51 @@ class Store:
         ``sending`` deliveries as about to be handed over (as ``mark_sending`` does). Returns the ids
         marked: those still claimed by ``worker`` and pending.
 
-        The send loop calls it each time messages come back from the mailer, with the next ones it is
+        The send loop calls it each time a message comes back from the mailer, with the next one it is
         about to hand over, so no more records are "sending" than messages are in flight, at a cost of
-        one commit for several messages.
+        one commit per message. See ``settling`` for many calls from one thread.
         """
+        with self.settling(worker, lease_seconds) as settle:
+            return settle(ended, sending, now)
+
+    @contextmanager
+    def settling(self, worker: str, lease_seconds: float) -> Iterator[Callable[..., set[int]]]:
+        """``settle(ended, sending, now)`` for one thread's many calls, on a database connection kept for
+        the block: the two UPDATEs run once or twice per message, and a pooled connection, a
+        transaction object and the expression layer per call would cost more than they do."""
         mark = "?" if self.engine.dialect.paramstyle == "qmark" else "%s"
+        end_sql, mark_sql = _END_ATTEMPT.replace("?", mark), _MARK_SENDING.replace("?", mark)
         to_db = t.UTCDateTime().bind_processor(self.engine.dialect) or (lambda value: value)
-        at, lease = to_db(now), to_db(now + timedelta(seconds=lease_seconds))
-        marked: set[int] = set()
-        with self.engine.begin() as conn:
-            # The driver's cursor: these run once or twice per message, and the expression layer's
-            # work per statement would cost more than SQLite's.
-            cursor = conn.connection.cursor()
+        sqlite = self.dialect == "sqlite"
+        raw = self.engine.raw_connection()
+
+        def settle(ended: Sequence[AttemptEnd], sending: Sequence[int], now: datetime) -> set[int]:
+            at, lease = to_db(now), to_db(now + timedelta(seconds=lease_seconds))
+            marked: set[int] = set()
+            cursor = raw.cursor()
             try:
+                if sqlite:
+                    cursor.execute("BEGIN IMMEDIATE")  # as every write here: the lock first
                 for e in ended:
-                    cursor.execute(_END_ATTEMPT.replace("?", mark), (
+                    cursor.execute(end_sql, (
                         e.status.value, at, e.detail, to_db(e.next_attempt_at) if e.next_attempt_at else None,
                         at if e.status is DeliveryStatus.SENT else None, e.delivery_id))
                 for delivery_id in dict.fromkeys(sending):
-                    cursor.execute(_MARK_SENDING.replace("?", mark), (lease, at, delivery_id, worker))
+                    cursor.execute(mark_sql, (lease, at, delivery_id, worker))
                     if cursor.rowcount == 1:
                         marked.add(delivery_id)
+                raw.commit()
+            except BaseException:
+                raw.rollback()
+                raise
             finally:
                 cursor.close()
-        return marked
+            return marked
+
+        try:
+            yield settle
+        finally:
+            raw.close()  # back to the pool
 
     def requeue_unknown(self, issue_date: date | None = None) -> int:
         """Put "unknown" deliveries back to pending (an operator's explicit decision to resend)."""
