@@ -535,6 +535,8 @@ class _Ready:
 
 @dataclass(frozen=True, slots=True)
 class _Ended:
+    """A delivery whose attempt is over (or was never made), with what to record for it."""
+
     delivery: Delivery
     recipient: str
     end: AttemptEnd
@@ -542,8 +544,10 @@ class _Ended:
 
 
 class _Dispatch:
-    """One send loop: this thread renders the claimed messages a little ahead; ``mailer.concurrency``
-    sender threads hand them over and record what came back.
+    """One send loop: this thread claims deliveries and has their messages rendered a little ahead (by
+    the send's render process when it has one, else itself); ``mailer.concurrency`` sender threads hand
+    them over and record what came back. With one connection and no render process everything runs in
+    this thread.
 
     Each sender records the outcome of its last message and marks its next one "sending" in one
     transaction, right before handing it over: so no more records are "sending" than messages are in
