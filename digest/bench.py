@@ -393,9 +393,11 @@ class _Clocked(Progress):
 
     def __init__(self, warm_up: Callable[[], object] = lambda: None) -> None:
         self.warm_up = warm_up
+        self.built: float | None = None
         self.started: float | None = None
 
     def start(self, total: int | None) -> None:
+        self.built = time.perf_counter()
         self.warm_up()
         self.started = time.perf_counter()
 
@@ -488,7 +490,7 @@ def bench_send(settings: Settings, n_subscribers: int, n_papers: int, sample: in
                 bare_seconds = bare()
             real_messages += summary.sent
             real_seconds += end - built_at
-            build_seconds += built_at - begin
+            build_seconds += (progress.built or begin) - begin
             raw_seconds += bare_seconds
             ratios.append(round((summary.sent / (end - built_at)) / (len(messages) / bare_seconds), 3))
     real_rate, raw_rate = _rate(int(real_messages), real_seconds), _rate(len(messages) * rounds, raw_seconds)
