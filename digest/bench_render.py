@@ -146,7 +146,7 @@ def make_jobs(papers: Sequence[Paper], settings: Settings, count: int, day: date
 
 def _full_email(renderer: Renderer, job: RenderJob, naive: bool, now: datetime, list_id: str,
                 domain: str, secret: str) -> bytes:
-    render = renderer.render_naive if naive else renderer.render
+    render = renderer.mime_naive if naive else renderer.mime
     rendered = render(job.issue, job.links)
     return build_message(
         rendered, sender=renderer.settings.site.sender, recipient=job.issue.subscriber.email,

@@ -30,6 +30,7 @@ __all__ = [
     "clean_text",
     "keep_first",
     "paper_view",
+    "personal_values",
     "safe_url",
     "summarize",
     "without_summaries",
@@ -332,11 +333,20 @@ def subject_line(site_title: str, day: date, count: int, top_title: str | None) 
     return _truncate(line, SUBJECT_CHARS)
 
 
-def build_view(settings: Settings, issue: Issue, links: PersonalLinks, full_issue_url: str | None) -> EmailView:
-    """The complete (untrimmed) view of one issue for one subscriber."""
+def build_view(settings: Settings, issue: Issue, links: PersonalLinks, full_issue_url: str | None,
+               personal: tuple[str, str, str, str] | None = None) -> EmailView:
+    """The complete (untrimmed) view of one issue for one subscriber.
+
+    ``personal`` stands in for the reader's own values (address, then the preferences, unsubscribe and
+    archive links, already cleaned) wherever the view shows them, the "full issue" link included when it
+    is the archive link: a body rendered this way serves every reader of the same papers.
+    """
     site_title = clean_text(settings.site.title) or "Paper Digest"
-    archive = safe_url(links.archive)
-    more_url = safe_url(full_issue_url) or archive
+    if personal is None:
+        personal = personal_values(issue, links)
+    archive = personal[3]
+    own_archive = full_issue_url is None or full_issue_url == links.archive
+    more_url = archive if own_archive else (safe_url(full_issue_url) or archive)
     number = 0
     sections: list[SectionView] = []
     for index, section in enumerate(s for s in issue.sections if s.entries):
@@ -371,10 +381,17 @@ def build_view(settings: Settings, issue: Issue, links: PersonalLinks, full_issu
         hidden_count=0,
         hidden_line="",
         more_url=more_url,
-        recipient=clean_text(issue.subscriber.email),
+        recipient=personal[0],
         postal=clean_text(settings.site.postal_address),
-        links=LinksView(safe_url(links.preferences), safe_url(links.unsubscribe), archive),
+        links=LinksView(personal[1], personal[2], archive),
     )
+
+
+def personal_values(issue: Issue, links: PersonalLinks) -> tuple[str, str, str, str]:
+    """What differs between two readers of the same issue body, as an email shows it: the address, and
+    the preferences, unsubscribe and archive links."""
+    return (clean_text(issue.subscriber.email), safe_url(links.preferences), safe_url(links.unsubscribe),
+            safe_url(links.archive))
 
 
 def without_summaries(view: EmailView, numbers: set[int]) -> EmailView:

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
+import json
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from urllib.parse import quote
@@ -35,16 +41,44 @@ class TokenError(Exception):
 
 
 class Signer:
-    """Signs and verifies ``(scope, email)`` tokens with HMAC (itsdangerous, constant-time compare)."""
+    """Signs and verifies ``(scope, email)`` tokens with HMAC (itsdangerous, constant-time compare).
 
-    def __init__(self, secret_key: str) -> None:
+    Tokens are itsdangerous ``URLSafeTimedSerializer`` tokens (salt ``digest.<scope>``), and verifying
+    is left to itsdangerous. Signing is done here, in the same format: a send signs two tokens per
+    reader, and itsdangerous builds a serializer, a signer, a derived key, a JSON encoder and a zlib
+    stream for every token (about 20 µs each), where one HMAC copy costs about 2 µs. The payload is
+    never compressed (itsdangerous only compresses when it saves bytes, which a short address rarely
+    allows, and reads both forms); tests check the tokens against itsdangerous both ways.
+    """
+
+    def __init__(self, secret_key: str, clock: Callable[[], float] = time.time) -> None:
         self._secret = secret_key
+        self._clock = clock
+        secret = secret_key.encode("utf-8")
+        # itsdangerous' default key derivation ("django-concat") and algorithm (HMAC-SHA1).
+        self._macs = {
+            scope: hmac.new(hashlib.sha1(f"digest.{scope.value}".encode() + b"signer" + secret).digest(),
+                            digestmod=hashlib.sha1)
+            for scope in Scope
+        }
+        self._stamp: tuple[int, bytes] = (-1, b"")
 
     def _serializer(self, scope: Scope) -> URLSafeTimedSerializer:
         return URLSafeTimedSerializer(self._secret, salt=f"digest.{scope.value}")
 
     def sign(self, scope: Scope, email: str) -> str:
-        return self._serializer(scope).dumps(email.lower())
+        value = _b64(_json(email.lower())) + b"." + self._timestamp()
+        mac = self._macs[scope].copy()
+        mac.update(value)
+        return (value + b"." + _b64(mac.digest())).decode("ascii")
+
+    def _timestamp(self) -> bytes:
+        """The current second as itsdangerous writes it (big-endian bytes, base64), made once a second."""
+        now = int(self._clock())
+        stamp = self._stamp
+        if stamp[0] != now:
+            stamp = self._stamp = (now, _b64(now.to_bytes((now.bit_length() + 7) // 8, "big")))
+        return stamp[1]
 
     def verify(self, scope: Scope, token: str, max_age: int | None = None) -> str:
         """Return the email the token was made for; raise TokenError if it is not valid for ``scope``."""
@@ -58,6 +92,17 @@ class Signer:
         if not isinstance(value, str):
             raise TokenError("invalid link")
         return value
+
+
+def _b64(data: bytes) -> bytes:
+    return base64.urlsafe_b64encode(data).rstrip(b"=")
+
+
+def _json(value: str) -> bytes:
+    """``value`` as itsdangerous' compact JSON writes it (UTF-8, non-ASCII kept as is)."""
+    if value.isascii() and value.isprintable() and '"' not in value and "\\" not in value:
+        return b'"' + value.encode("ascii") + b'"'  # nothing to escape: what json.dumps would write
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
 @dataclass(frozen=True, slots=True)

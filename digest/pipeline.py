@@ -238,7 +238,7 @@ class Pipeline:
         sub = issue.subscriber
         key = str(issue.id) if issue.id is not None else None
         links = self.links.for_subscriber(sub.email, key)
-        render = self.renderer.render_naive if naive else self.renderer.render
+        render = self.renderer.mime_naive if naive else self.renderer.mime
         rendered = render(issue, links, full_issue_url=links.archive)
         data = build_message(rendered, sender=self.settings.site.sender, recipient=sub.email,
                              message_id=message_id, date=now, list_id=list_id_for(self.settings), links=links)

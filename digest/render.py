@@ -42,16 +42,14 @@ from digest.email_view import (
     CardView,
     EmailView,
     IdentityCache,
-    LinksView,
     build_view,
-    clean_text,
     keep_first,
-    safe_url,
+    personal_values,
     without_summaries,
 )
 from digest.errors import RenderError
 from digest.links import PersonalLinks
-from digest.message import base64_lines, remember_utf8
+from digest.message import Base64Body, MimeBody, MimeEmail, Utf8Body, base64_lines
 from digest.models import Issue, RenderedEmail
 
 __all__ = ["CARD_LOOP_OPEN", "HTML_BUDGET", "TEMPLATES_DIR", "Renderer", "compile_mjml", "inline_css"]
@@ -182,8 +180,9 @@ class Renderer:
     """Renders issues to emails; build one per process (construction compiles the templates, ~0.2 s).
 
     ``html_budget`` caps the HTML part in bytes (default HTML_BUDGET). With ``share_bodies`` (default) a
-    body is rendered once for all readers of the same papers (the last SHARED_BODIES distinct ones are
-    kept) and only the address and links are filled in per reader; the result is the same either way.
+    body is rendered once for all readers of the same papers (the bodies used last are kept, up to
+    SHARED_BODY_BYTES) and only the address and links are filled in per reader; the result is the same
+    either way.
 
     Picklable: it pickles as its settings and templates folder and recompiles on arrival, so a process
     pool can receive it.
@@ -227,16 +226,27 @@ class Renderer:
     # -- public API ---------------------------------------------------------------------------------
 
     def render(self, issue: Issue, links: PersonalLinks, *, full_issue_url: str | None = None) -> RenderedEmail:
-        """The email for one issue (fast path): only Jinja runs, and when another reader already got the
-        same issue body only their personal parts (address, links) are new. Raises RenderError on a
-        template bug."""
-        shared = self._render_shared(issue, links, full_issue_url) if self.share_bodies else None
-        return shared or self._render(issue, links, full_issue_url, fast=True)
+        """The email for one issue (fast path), as text: what ``mime`` gives, decoded. Raises RenderError
+        on a template bug."""
+        return self.mime(issue, links, full_issue_url=full_issue_url).rendered()
+
+    def mime(self, issue: Issue, links: PersonalLinks, *, full_issue_url: str | None = None) -> MimeEmail:
+        """The email for one issue (fast path), its bodies ready for build_message: only Jinja runs, and
+        when another reader already got the same issue body only their personal parts (address, links)
+        are new, and only the part of the body from the first of them on is encoded again."""
+        if self.share_bodies:
+            shared = self._mime_shared(issue, links, full_issue_url)
+            if shared is not None:
+                return shared
+        return self._mime(self._render(issue, links, full_issue_url, fast=True))
 
     def render_naive(self, issue: Issue, links: PersonalLinks, *,
                      full_issue_url: str | None = None) -> RenderedEmail:
         """The same email the slow way: Jinja -> MJML -> premailer for this one email."""
-        return self._render(issue, links, full_issue_url, fast=False)
+        return self._render(issue, links, full_issue_url, fast=False).email()
+
+    def mime_naive(self, issue: Issue, links: PersonalLinks, *, full_issue_url: str | None = None) -> MimeEmail:
+        return self._mime(self._render(issue, links, full_issue_url, fast=False))
 
     def view(self, issue: Issue, links: PersonalLinks, full_issue_url: str | None = None) -> EmailView:
         return build_view(self.settings, issue, links, full_issue_url)
@@ -244,9 +254,9 @@ class Renderer:
     # -- internals ----------------------------------------------------------------------------------
 
     def _card_parts(self, card: CardView) -> _CardParts:
-        """One numbered card's HTML and text (and their UTF-8). A card is rendered once per paper and
-        reason, whatever its position (the number is put in afterwards), and each numbered result is
-        kept too: a reader's card costs one lookup."""
+        """One numbered card's HTML and text, in UTF-8. A card is rendered once per paper and reason,
+        whatever its position (the number is put in afterwards), and each numbered result is kept too:
+        a reader's card costs one lookup."""
         parts: _CardParts | None = self._numbered.get(card)
         if parts is None:
             unnumbered = replace(card, number=0)
@@ -261,79 +271,68 @@ class Renderer:
             parts = self._numbered.put(card, (), fragment.numbered(card.number))
         return parts
 
-    def _html_fast(self, view: EmailView) -> _Body:
-        """The page with a placeholder per section, then the cached cards spliced in, as text and as
-        UTF-8 (the 40 KB of an email are never encoded as a whole: its cards already are)."""
+    def _html_fast(self, view: EmailView) -> bytes:
+        """The page with a placeholder per section, then the cached cards spliced in, in UTF-8 (the
+        40 KB of an email are never encoded as a whole: its cards already are)."""
         page = _render_fast(self._fast_template, view.context(), section_cards=[_SLOT] * len(view.sections))
-        return _splice(page, [[self._card_parts(c)[:2] for c in s.cards] for s in view.sections])
+        return _splice(page, [[self._card_parts(c)[0] for c in s.cards] for s in view.sections])
 
-    def _text_fast(self, view: EmailView) -> _Body:
+    def _text_fast(self, view: EmailView) -> bytes:
         page = _render_fast(self._text_template, view.context(), section_texts=[_SLOT] * len(view.sections))
-        return _splice(page, [[self._card_parts(c)[2:] for c in s.cards] for s in view.sections])
+        return _splice(page, [[self._card_parts(c)[1] for c in s.cards] for s in view.sections])
 
-    def _html_naive(self, view: EmailView) -> _Body:
-        html = inline_css(compile_mjml(self._naive_template.render(view.context())))
-        return _Body(html, html.encode("utf-8"))
+    def _html_naive(self, view: EmailView) -> bytes:
+        return inline_css(compile_mjml(self._naive_template.render(view.context()))).encode("utf-8")
 
-    def _text_naive(self, view: EmailView) -> _Body:
+    def _text_naive(self, view: EmailView) -> bytes:
         texts = ["".join(self._text_card_template.render(c=c) for c in s.cards) for s in view.sections]
-        text = self._text_template.render(view.context(), section_texts=texts)
-        return _Body(text, text.encode("utf-8"))
+        return self._text_template.render(view.context(), section_texts=texts).encode("utf-8")
 
-    def _render_shared(self, issue: Issue, links: PersonalLinks, full_issue_url: str | None) -> RenderedEmail | None:
+    def _mime_shared(self, issue: Issue, links: PersonalLinks, full_issue_url: str | None) -> MimeEmail | None:
         """The email from a body rendered once for everyone who gets the same papers, with this reader's
         address and links put in; None when it would not fit the size budget whole (the full path then
         decides what to cut, exactly as the naive path does)."""
         key, anchors = _content_key(issue, links, full_issue_url)
         body = self._shared.get(key)
         if body is None:
-            if not self._shared.seen_before(key):
-                return None  # a body seen once may well be unique: sharing it would cost, not save
             body = self._shared_body(issue, links, full_issue_url, anchors)
             self._shared.put(key, body)
-        personal = _personal_values(issue, links)
-        html = body.html.fill(tuple(_escape(v) for v in personal))
-        if len(html.data) > self.html_budget:
+        personal = personal_values(issue, links)
+        html_values = tuple(_escape(v).encode("utf-8") for v in personal)
+        if body.html.size_with(html_values) > self.html_budget:
             return None
-        text = body.text.fill(personal)
-        remember_utf8(html.text, html.data, body.html.b64_prefix, body.html.prefix_len)
-        remember_utf8(text.text, text.data, body.text.b64_prefix, body.text.prefix_len)
-        return RenderedEmail(subject=body.subject, html=html.text, text=text.text)
+        return MimeEmail(body.subject, body.html.fill(html_values),
+                         body.text.fill(tuple(v.encode("utf-8") for v in personal)))
 
     def _shared_body(self, issue: Issue, links: PersonalLinks, full_issue_url: str | None,
                      anchors: tuple[object, ...]) -> _SharedBody:
-        if _own_archive(links, full_issue_url):
-            # The "full issue" link is the reader's archive link (as the send loop renders): personal
-            # too. A stand-in URL marks where build_view put it; it becomes the archive marker.
-            view = _archive_marked(build_view(self.settings, issue, replace(links, archive=_ARCHIVE_STAND_IN), None))
-        else:
-            view = build_view(self.settings, issue, links, full_issue_url)
-        # The personal fields become markers that no cleaned value can contain; the page is cut there.
-        marked = replace(view, recipient=_PERSONAL[0], links=LinksView(*_PERSONAL[1:]))
+        # The personal fields are markers that no cleaned value can contain; the body is cut there.
+        view = build_view(self.settings, issue, links, full_issue_url, personal=_PERSONAL)
         try:
-            html, text = self._html_fast(marked), self._text_fast(marked)
+            html, text = self._html_fast(view), self._text_fast(view)
         except jinja2.TemplateError as err:
             raise RenderError(f"email template failed to render: {err}") from err
-        return _SharedBody(anchors, view.subject, _Template.cut(html.text), _Template.cut(text.text))
+        return _SharedBody(anchors, view.subject, _Cut.of(html), _Cut.of(text))
 
-    def _render(self, issue: Issue, links: PersonalLinks, full_issue_url: str | None, fast: bool) -> RenderedEmail:
+    @staticmethod
+    def _mime(rendered: _Rendered) -> MimeEmail:
+        return MimeEmail(rendered.subject, Utf8Body(rendered.html), Utf8Body(rendered.text))
+
+    def _render(self, issue: Issue, links: PersonalLinks, full_issue_url: str | None, fast: bool) -> _Rendered:
         view = build_view(self.settings, issue, links, full_issue_url)
         try:
             html = self._fit(view, self._html_fast if fast else self._html_naive)
             text = self._text_fast(view) if fast else self._text_naive(view)
         except jinja2.TemplateError as err:
             raise RenderError(f"email template failed to render: {err}") from err
-        # Hand the UTF-8 to build_message so it need not encode the bodies again.
-        remember_utf8(html.text, html.data)
-        remember_utf8(text.text, text.data)
-        return RenderedEmail(subject=view.subject, html=html.text, text=text.text)
+        return _Rendered(view.subject, html, text)
 
-    def _fit(self, view: EmailView, to_html: Callable[[EmailView], _Body]) -> _Body:
+    def _fit(self, view: EmailView, to_html: Callable[[EmailView], bytes]) -> bytes:
         """Render within the size budget: first drop the longest summaries, then trailing cards."""
         body = to_html(view)
-        if len(body.data) <= self.html_budget:
+        if len(body) <= self.html_budget:
             return body
-        excess = len(body.data) - self.html_budget
+        excess = len(body) - self.html_budget
         cards = sorted((c for s in view.sections for c in s.cards), key=lambda c: -len(c.summary.encode()))
         dropped: set[int] = set()
         saved = 0
@@ -344,8 +343,8 @@ class Renderer:
             saved += len(card.summary.encode()) + 40
         body = to_html(keep_first(without_summaries(view, dropped), view.count))
         keep = view.count
-        while len(body.data) > self.html_budget and keep > 0:
-            size = len(body.data)
+        while len(body) > self.html_budget and keep > 0:
+            size = len(body)
             per_card = max(1, size // max(1, keep + 4))
             keep = max(0, min(keep - 1, keep - (size - self.html_budget) // per_card))
             body = to_html(keep_first(without_summaries(view, dropped), keep))
@@ -359,33 +358,39 @@ def _render_fast(template: jinja2.Template, context: dict[str, Any], **extra: An
     return template.environment.concat(template.root_render_func(template.new_context(context, shared=True)))  # type: ignore[attr-defined]
 
 
-# (HTML, its UTF-8, text, its UTF-8) of one numbered card.
-_CardParts = tuple[str, bytes, str, bytes]
+# (HTML, text) of one numbered card, in UTF-8.
+_CardParts = tuple[bytes, bytes]
+_NUMBER_MARK_BYTES = NUMBER_MARK.encode("ascii")
 
 
 @dataclass(frozen=True, slots=True)
 class _Fragment:
-    """A card rendered with NUMBER_MARK for its number, cut there; ``numbered`` puts a number in."""
+    """A card rendered with NUMBER_MARK for its number, in UTF-8, cut there; ``numbered`` puts a number in."""
 
-    html: tuple[str, ...]
-    text: tuple[str, ...]
+    html: tuple[bytes, ...]
+    text: tuple[bytes, ...]
 
     @classmethod
     def cut(cls, html: str, text: str) -> _Fragment:
-        return cls(tuple(html.split(NUMBER_MARK)), tuple(text.split(NUMBER_MARK)))
+        return cls(tuple(html.encode("utf-8").split(_NUMBER_MARK_BYTES)),
+                   tuple(text.encode("utf-8").split(_NUMBER_MARK_BYTES)))
 
     def numbered(self, number: int) -> _CardParts:
         """The card at position ``number``: in the HTML as ``{{ c.number }}`` shows it, in the text part
         as the ``numbered`` filter does."""
-        html = str(number).join(self.html)
-        text = number_prefix(number).join(self.text)
-        return html, html.encode("utf-8"), text, text.encode("utf-8")
+        return (b"%d" % number).join(self.html), number_prefix(number).encode("ascii").join(self.text)
 
 
 @dataclass(frozen=True, slots=True)
-class _Body:
-    text: str
-    data: bytes
+class _Rendered:
+    """One email's subject and bodies (UTF-8)."""
+
+    subject: str
+    html: bytes
+    text: bytes
+
+    def email(self) -> RenderedEmail:
+        return RenderedEmail(subject=self.subject, html=self.html.decode("utf-8"), text=self.text.decode("utf-8"))
 
 
 # Marks where a section's cards go in the rendered page. No value can contain it: every text is cleaned
@@ -393,62 +398,37 @@ class _Body:
 _SLOT = Markup("\x00")
 
 
-def _splice(page: str, sections: list[list[tuple[str, bytes]]]) -> _Body:
-    """Put each section's cards (text and UTF-8) where the page has its placeholder."""
-    pieces = page.split(_SLOT)
+def _splice(page: str, sections: list[list[bytes]]) -> bytes:
+    """Put each section's cards (UTF-8) where the page has its placeholder."""
+    pieces = page.encode("utf-8").split(b"\x00")
     if len(pieces) != len(sections) + 1:
         raise RenderError("email template: a section placeholder went missing or was duplicated")
-    texts: list[str] = [pieces[0]]
-    datas: list[bytes] = [pieces[0].encode("utf-8")]
+    out: list[bytes] = [pieces[0]]
     for piece, cards in zip(pieces[1:], sections, strict=True):
-        for text, data in cards:
-            texts.append(text)
-            datas.append(data)
-        texts.append(piece)
-        datas.append(piece.encode("utf-8"))
-    return _Body("".join(texts), b"".join(datas))
+        out += cards
+        out.append(piece)
+    return b"".join(out)
 
 
-# Stand-ins for the reader's address and links (in LinksView order) in a body shared by many readers.
+# Stand-ins for the reader's address and links (personal_values order) in a body shared by many readers.
 _PERSONAL = ("\x01", "\x02", "\x03", "\x04")
+_PERSONAL_BYTES = tuple(m.encode("ascii") for m in _PERSONAL)
+# Bodies kept for readers of the same papers, by the memory they hold (about 60 KB each).
+SHARED_BODY_BYTES = 48 * 1024 * 1024
 
 
-def _find_all(text: str, marker: str) -> list[int]:
+def _find_all(data: bytes, marker: bytes) -> list[int]:
     found = []
-    at = text.find(marker)
+    at = data.find(marker)
     while at >= 0:
         found.append(at)
-        at = text.find(marker, at + 1)
+        at = data.find(marker, at + 1)
     return found
-SHARED_BODIES = 256
-
-
-def _personal_values(issue: Issue, links: PersonalLinks) -> tuple[str, str, str, str]:
-    """What differs between two readers of the same issue body, as build_view would show it."""
-    return (clean_text(issue.subscriber.email), safe_url(links.preferences), safe_url(links.unsubscribe),
-            safe_url(links.archive))
-
-
-# Where the reader's archive link goes when it is also the "full issue" link (see _shared_body).
-_ARCHIVE_STAND_IN = "https://archive.invalid/personal-archive-link"
 
 
 def _own_archive(links: PersonalLinks, full_issue_url: str | None) -> bool:
     """Whether the "full issue" link is the reader's archive link (build_view then shows the same)."""
     return full_issue_url is None or full_issue_url == links.archive
-
-
-def _archive_marked(view: EmailView) -> EmailView:
-    """``view`` with the archive marker wherever build_view put the stand-in archive link: the "more"
-    link and the link of a card whose paper has none of its own."""
-    stand_in, marker = safe_url(_ARCHIVE_STAND_IN), _PERSONAL[3]
-
-    def card(c: CardView) -> CardView:
-        return replace(c, url=marker) if c.url == stand_in else c
-
-    sections = tuple(replace(s, cards=tuple(card(c) for c in s.cards)) for s in view.sections)
-    return replace(view, sections=sections, top=card(view.top) if view.top is not None else None,
-                   more_url=marker if view.more_url == stand_in else view.more_url)
 
 
 def _content_key(issue: Issue, links: PersonalLinks, full_issue_url: str | None) -> tuple[Any, tuple[object, ...]]:
@@ -457,11 +437,10 @@ def _content_key(issue: Issue, links: PersonalLinks, full_issue_url: str | None)
     anchors: list[object] = []
     sections = []
     for section in issue.sections:
-        entries = []
-        for entry in section.entries:
-            anchors.append(entry.paper)
-            entries.append((id(entry.paper), entry.reason))
-        sections.append((section.topic, section.label, tuple(entries)))
+        papers = [e.paper for e in section.entries]
+        anchors += papers
+        sections.append((section.topic, section.label, tuple(map(id, papers)),
+                         tuple(e.reason for e in section.entries)))
     top = None
     if issue.top_pick is not None:
         anchors.append(issue.top_pick.paper)
@@ -470,70 +449,80 @@ def _content_key(issue: Issue, links: PersonalLinks, full_issue_url: str | None)
     return (issue.date, urls, top, tuple(sections)), tuple(anchors)
 
 
-@dataclass(frozen=True, slots=True)
-class _Template:
-    """A rendered body cut at its personal markers: pieces, and which value goes after each piece; plus
-    the base64 of the longest run of whole 57-byte blocks before the first personal value."""
+# A line longer than this cannot go 7bit (RFC 5322 caps lines at 998 characters).
+_MAX_LINE = 998
 
-    pieces: tuple[str, ...]
-    data: tuple[bytes, ...]
+
+@dataclass(frozen=True, slots=True)
+class _Cut:
+    """One body (UTF-8) shared by many readers, cut where each reader's values go.
+
+    ``pieces`` lie between the values and ``slots`` say which value follows each piece. When the text
+    around the values already forces base64 (not ASCII, or a line too long for 7bit), the leading whole
+    57-byte blocks are kept base64-encoded in ``lead`` and left out of ``pieces[0]``: each reader's
+    message then encodes only the rest, about the last kilobyte.
+    """
+
+    lead: bytes
+    pieces: tuple[bytes, ...]
     slots: tuple[int, ...]
-    b64_prefix: bytes
-    prefix_len: int
+    size: int  # bytes of the whole body without the values
+    base64: bool
 
     @classmethod
-    def cut(cls, rendered: str) -> _Template:
-        # str.find runs at memory speed; a regex character class over 40 KB of text is 100x slower.
-        found = sorted((at, slot) for slot, marker in enumerate(_PERSONAL) for at in _find_all(rendered, marker))
-        pieces: list[str] = []
+    def of(cls, data: bytes) -> _Cut:
+        found = sorted((at, slot) for slot, marker in enumerate(_PERSONAL_BYTES) for at in _find_all(data, marker))
+        pieces: list[bytes] = []
         start = 0
         for at, _ in found:
-            pieces.append(rendered[start:at])
+            pieces.append(data[start:at])
             start = at + 1
-        pieces.append(rendered[start:])
-        slots = tuple(slot for _, slot in found)
-        data = tuple(p.encode("utf-8") for p in pieces)
-        prefix_len = len(data[0]) // 57 * 57
-        return cls(tuple(pieces), data, slots, base64_lines(data[0][:prefix_len]) if prefix_len else b"",
-                   prefix_len)
+        pieces.append(data[start:])
+        # A piece that is not ASCII, or holds a line too long, decides base64 whatever the values are.
+        base64 = not data.isascii() or any(len(line) > _MAX_LINE for p in pieces for line in p.split(b"\n"))
+        lead = b""
+        if base64 and b"\r" not in data:  # (CR would be rewritten before encoding; never in practice)
+            keep = max(0, len(pieces[0]) - 1) // 57 * 57  # at least one byte stays in ``pieces[0]``
+            lead, pieces[0] = base64_lines(pieces[0][:keep]), pieces[0][keep:]
+        size = len(data) - len(found)
+        return cls(lead, tuple(pieces), tuple(slot for _, slot in found), size, base64 and b"\r" not in data)
 
-    def fill(self, values: tuple[str, ...]) -> _Body:
-        texts = [self.pieces[0]]
-        datas = [self.data[0]]
-        for slot, piece, data in zip(self.slots, self.pieces[1:], self.data[1:], strict=True):
-            texts += (values[slot], piece)
-            datas += (values[slot].encode("utf-8"), data)
-        return _Body("".join(texts), b"".join(datas))
+    def size_with(self, values: tuple[bytes, ...]) -> int:
+        return self.size + sum(len(values[slot]) for slot in self.slots)
+
+    def fill(self, values: tuple[bytes, ...]) -> MimeBody:
+        out = [self.pieces[0]]
+        for slot, piece in zip(self.slots, self.pieces[1:], strict=True):
+            out += (values[slot], piece)
+        rest = b"".join(out)
+        return Base64Body(self.lead, rest) if self.base64 else Utf8Body(rest)
+
+    @property
+    def memory(self) -> int:
+        return len(self.lead) + sum(map(len, self.pieces)) + 64 * len(self.pieces)
 
 
 @dataclass(frozen=True, slots=True)
 class _SharedBody:
     anchors: tuple[object, ...]
     subject: str
-    html: _Template
-    text: _Template
+    html: _Cut
+    text: _Cut
+
+    @property
+    def memory(self) -> int:
+        return self.html.memory + self.text.memory + 1024
 
 
 class _SharedBodies:
-    """The last SHARED_BODIES distinct issue bodies that were asked for twice (least recently used goes
-    first), and the keys of bodies asked for once so far. Safe to share between threads."""
+    """The issue bodies rendered last, up to ``limit`` bytes of them (least recently used goes first).
+    Safe to share between threads."""
 
-    def __init__(self, size: int = SHARED_BODIES, remember: int = 8192) -> None:
+    def __init__(self, limit: int = SHARED_BODY_BYTES) -> None:
         self._items: OrderedDict[Any, _SharedBody] = OrderedDict()
-        self._seen: OrderedDict[Any, None] = OrderedDict()
-        self._size = size
-        self._remember = remember
+        self._limit = limit
+        self._bytes = 0
         self._lock = threading.Lock()
-
-    def seen_before(self, key: Any) -> bool:
-        """Whether ``key`` was asked for before (and note that it now has been)."""
-        with self._lock:
-            if key in self._seen:
-                return True
-            self._seen[key] = None
-            if len(self._seen) > self._remember:
-                self._seen.popitem(last=False)
-            return False
 
     def get(self, key: Any) -> _SharedBody | None:
         with self._lock:
@@ -544,6 +533,10 @@ class _SharedBodies:
 
     def put(self, key: Any, body: _SharedBody) -> None:
         with self._lock:
+            old = self._items.pop(key, None)
+            if old is not None:
+                self._bytes -= old.memory
             self._items[key] = body
-            if len(self._items) > self._size:
-                self._items.popitem(last=False)
+            self._bytes += body.memory
+            while self._bytes > self._limit and len(self._items) > 1:
+                self._bytes -= self._items.popitem(last=False)[1].memory
