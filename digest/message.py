@@ -46,8 +46,7 @@ def _one_line(value: str) -> str:
     return value.strip() if value.isprintable() else _LINE_BREAKS.sub(" ", value).strip()
 
 
-@lru_cache(maxsize=1024)  # From, List-Id and a shared body's Subject repeat from message to message
-def _header(name: str, value: str) -> bytes:
+def _fold(name: str, value: str) -> bytes:
     """``Name: value`` on one line or folded at spaces near 78 columns; a value that is not ASCII
     becomes RFC 2047 base64 encoded-words (email.header's encoder costs milliseconds per message)."""
     value = _one_line(value)
@@ -64,6 +63,16 @@ def _header(name: str, value: str) -> bytes:
         line += " " + word
     lines.append(line)
     return "\r\n".join(lines).encode("ascii")
+
+
+# From, Date, List-Id and a shared body's Subject repeat from message to message; To, Message-ID and
+# List-Unsubscribe never do (they go through _fold itself, not through a cache they would only churn).
+_header = lru_cache(maxsize=1024)(_fold)
+
+
+@lru_cache(maxsize=64)
+def _date(value: datetime) -> str:
+    return format_datetime(value)
 
 
 @lru_cache(maxsize=4096)
@@ -132,7 +141,7 @@ class Utf8Body:
 
     data: bytes
 
-    def encoded(self, boundary: str) -> tuple[bytes, bytes]:
+    def encoded(self, boundary: str) -> tuple[bytes, ...]:
         return mime_body(self.data, boundary)
 
     def utf8(self) -> bytes:
@@ -150,9 +159,10 @@ class Base64Body:
     lead: bytes
     rest: bytes
 
-    def encoded(self, boundary: str) -> tuple[bytes, bytes]:
+    def encoded(self, boundary: str) -> tuple[bytes, ...]:
+        """(Content-Transfer-Encoding, then the encoded body in pieces, joined once with the message)."""
         newline = b"" if self.rest.endswith(b"\n") else b"\n"
-        return b"base64", self.lead + base64_lines(self.rest + newline)
+        return b"base64", self.lead, base64_lines(self.rest + newline)
 
     def utf8(self) -> bytes:
         return binascii.a2b_base64(self.lead) + self.rest
@@ -208,24 +218,24 @@ def build_message(rendered: RenderedEmail | MimeEmail, *, sender: str, recipient
     unsubscribe = [_angle(u) for u in (links.unsubscribe, links.unsubscribe_mailto) if u]
     headers = [
         _header("From", _address(sender, "sender")),
-        _header("To", _address(recipient, "recipient")),
+        _fold("To", _address(recipient, "recipient")),
         _header("Subject", email.subject),
-        _header("Date", format_datetime(date)),
-        _header("Message-ID", message_id),
+        _header("Date", _date(date)),
+        _fold("Message-ID", message_id),
         b"MIME-Version: 1.0",
         _header("List-Id", list_id),
     ]
     if unsubscribe:
-        headers.append(_header("List-Unsubscribe", ", ".join(unsubscribe)))
+        headers.append(_fold("List-Unsubscribe", ", ".join(unsubscribe)))
         if links.unsubscribe:
             headers.append(b"List-Unsubscribe-Post: List-Unsubscribe=One-Click")
     headers.append(f'Content-Type: multipart/alternative; boundary="{boundary}"'.encode("ascii"))
     delimiter = b"--" + boundary.encode("ascii")
     out = [CRLF.join(headers), CRLF, CRLF, b"This is a multi-part message in MIME format.", CRLF]
     for kind, content in ((b"text/plain", email.text), (b"text/html", email.html)):
-        encoding, body = content.encoded(boundary)
+        encoding, *body = content.encoded(boundary)
         out += [CRLF, delimiter, CRLF, b"Content-Type: ", kind, b'; charset="utf-8"', CRLF,
-                b"Content-Transfer-Encoding: ", encoding, CRLF, CRLF, body]
+                b"Content-Transfer-Encoding: ", encoding, CRLF, CRLF, *body]
     out += [CRLF, delimiter, b"--", CRLF]
     return b"".join(out)
 

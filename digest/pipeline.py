@@ -26,6 +26,7 @@ from digest.config import Settings
 from digest.errors import DigestError, SourceError, UsageError
 from digest.links import LinkBuilder, Signer
 from digest.mail import Mailer, build_mailer
+from digest.message import build_message, list_id_for
 from digest.models import (
     Delivery,
     DeliveryStatus,
@@ -233,8 +234,6 @@ class Pipeline:
     def render_message(self, issue: Issue, message_id: str, now: datetime, naive: bool = False) -> OutgoingMessage:
         """The complete message for one issue. ``naive`` renders it the slow way (MJML and CSS inlining
         for this one email): the same bytes, for tests and the benchmark."""
-        from digest.message import build_message, list_id_for
-
         sub = issue.subscriber
         key = str(issue.id) if issue.id is not None else None
         links = self.links.for_subscriber(sub.email, key)
@@ -836,6 +835,7 @@ def _is_dead_local_worker(worker: str) -> bool:
 
 
 @lru_cache(maxsize=64)  # the same sender, once per message
+@lru_cache(maxsize=64)  # asked once per message, of the one configured sender
 def _address_of(sender: str) -> str:
     from email.utils import parseaddr
 

@@ -292,10 +292,10 @@ class Renderer:
         """The email from a body rendered once for everyone who gets the same papers, with this reader's
         address and links put in; None when it would not fit the size budget whole (the full path then
         decides what to cut, exactly as the naive path does)."""
-        key, anchors = _content_key(issue, links, full_issue_url)
+        key = _content_key(issue, links, full_issue_url)
         body = self._shared.get(key)
         if body is None:
-            body = self._shared_body(issue, links, full_issue_url, anchors)
+            body = self._shared_body(issue, links, full_issue_url, _anchors(issue))
             self._shared.put(key, body)
         personal = personal_values(issue, links)
         html_values = tuple(_escape(v).encode("utf-8") for v in personal)
@@ -431,22 +431,24 @@ def _own_archive(links: PersonalLinks, full_issue_url: str | None) -> bool:
     return full_issue_url is None or full_issue_url == links.archive
 
 
-def _content_key(issue: Issue, links: PersonalLinks, full_issue_url: str | None) -> tuple[Any, tuple[object, ...]]:
-    """Everything but the personal parts that build_view reads, papers by identity; and the papers,
-    which the cache entry keeps alive so that no other object can take their ids."""
-    anchors: list[object] = []
-    sections = []
-    for section in issue.sections:
-        papers = [e.paper for e in section.entries]
-        anchors += papers
-        sections.append((section.topic, section.label, tuple(map(id, papers)),
-                         tuple(e.reason for e in section.entries)))
-    top = None
+def _content_key(issue: Issue, links: PersonalLinks, full_issue_url: str | None) -> tuple[Any, ...]:
+    """Everything but the personal parts that build_view reads, papers by identity (the cache entry
+    keeps the papers alive, see _anchors, so no other object can take their ids)."""
+    top = issue.top_pick
+    return (
+        issue.date,
+        ("own archive",) if _own_archive(links, full_issue_url) else (full_issue_url, links.archive),
+        (id(top.paper), top.reason) if top is not None else None,
+        tuple([(s.topic, s.label, tuple([(id(e.paper), e.reason) for e in s.entries])) for s in issue.sections]),
+    )
+
+
+def _anchors(issue: Issue) -> tuple[object, ...]:
+    """The papers whose ids _content_key used."""
+    papers: list[object] = [e.paper for s in issue.sections for e in s.entries]
     if issue.top_pick is not None:
-        anchors.append(issue.top_pick.paper)
-        top = (id(issue.top_pick.paper), issue.top_pick.reason)
-    urls = ("own archive",) if _own_archive(links, full_issue_url) else (full_issue_url, links.archive)
-    return (issue.date, urls, top, tuple(sections)), tuple(anchors)
+        papers.append(issue.top_pick.paper)
+    return tuple(papers)
 
 
 # A line longer than this cannot go 7bit (RFC 5322 caps lines at 998 characters).

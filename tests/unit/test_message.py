@@ -14,7 +14,7 @@ from digest.bench_render import issue_of, sample_links
 from digest.config import Settings
 from digest.errors import RenderError
 from digest.links import PersonalLinks
-from digest.message import build_message, list_id_for, make_message_id
+from digest.message import Base64Body, Utf8Body, base64_lines, build_message, list_id_for, make_message_id
 from digest.models import Paper, RenderedEmail
 from digest.render import Renderer
 
@@ -200,13 +200,39 @@ def test_bodies_the_renderer_prepared_give_the_same_bytes_as_plain_strings() -> 
     papers = [Paper(id=f"2611.{i:05d}", title=f"Ünï {i}", abstract="Text. " * 50, upvotes=i) for i in range(1, 15)]
     for i, email in enumerate(["a@example.org", "b@example.org", "c@example.org"]):
         links = sample_links(SETTINGS, email, "2026-11-27")
-        rendered = renderer.render(issue_of([("a", "Topic A", papers)], email=email), links)
-        fresh = RenderedEmail(subject=rendered.subject, html=rendered.html.encode().decode(),
-                              text=rendered.text.encode().decode())
-        assert fresh.html is not rendered.html
-        prepared = build(rendered, recipient=email, links=links)
-        assert prepared == build(fresh, recipient=email, links=links), i
-        assert list(parse(prepared).iter_parts())[1].get_content() == rendered.html + "\n"
+        issue = issue_of([("a", "Topic A", papers)], email=email)
+        prepared = renderer.mime(issue, links)
+        assert isinstance(prepared.html, Base64Body) and prepared.html.lead, "the shared body kept no encoded lead"
+        rendered = renderer.render(issue, links)
+        data = build(prepared, recipient=email, links=links)
+        assert data == build(rendered, recipient=email, links=links), i
+        assert list(parse(data).iter_parts())[1].get_content() == rendered.html + "\n"
+
+
+@pytest.mark.parametrize("length", [1, 2, 56, 57, 58, 113, 114, 115, 171, 1000, 4321])
+@pytest.mark.parametrize("ending", ["", "\n", "é"])
+def test_a_body_with_an_encoded_lead_is_byte_for_byte_the_whole_body_encoded(length: int, ending: str) -> None:
+    data = ("é" + "x<p>" * 20).encode() * (length // 80 + 1)
+    data = data[:length] + ending.encode()  # not ASCII: a body that goes base64 whole
+    whole = Utf8Body(data).encoded("=_b")
+    assert whole[0] == b"base64"
+    for keep in sorted({0, 57, (len(data) - 1) // 57 * 57}):
+        if keep >= len(data):
+            continue
+        encoding, *pieces = Base64Body(base64_lines(data[:keep]), data[keep:]).encoded("=_b")
+        assert (encoding, b"".join(pieces)) == (whole[0], b"".join(whole[1:])), keep
+        assert Base64Body(base64_lines(data[:keep]), data[keep:]).utf8() == data
+
+
+@pytest.mark.parametrize("text", ["plain ascii\nlines\n", "crlf\r\nand\rcr\n", "", "x" * 1200, "é\n"])
+def test_mime_bodies_from_bytes_match_the_string_rules(text: str) -> None:
+    encoding, *body = Utf8Body(text.encode()).encoded("=_boundary")
+    expected = "7bit" if text.isascii() and all(len(x) <= 998 for x in text.split("\n")) else "base64"
+    assert encoding.decode() == expected
+    message = build(RenderedEmail(subject="s", html="<p>é</p>", text=text))
+    assert next(iter(parse(message).iter_parts())).get_content().replace("\r\n", "\n") == (
+        text.replace("\r\n", "\n").replace("\r", "\n").rstrip("\n") + "\n")
+    assert b"".join(body) in message
 
 
 def test_a_trailing_line_break_in_an_address_is_refused() -> None:

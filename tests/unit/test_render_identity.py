@@ -181,3 +181,25 @@ def test_threads_sharing_one_renderer_get_the_same_emails() -> None:
     with ThreadPoolExecutor(4) as pool:
         together = list(pool.map(lambda job: full(shared, job), jobs * 2))
     assert together == alone * 2
+
+
+def test_whole_messages_are_identical_on_both_paths() -> None:
+    """The MIME bytes too: a shared body's base64 lead plus the reader's part is what encoding the
+    naive body whole gives, for readers of shared bodies, unique ones, and ones cut to the budget."""
+    from digest.message import build_message, make_message_id
+
+    papers = load_papers(FIXTURE, SETTINGS)
+    jobs = make_jobs(papers, SETTINGS, 60, date(2026, 11, 27), seed=5)
+    long_text = "This sentence is long enough to matter for the size of the email. " * 40
+    long_papers = [Paper(id=f"2611.{i:05d}", title=f"Title {i}", abstract=long_text) for i in range(25)]
+    big = issue_of([("a", "A", long_papers[:10]), ("b", "B", long_papers[10:])])
+    for renderer in (Renderer(SETTINGS), Renderer(SETTINGS, html_budget=20_000)):
+        for issue, links in [(j.issue, j.links) for j in jobs] + [(big, LINKS)]:
+            mid = make_message_id(issue.id or 0, issue.subscriber.email, "localhost", "k")
+
+            def message(mime: object, issue: Issue = issue, links: PersonalLinks = links, mid: str = mid) -> bytes:
+                return build_message(mime, sender="D <d@localhost>", recipient=issue.subscriber.email,  # type: ignore[arg-type]
+                                     message_id=mid, date=datetime(2026, 11, 27, 8, tzinfo=UTC),
+                                     list_id="<l.localhost>", links=links)
+            assert message(renderer.mime(issue, links)) == message(renderer.mime_naive(issue, links)), \
+                issue.subscriber.email
