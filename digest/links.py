@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
 import json
 import time
+from base64 import urlsafe_b64encode as _urlsafe_b64encode
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -67,10 +67,17 @@ class Signer:
         return URLSafeTimedSerializer(self._secret, salt=f"digest.{scope.value}")
 
     def sign(self, scope: Scope, email: str) -> str:
+        return self.sign_all((scope,), email)[0]
+
+    def sign_all(self, scopes: tuple[Scope, ...], email: str) -> list[str]:
+        """One token per scope for ``email``, signed in the same second (the payload is made once)."""
         value = _b64(_json(email.lower())) + b"." + self._timestamp()
-        mac = self._macs[scope].copy()
-        mac.update(value)
-        return (value + b"." + _b64(mac.digest())).decode("ascii")
+        tokens = []
+        for scope in scopes:
+            mac = self._macs[scope].copy()
+            mac.update(value)
+            tokens.append((value + b"." + _b64(mac.digest())).decode("ascii"))
+        return tokens
 
     def _timestamp(self) -> bytes:
         """The current second as itsdangerous writes it (big-endian bytes, base64), made once a second."""
@@ -95,7 +102,7 @@ class Signer:
 
 
 def _b64(data: bytes) -> bytes:
-    return base64.urlsafe_b64encode(data).rstrip(b"=")
+    return _urlsafe_b64encode(data).rstrip(b"=")
 
 
 def _json(value: str) -> bytes:
@@ -113,6 +120,9 @@ class PersonalLinks:
     unsubscribe: str
     unsubscribe_mailto: str
     archive: str
+
+
+_MAIL_SCOPES = (Scope.UNSUBSCRIBE, Scope.PREFERENCES)
 
 
 class LinkBuilder:
@@ -133,12 +143,15 @@ class LinkBuilder:
         return f"{self.base_url}/unsubscribe/{self.signer.sign(Scope.UNSUBSCRIBE, email)}"
 
     def archive(self, issue_key: str | None = None) -> str:
-        return f"{self.base_url}/archive/{quote(issue_key)}" if issue_key else f"{self.base_url}/archive"
+        if not issue_key:
+            return f"{self.base_url}/archive"
+        # An issue id is digits: nothing to quote (quote() costs more than the rest of a reader's links).
+        return f"{self.base_url}/archive/{issue_key if issue_key.isdigit() else quote(issue_key)}"
 
     def for_subscriber(self, email: str, issue_key: str | None = None) -> PersonalLinks:
-        token = self.signer.sign(Scope.UNSUBSCRIBE, email)
+        token, preferences = self.signer.sign_all(_MAIL_SCOPES, email)
         return PersonalLinks(
-            preferences=self.preferences(email),
+            preferences=f"{self.base_url}/preferences/{preferences}",
             unsubscribe=f"{self.base_url}/unsubscribe/{token}",
             unsubscribe_mailto=f"mailto:{self.mailto}?subject=unsubscribe%20{token}",
             archive=self.archive(issue_key),

@@ -121,6 +121,8 @@ def _html_env(loader: jinja2.BaseLoader | None = None) -> jinja2.Environment:
 
 # Stands for a card's number in a card rendered once for every position it may take in an issue.
 NUMBER_MARK = "\x05"
+# Stands for a card's "why" line (the reason differs from reader to reader, the rest of a card does not).
+WHY_MARK = "\x06"
 
 
 def number_prefix(number: int) -> str:
@@ -139,8 +141,33 @@ def _numbered(title: str, number: int | str) -> str:
 def _wrap(text: str, indent: str = "    ", first: str | None = None, width: int = 76) -> str:
     """Text-part filter: wrap at ``width`` with a hanging indent; URLs and long words are never split.
     Cached: the same paper's texts are wrapped once, not once per subscriber."""
-    return textwrap.fill(text, width=width, initial_indent=indent if first is None else first,
-                         subsequent_indent=indent, break_long_words=False, break_on_hyphens=False)
+    first = indent if first is None else first
+    if _SIMPLE_SPACING.search(text) is None and text:
+        return _fill_words(text.split(" "), first, indent, width)
+    return textwrap.fill(text, width=width, initial_indent=first, subsequent_indent=indent,
+                         break_long_words=False, break_on_hyphens=False)
+
+
+# What textwrap treats as whitespace, and text that is more than words between single spaces.
+_SIMPLE_SPACING = re.compile(r"^ |  | $|[\t\n\x0b\x0c\r]")
+
+
+def _fill_words(words: list[str], first: str, indent: str, width: int) -> str:
+    """textwrap.fill, greedy, for words separated by single spaces (what clean_text leaves), without
+    breaking long words or at hyphens: the same lines (tests compare the two) at a tenth of the cost.
+    A word longer than a line gets a line of its own."""
+    lines: list[str] = []
+    line = first
+    room = width - len(first)
+    used = -1  # characters on the line so far, counting one space before each word
+    for word in words:
+        if used >= 0 and used + 1 + len(word) > room:
+            lines.append(line)
+            line, room, used = indent, width - len(indent), -1
+        line = line + word if used < 0 else line + " " + word
+        used += 1 + len(word)
+    lines.append(line)
+    return "\n".join(lines)
 
 
 def _text_env(loader: jinja2.BaseLoader) -> jinja2.Environment:
@@ -217,8 +244,9 @@ class Renderer:
         self._card_template = card_template
         self._text_card_template = text_card_template
         self._numbered = IdentityCache(limit=NUMBERED_CARDS)
-        self._unnumbered: dict[CardView, _Fragment] = {}
+        self._unnumbered: dict[tuple[Any, ...], _Fragment] = {}
         self._shared = _SharedBodies()
+        self._split_why = self._why_splits()
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.settings, self.templates_dir, self.html_budget, self.share_bodies))
@@ -254,22 +282,49 @@ class Renderer:
     # -- internals ----------------------------------------------------------------------------------
 
     def _card_parts(self, card: CardView) -> _CardParts:
-        """One numbered card's HTML and text, in UTF-8. A card is rendered once per paper and reason,
-        whatever its position (the number is put in afterwards), and each numbered result is kept too:
-        a reader's card costs one lookup."""
+        """One numbered card's HTML and text, in UTF-8. A card is rendered once per paper and link,
+        whatever its position and reason (number and "why" line are put in afterwards), and each
+        numbered result is kept too: a reader's card costs one lookup."""
         parts: _CardParts | None = self._numbered.get(card)
         if parts is None:
-            unnumbered = replace(card, number=0)
+            why = (WHY_MARK if card.why else "") if self._split_why else card.why
+            # Everything the card shows but its number (and the reason, when it is put in afterwards).
+            unnumbered = (card.title, card.url, card.authors, card.upvotes, card.code_url, card.project_url,
+                          card.pdf_url, card.summary, why)
             fragment = self._unnumbered.get(unnumbered)
             if fragment is None:
-                marked = replace(card, number=NUMBER_MARK)  # type: ignore[arg-type]
+                marked = replace(card, number=NUMBER_MARK, why=why)  # type: ignore[arg-type]
                 fragment = _Fragment.cut(self._card_template.render(cards=(marked,)),
                                          self._text_card_template.render(c=marked))
                 if len(self._unnumbered) >= FRAGMENTS:
                     self._unnumbered.clear()  # a daemon renders new papers every day: start afresh
                 self._unnumbered[unnumbered] = fragment
-            parts = self._numbered.put(card, (), fragment.numbered(card.number))
+            parts = fragment.numbered(card.number)
+            if why == WHY_MARK:
+                parts = (parts[0].replace(_WHY_HTML, _escape(card.why).encode("utf-8")),
+                         parts[1].replace(_WHY_TEXT, _wrap("Why: " + card.why).encode("utf-8")))
+            self._numbered.put(card, (), parts)
         return parts
+
+    def _why_splits(self) -> bool:
+        """Whether the card templates show the reason as the shipped ones do (escaped in the HTML, one
+        wrapped "Why:" paragraph in the text), so a card rendered with WHY_MARK can take any reason:
+        checked on a probe card, rendered both ways. A template that does otherwise gets each card
+        rendered once per reason."""
+        probe = CardView(number=7, title="Probe <&> title", url="https://probe.invalid/a?b=1&c=2", authors="A, B",
+                         upvotes=3, code_url="https://probe.invalid/code", project_url="", pdf_url="",
+                         summary="A summary.", why='matches "probe" <b>&</b> ' + "long words " * 12)
+        self._split_why = True
+        try:
+            split = self._card_parts(probe)
+            whole = (self._card_template.render(cards=(probe,)).encode("utf-8"),
+                     self._text_card_template.render(c=probe).encode("utf-8"))
+        except jinja2.TemplateError as err:
+            raise RenderError(f"email card template failed to render: {err}") from err
+        finally:
+            self._numbered = IdentityCache(limit=NUMBERED_CARDS)
+            self._unnumbered.clear()
+        return split == whole
 
     def _html_fast(self, view: EmailView) -> bytes:
         """The page with a placeholder per section, then the cached cards spliced in, in UTF-8 (the
@@ -361,6 +416,9 @@ def _render_fast(template: jinja2.Template, context: dict[str, Any], **extra: An
 # (HTML, text) of one numbered card, in UTF-8.
 _CardParts = tuple[bytes, bytes]
 _NUMBER_MARK_BYTES = NUMBER_MARK.encode("ascii")
+# The "why" line of a card rendered with WHY_MARK: in the HTML the mark alone, in the text the wrapped line.
+_WHY_HTML = WHY_MARK.encode("ascii")
+_WHY_TEXT = _wrap("Why: " + WHY_MARK).encode("ascii")
 
 
 @dataclass(frozen=True, slots=True)

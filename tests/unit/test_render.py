@@ -301,3 +301,21 @@ def test_templates_dir_and_errors(tmp_path: Path) -> None:
     (copy / "email.mjml").write_text("<mjml><mj-body>{% for %}</mj-body></mjml>", encoding="utf-8")
     with pytest.raises(RenderError):
         Renderer(SETTINGS, templates_dir=copy)
+
+
+def test_the_fast_wrap_gives_textwraps_lines() -> None:
+    import random
+    import textwrap
+
+    from digest.render import _wrap
+
+    rng = random.Random(11)
+    words = ["a", "bb", "word", "longerword", "x" * 70, "y" * 76, "z" * 77, "q" * 90, "é", "数据", "co-op", "-",
+             "https://example.org/" + "p" * 60, "\u00a0nb", "tab\there", "  ", ""]
+    for _ in range(3000):
+        text = " ".join(rng.choice(words) for _ in range(rng.randint(0, 30)))
+        for first in (None, "", "    Why: "):
+            for width in (76, 30):
+                expected = textwrap.fill(text, width=width, initial_indent="    " if first is None else first,
+                                         subsequent_indent="    ", break_long_words=False, break_on_hyphens=False)
+                assert _wrap.__wrapped__(text, "    ", first, width) == expected, (text, first, width)
