@@ -48,6 +48,7 @@ from typing import Any
 
 from digest.config import Settings
 from digest.errors import DigestError, UsageError
+from digest.gcpause import frozen_heap
 from digest.mail.base import Mailer
 from digest.models import Issue, Outcome, OutgoingMessage, Paper, SendResult, Subscriber
 from digest.pipeline import Pipeline, Progress
@@ -251,22 +252,23 @@ def _render_share(settings: Settings, papers: list[Paper], indexes: range, seed:
             pipeline.render_message(issue, mid, NOW)
         sample = jobs[:: max(1, len(jobs) // naive_sample)][:naive_sample] if naive_sample else []
         rounds = RENDER_ROUNDS if sample else 1
-        if barrier is not None:
-            barrier.wait()
-        start = time.perf_counter()
-        cpu = naive_wall = naive_cpu = 0.0
-        size = 0
-        for k in range(rounds):
-            cpu0 = time.process_time()
-            for issue, mid in jobs[k * len(jobs) // rounds:(k + 1) * len(jobs) // rounds]:
-                size += len(pipeline.render_message(issue, mid, NOW).data)
-            wall1, cpu1 = time.perf_counter(), time.process_time()
-            cpu += cpu1 - cpu0
-            for issue, mid in sample[k * len(sample) // rounds:(k + 1) * len(sample) // rounds]:
-                pipeline.render_message(issue, mid, NOW, naive=True)
-            naive_wall += time.perf_counter() - wall1
-            naive_cpu += time.process_time() - cpu1
-        end = time.perf_counter() - naive_wall
+        with frozen_heap():  # as a send does (digest.gcpause)
+            if barrier is not None:
+                barrier.wait()
+            start = time.perf_counter()
+            cpu = naive_wall = naive_cpu = 0.0
+            size = 0
+            for k in range(rounds):
+                cpu0 = time.process_time()
+                for issue, mid in jobs[k * len(jobs) // rounds:(k + 1) * len(jobs) // rounds]:
+                    size += len(pipeline.render_message(issue, mid, NOW).data)
+                wall1, cpu1 = time.perf_counter(), time.process_time()
+                cpu += cpu1 - cpu0
+                for issue, mid in sample[k * len(sample) // rounds:(k + 1) * len(sample) // rounds]:
+                    pipeline.render_message(issue, mid, NOW, naive=True)
+                naive_wall += time.perf_counter() - wall1
+                naive_cpu += time.process_time() - cpu1
+            end = time.perf_counter() - naive_wall
         store.close()
     return {"emails": len(jobs), "start": start, "end": end, "cpu": cpu, "bytes": size,
             "naive": len(sample), "naive_wall": naive_wall, "naive_cpu": naive_cpu}

@@ -24,6 +24,7 @@ import httpx
 from digest import dkim
 from digest.config import Settings
 from digest.errors import DigestError, SourceError, UsageError
+from digest.gcpause import frozen_heap
 from digest.links import LinkBuilder, Signer
 from digest.mail import Mailer, build_mailer
 from digest.message import build_message, list_id_for
@@ -286,7 +287,7 @@ class Pipeline:
         dkim.signer_for(self.settings)  # a bad DKIM set-up stops the run before anything is claimed
         run_id = self.store.start_send_run(issue_date, now)
         self._recover(now)
-        with _stop_on_signals(self.stop_requested), _RenderProcessSlot(self) as render_process:
+        with _stop_on_signals(self.stop_requested), _RenderProcessSlot(self) as render_process, frozen_heap():
             if subscribers is None and only is None:
                 # Every confirmed reader may be due: a large run's render process starts now, and is
                 # ready by the time the issues are built.
@@ -317,7 +318,7 @@ class Pipeline:
         self._recover(now)
         counts = [self.store.delivery_counts(day).get(DeliveryStatus.PENDING.value, 0) for day in dates]
         progress.start(sum(counts))
-        with _stop_on_signals(self.stop_requested), _RenderProcessSlot(self) as render_process:
+        with _stop_on_signals(self.stop_requested), _RenderProcessSlot(self) as render_process, frozen_heap():
             render_process.expect(sum(counts))
             for day, pending in zip(dates, counts, strict=True):
                 if not pending or self.stop_requested.is_set():

@@ -11,6 +11,7 @@ the sender is killed.
 
 from __future__ import annotations
 
+import gc
 import logging
 import pickle
 import signal
@@ -100,6 +101,8 @@ def serve(fd: int) -> None:
     pipeline = Pipeline(settings, store, clock=lambda: clock[0])
     pipeline.renderer  # noqa: B018 (compiled before saying ready)
     papers: dict[str, Any] = {}  # one Paper object per paper for the run: shared bodies need it
+    gc.collect()
+    gc.freeze()  # what this process holds for its one run is never garbage (see digest.gcpause)
     try:
         conn.send("ready")
         while True:
