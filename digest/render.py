@@ -21,6 +21,7 @@ where an editable install (the supported one) finds them; pass ``templates_dir``
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import textwrap
@@ -327,15 +328,21 @@ class Renderer:
             self._unnumbered.clear()
         return split == whole
 
-    def _html_fast(self, view: EmailView) -> bytes:
+    def _html_fast(self, view: EmailView, cards: list[list[_CardParts]] | None = None) -> bytes:
         """The page with a placeholder per section, then the cached cards spliced in, in UTF-8 (the
         40 KB of an email are never encoded as a whole: its cards already are)."""
+        cards = self._cards_of(view) if cards is None else cards
         page = _render_fast(self._fast_template, view.context(), section_cards=[_SLOT] * len(view.sections))
-        return _splice(page, [[self._card_parts(c)[0] for c in s.cards] for s in view.sections])
+        return _splice(page, [[c[0] for c in section] for section in cards])
 
-    def _text_fast(self, view: EmailView) -> bytes:
+    def _text_fast(self, view: EmailView, cards: list[list[_CardParts]] | None = None) -> bytes:
+        cards = self._cards_of(view) if cards is None else cards
         page = _render_fast(self._text_template, view.context(), section_texts=[_SLOT] * len(view.sections))
-        return _splice(page, [[self._card_parts(c)[1] for c in s.cards] for s in view.sections])
+        return _splice(page, [[c[1] for c in section] for section in cards])
+
+    def _cards_of(self, view: EmailView) -> list[list[_CardParts]]:
+        card_parts = self._card_parts
+        return [[card_parts(c) for c in s.cards] for s in view.sections]
 
     def _html_naive(self, view: EmailView) -> bytes:
         return inline_css(compile_mjml(self._naive_template.render(view.context()))).encode("utf-8")
@@ -354,18 +361,19 @@ class Renderer:
             body = self._shared_body(issue, links, full_issue_url, _anchors(issue))
             self._shared.put(key, body)
         personal = personal_values(issue, links)
-        html_values = tuple(_escape(v).encode("utf-8") for v in personal)
+        html_values = [_escape(v).encode("utf-8") for v in personal]
         if body.html.size_with(html_values) > self.html_budget:
             return None
-        return MimeEmail(body.subject, body.html.fill(html_values),
-                         body.text.fill(tuple(v.encode("utf-8") for v in personal)))
+        text_values = [v.encode("utf-8") for v in personal]
+        return MimeEmail(body.subject, body.html.fill(html_values), body.text.fill(text_values))
 
     def _shared_body(self, issue: Issue, links: PersonalLinks, full_issue_url: str | None,
                      anchors: tuple[object, ...]) -> _SharedBody:
         # The personal fields are markers that no cleaned value can contain; the body is cut there.
         view = build_view(self.settings, issue, links, full_issue_url, personal=_PERSONAL)
         try:
-            html, text = self._html_fast(view), self._text_fast(view)
+            cards = self._cards_of(view)
+            html, text = self._html_fast(view, cards), self._text_fast(view, cards)
         except jinja2.TemplateError as err:
             raise RenderError(f"email template failed to render: {err}") from err
         return _SharedBody(anchors, view.subject, _Cut.of(html), _Cut.of(text))
@@ -535,28 +543,26 @@ class _Cut:
     @classmethod
     def of(cls, data: bytes) -> _Cut:
         found = sorted((at, slot) for slot, marker in enumerate(_PERSONAL_BYTES) for at in _find_all(data, marker))
-        pieces: list[bytes] = []
-        start = 0
-        for at, _ in found:
-            pieces.append(data[start:at])
-            start = at + 1
-        pieces.append(data[start:])
-        # A piece that is not ASCII, or holds a line too long, decides base64 whatever the values are.
-        base64 = not data.isascii() or any(len(line) > _MAX_LINE for p in pieces for line in p.split(b"\n"))
-        lead = b""
-        if base64 and b"\r" not in data:  # (CR would be rewritten before encoding; never in practice)
-            keep = max(0, len(pieces[0]) - 1) // 57 * 57  # at least one byte stays in ``pieces[0]``
-            lead, pieces[0] = base64_lines(pieces[0][:keep]), pieces[0][keep:]
-        size = len(data) - len(found)
-        return cls(lead, tuple(pieces), tuple(slot for _, slot in found), size, base64 and b"\r" not in data)
+        ends = [at for at, _ in found] + [len(data)]
+        starts = [0] + [at + 1 for at, _ in found]
+        # Not ASCII, or a line too long between the values: base64 whatever the values are. (A CR would
+        # be rewritten before encoding; the templates never leave one.)
+        base64 = b"\r" not in data and (not data.isascii() or any(
+            len(line) > _MAX_LINE for a, b in zip(starts, ends, strict=True) for line in data[a:b].split(b"\n")))
+        keep = max(0, ends[0] - 1) // 57 * 57 if base64 else 0  # at least one byte stays in ``pieces[0]``
+        lead = base64_lines(memoryview(data)[:keep]) if keep else b""
+        starts[0] = keep
+        pieces = tuple(data[a:b] for a, b in zip(starts, ends, strict=True))
+        return cls(lead, pieces, tuple(slot for _, slot in found), len(data) - len(found), base64)
 
-    def size_with(self, values: tuple[bytes, ...]) -> int:
-        return self.size + sum(len(values[slot]) for slot in self.slots)
+    def size_with(self, values: list[bytes]) -> int:
+        return self.size + sum([len(values[slot]) for slot in self.slots])
 
-    def fill(self, values: tuple[bytes, ...]) -> MimeBody:
-        out = [self.pieces[0]]
-        for slot, piece in zip(self.slots, self.pieces[1:], strict=True):
-            out += (values[slot], piece)
+    def fill(self, values: list[bytes]) -> MimeBody:
+        pieces = self.pieces
+        out = [pieces[0]]
+        for k, slot in enumerate(self.slots, 1):
+            out += (values[slot], pieces[k])
         rest = b"".join(out)
         return Base64Body(self.lead, rest) if self.base64 else Utf8Body(rest)
 
@@ -588,11 +594,12 @@ class _SharedBodies:
         self._lock = threading.Lock()
 
     def get(self, key: Any) -> _SharedBody | None:
-        with self._lock:
-            body = self._items.get(key)
-            if body is not None:
+        # No lock: each OrderedDict call is atomic, and a body evicted in between is simply not moved.
+        body = self._items.get(key)
+        if body is not None:
+            with contextlib.suppress(KeyError):
                 self._items.move_to_end(key)
-            return body
+        return body
 
     def put(self, key: Any, body: _SharedBody) -> None:
         with self._lock:
