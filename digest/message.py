@@ -71,8 +71,13 @@ _header = lru_cache(maxsize=1024)(_fold)
 
 
 @lru_cache(maxsize=64)
-def _date(value: datetime) -> str:
-    return format_datetime(value)
+def _date_header(value: datetime) -> bytes:
+    return _fold("Date", format_datetime(value))
+
+
+@lru_cache(maxsize=64)
+def _from_header(sender: str) -> bytes:
+    return _fold("From", _address(sender, "sender"))
 
 
 @lru_cache(maxsize=4096)
@@ -217,10 +222,10 @@ def build_message(rendered: RenderedEmail | MimeEmail, *, sender: str, recipient
     boundary = _boundary(message_id)
     unsubscribe = [_angle(u) for u in (links.unsubscribe, links.unsubscribe_mailto) if u]
     headers = [
-        _header("From", _address(sender, "sender")),
+        _from_header(sender),
         _fold("To", _address(recipient, "recipient")),
         _header("Subject", email.subject),
-        _header("Date", _date(date)),
+        _date_header(date),
         _fold("Message-ID", message_id),
         b"MIME-Version: 1.0",
         _header("List-Id", list_id),
