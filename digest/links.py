@@ -146,7 +146,8 @@ class LinkBuilder:
         if not issue_key:
             return f"{self.base_url}/archive"
         # An issue id is digits: nothing to quote (quote() costs more than the rest of a reader's links).
-        return f"{self.base_url}/archive/{issue_key if issue_key.isdigit() else quote(issue_key)}"
+        plain = issue_key.isascii() and issue_key.isdigit()
+        return f"{self.base_url}/archive/{issue_key if plain else quote(issue_key)}"
 
     def for_subscriber(self, email: str, issue_key: str | None = None) -> PersonalLinks:
         token, preferences = self.signer.sign_all(_MAIL_SCOPES, email)

@@ -82,3 +82,24 @@ def test_personal_links_carry_scoped_tokens() -> None:
     assert links.archive == "https://digest.example.org/archive/42"
     assert reference(Scope.UNSUBSCRIBE).loads(unsubscribe) == "reader@example.org"
     assert reference(Scope.PREFERENCES).loads(preferences) == "reader@example.org"
+
+
+def test_tokens_signed_together_each_verify_for_their_own_scope_only() -> None:
+    signer = Signer(SECRET)
+    unsubscribe, preferences = signer.sign_all((Scope.UNSUBSCRIBE, Scope.PREFERENCES), "Pair@example.org")
+    assert unsubscribe != preferences
+    assert signer.verify(Scope.UNSUBSCRIBE, unsubscribe) == "pair@example.org"
+    assert signer.verify(Scope.PREFERENCES, preferences) == "pair@example.org"
+    with pytest.raises(TokenError):
+        signer.verify(Scope.PREFERENCES, unsubscribe)
+    with pytest.raises(TokenError):
+        signer.verify(Scope.UNSUBSCRIBE, preferences)
+
+
+def test_archive_keys_are_quoted_unless_they_are_digits() -> None:
+    builder = LinkBuilder("https://d.example", Signer(SECRET), "x@d.example")
+    assert builder.archive("42") == "https://d.example/archive/42"
+    assert builder.archive("2026-11-27") == "https://d.example/archive/2026-11-27"
+    assert builder.archive("a b/c") == "https://d.example/archive/a%20b/c"
+    assert builder.archive("٤٢") == "https://d.example/archive/%D9%A4%D9%A2"  # digits, but not ASCII ones
+    assert builder.archive(None) == "https://d.example/archive"

@@ -319,3 +319,68 @@ def test_the_fast_wrap_gives_textwraps_lines() -> None:
                 expected = textwrap.fill(text, width=width, initial_indent="    " if first is None else first,
                                          subsequent_indent="    ", break_long_words=False, break_on_hyphens=False)
                 assert _wrap.__wrapped__(text, "    ", first, width) == expected, (text, first, width)
+
+
+def test_a_card_template_that_shows_the_reason_otherwise_is_rendered_per_reason(tmp_path: Path) -> None:
+    """The "why" line is put into a card rendered once per paper only where the templates show it as the
+    shipped ones do; a template that transforms it gets each card rendered with its own reason, and the
+    emails stay those of the naive path."""
+    copy = tmp_path / "templates"
+    shutil.copytree(TEMPLATES_DIR, copy)
+    mjml = copy / "email.mjml"
+    mjml.write_text(mjml.read_text(encoding="utf-8").replace("Why: {{ c.why }}", "Why: {{ c.why | upper }}"),
+                    encoding="utf-8")
+    shipped, custom = Renderer(SETTINGS), Renderer(SETTINGS, templates_dir=copy)
+    assert shipped._split_why and not custom._split_why
+    papers = [paper(i) for i in range(6)]
+    issue = Issue(subscriber=Subscriber(email="r@example.org"), date=date(2026, 11, 27),
+                  sections=(IssueSection("a", "A", tuple(IssueEntry(p, f"matches term {i}") for i, p in
+                                                         enumerate(papers))),))
+    for renderer in (shipped, custom):
+        assert renderer.render(issue, LINKS) == renderer.render_naive(issue, LINKS)
+    assert "MATCHES TERM 3" in custom.render(issue, LINKS).html
+    assert "matches term 3" in shipped.render(issue, LINKS).html
+
+
+def test_plain_ascii_text_bodies_are_shared_and_stay_7bit(tmp_path: Path) -> None:
+    """A text template and papers in plain ASCII: the shared text body is not base64-encoded ahead of
+    time, its message part goes 7bit, and the whole message is the naive path's."""
+    from datetime import UTC, datetime
+
+    from digest.message import Base64Body, Utf8Body, build_message
+
+    copy = tmp_path / "templates"
+    shutil.copytree(TEMPLATES_DIR, copy)
+    for name in ("email.txt", "email_card.txt"):
+        path = copy / name
+        path.write_text(path.read_text(encoding="utf-8").replace("\u2014", "-"), encoding="utf-8")
+    settings = Settings.model_validate({"site": {"title": "Plain Digest", "postal_address": "1 Main St, Paris"}})
+    renderer = Renderer(settings, templates_dir=copy)
+    papers = [Paper(id=f"2611.{i:05d}", title=f"Plain title {i}", abstract="Plain words. " * 5) for i in range(3)]
+    issue = issue_of([("a", "A", papers)])
+    mime = renderer.mime(issue, LINKS)
+    assert isinstance(mime.text, Utf8Body) and mime.text.utf8().isascii()
+    assert isinstance(mime.html, Base64Body)  # the HTML part is not ASCII (the footer's dots)
+
+    def message(email: object) -> bytes:
+        return build_message(email, sender="D <d@localhost>", recipient="r@example.org",  # type: ignore[arg-type]
+                             message_id="<1@localhost>", date=datetime(2026, 11, 27, tzinfo=UTC),
+                             list_id="<l.localhost>", links=LINKS)
+
+    data = message(mime)
+    assert b"Content-Transfer-Encoding: 7bit" in data
+    assert data == message(renderer.mime_naive(issue, LINKS))
+
+
+def test_shared_bodies_are_bounded_by_memory() -> None:
+    from digest.render import _SharedBodies
+
+    renderer = Renderer(SETTINGS)
+    renderer._shared = _SharedBodies(limit=400_000)
+    papers = [paper(i) for i in range(60)]
+    for k in range(40):
+        issue = issue_of([("a", "A", papers[k:k + 12])], email=f"r{k}@example.org")
+        assert renderer.render(issue, LINKS) == renderer.render_naive(issue, LINKS)
+    kept = renderer._shared
+    assert 1 <= len(kept._items) < 40
+    assert kept._bytes == sum(body.memory for body in kept._items.values()) <= 400_000
