@@ -251,6 +251,12 @@ class IdentityCache:
         self._data: dict[Any, tuple[object, Any]] = {}
         self._limit = limit
 
+    @property
+    def entries(self) -> dict[Any, tuple[object, Any]]:
+        """The store itself, for a hot loop that inlines ``get``: ``entries.get(id(obj))`` gives
+        ``(obj, value)`` for an entry made without ``key``; check the object with ``is``."""
+        return self._data
+
     def get(self, obj: object, key: tuple[Any, ...] = ()) -> Any:
         hit = self._data.get((id(obj), *key) if key else id(obj))
         return hit[1] if hit is not None and hit[0] is obj else None
@@ -298,15 +304,14 @@ def _paper_view(paper: Paper) -> PaperView:
 
 
 def _card(entry: IssueEntry, number: int, fallback_url: str) -> CardView:
-    p = paper_view(entry.paper)
-    url = p.url or fallback_url
-    # Keyed by the link the card shows: the reader's own fallback link (their archive page) only when
-    # the paper has none, so readers share the cards of papers with links of their own.
-    key = (entry.reason, number, url)
+    # Keyed by the fallback link too (the card shows it when the paper has no link of its own): a body
+    # shared by many readers has a marker there, so its cards are shared as well.
+    key = (entry.reason, number, fallback_url)
     cached: CardView | None = _CARDS.get(entry.paper, key)
     if cached is not None:
         return cached
-    card = CardView(number=number, title=p.title, url=url, authors=p.authors,
+    p = paper_view(entry.paper)
+    card = CardView(number=number, title=p.title, url=p.url or fallback_url, authors=p.authors,
                     upvotes=p.upvotes, code_url=p.code_url, project_url=p.project_url, pdf_url=p.pdf_url,
                     summary=p.summary, why=clean_text(entry.reason))
     return _CARDS.put(entry.paper, key, card)

@@ -328,21 +328,31 @@ class Renderer:
             self._unnumbered.clear()
         return split == whole
 
-    def _html_fast(self, view: EmailView, cards: list[list[_CardParts]] | None = None) -> bytes:
+    def _html_fast(self, view: EmailView, cards: list[list[_CardParts]] | None = None,
+                   context: dict[str, Any] | None = None) -> bytes:
         """The page with a placeholder per section, then the cached cards spliced in, in UTF-8 (the
         40 KB of an email are never encoded as a whole: its cards already are)."""
         cards = self._cards_of(view) if cards is None else cards
-        page = _render_fast(self._fast_template, view.context(), section_cards=[_SLOT] * len(view.sections))
-        return _splice(page, [[c[0] for c in section] for section in cards])
+        context = _page_context(view) if context is None else context
+        return _splice(_render_fast(self._fast_template, context), [[c[0] for c in section] for section in cards])
 
-    def _text_fast(self, view: EmailView, cards: list[list[_CardParts]] | None = None) -> bytes:
+    def _text_fast(self, view: EmailView, cards: list[list[_CardParts]] | None = None,
+                   context: dict[str, Any] | None = None) -> bytes:
         cards = self._cards_of(view) if cards is None else cards
-        page = _render_fast(self._text_template, view.context(), section_texts=[_SLOT] * len(view.sections))
-        return _splice(page, [[c[1] for c in section] for section in cards])
+        context = _page_context(view) if context is None else context
+        return _splice(_render_fast(self._text_template, context), [[c[1] for c in section] for section in cards])
 
     def _cards_of(self, view: EmailView) -> list[list[_CardParts]]:
-        card_parts = self._card_parts
-        return [[card_parts(c) for c in s.cards] for s in view.sections]
+        # The numbered-card cache, read inline: a body has a dozen cards and this is its hottest loop.
+        numbered, card_parts = self._numbered.entries, self._card_parts
+        out = []
+        for section in view.sections:
+            parts = []
+            for card in section.cards:
+                hit = numbered.get(id(card))
+                parts.append(hit[1] if hit is not None and hit[0] is card else card_parts(card))
+            out.append(parts)
+        return out
 
     def _html_naive(self, view: EmailView) -> bytes:
         return inline_css(compile_mjml(self._naive_template.render(view.context()))).encode("utf-8")
@@ -372,8 +382,8 @@ class Renderer:
         # The personal fields are markers that no cleaned value can contain; the body is cut there.
         view = build_view(self.settings, issue, links, full_issue_url, personal=_PERSONAL)
         try:
-            cards = self._cards_of(view)
-            html, text = self._html_fast(view, cards), self._text_fast(view, cards)
+            cards, context = self._cards_of(view), _page_context(view)
+            html, text = self._html_fast(view, cards, context), self._text_fast(view, cards, context)
         except jinja2.TemplateError as err:
             raise RenderError(f"email template failed to render: {err}") from err
         return _SharedBody(anchors, view.subject, _Cut.of(html), _Cut.of(text))
@@ -415,11 +425,17 @@ class Renderer:
         return body
 
 
-def _render_fast(template: jinja2.Template, context: dict[str, Any], **extra: Any) -> str:
+def _page_context(view: EmailView) -> dict[str, Any]:
+    """What the fast page templates see: the view, and a placeholder for each section's cards."""
+    context = view.context()
+    context["section_cards"] = context["section_texts"] = [_SLOT] * len(view.sections)
+    return context
+
+
+def _render_fast(template: jinja2.Template, context: dict[str, Any]) -> str:
     """``template.render`` without the environment's globals (``range``, ``dict`` ...: the email templates
     use none, and StrictUndefined would say so): a context made with them copies or lists them on
     every render, which costs more than rendering a small template. The output is the same."""
-    context.update(extra)
     ctx = new_context(template.environment, template.name, template.blocks, context, shared=True)
     return template.environment.concat(template.root_render_func(ctx))  # type: ignore[attr-defined]
 
