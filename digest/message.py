@@ -31,8 +31,8 @@ from digest.errors import RenderError
 from digest.links import PersonalLinks
 from digest.models import RenderedEmail
 
-__all__ = ["Base64Body", "MimeBody", "MimeEmail", "Utf8Body", "base64_lines", "build_message", "list_id_for",
-           "make_message_id", "mime_body"]
+__all__ = ["Base64Body", "MimeBody", "MimeEmail", "Utf8Body", "base64_lines", "build_message", "build_message_wire",
+           "list_id_for", "make_message_id", "mime_body"]
 
 CRLF = b"\r\n"
 _LINE_BREAKS = re.compile(r"[\r\n\x00-\x08\x0b\x0c\x0e-\x1f\x7f\u0085\u2028\u2029]+")
@@ -209,12 +209,23 @@ def _angle(url: str) -> str:
 
 def build_message(rendered: RenderedEmail | MimeEmail, *, sender: str, recipient: str, message_id: str,
                   date: datetime, list_id: str, links: PersonalLinks) -> bytes:
+    """The complete message (see build_message_wire, which also says whether SMTP can send it as is)."""
+    return build_message_wire(rendered, sender=sender, recipient=recipient, message_id=message_id, date=date,
+                              list_id=list_id, links=links)[0]
+
+
+def build_message_wire(rendered: RenderedEmail | MimeEmail, *, sender: str, recipient: str, message_id: str,
+                       date: datetime, list_id: str, links: PersonalLinks) -> tuple[bytes, bool]:
     """The complete message: headers, then text/plain and text/html parts (UTF-8).
 
     Headers: From, To, Subject (RFC 2047 when not ASCII), Date, Message-ID, MIME-Version, List-Id,
     List-Unsubscribe (https link and mailto) and List-Unsubscribe-Post (RFC 8058 one-click). No value
     can add a header: line breaks in any of them become spaces. Raises RenderError for an unusable
     sender or recipient address. Deterministic: the same arguments give the same bytes.
+
+    Also says whether the message is ready for the SMTP wire as it is (OutgoingMessage.wire_ready): its
+    line ends are CRLF by construction, and only a 7bit part can hold a line that starts with a dot
+    (headers fold with a space, base64 has no dots), so only such a part is looked at.
     """
     if not message_id.startswith("<") or not message_id.endswith(">") or "@" not in message_id:
         raise RenderError(f"invalid Message-ID: {message_id!r}")
@@ -237,12 +248,15 @@ def build_message(rendered: RenderedEmail | MimeEmail, *, sender: str, recipient
     headers.append(f'Content-Type: multipart/alternative; boundary="{boundary}"'.encode("ascii"))
     delimiter = b"--" + boundary.encode("ascii")
     out = [CRLF.join(headers), CRLF, CRLF, b"This is a multi-part message in MIME format.", CRLF]
+    wire_ready = True
     for kind, content in ((b"text/plain", email.text), (b"text/html", email.html)):
         encoding, *body = content.encoded(boundary)
+        if encoding == b"7bit" and any(b"\n." in piece or piece.startswith(b".") for piece in body):
+            wire_ready = False
         out += [CRLF, delimiter, CRLF, b"Content-Type: ", kind, b'; charset="utf-8"', CRLF,
                 b"Content-Transfer-Encoding: ", encoding, CRLF, CRLF, *body]
     out += [CRLF, delimiter, b"--", CRLF]
-    return b"".join(out)
+    return b"".join(out), wire_ready
 
 
 def make_message_id(issue_id: int, subscriber_email: str, domain: str, secret: str) -> str:

@@ -198,13 +198,19 @@ class RenderedEmail:
 
 @dataclass(frozen=True, slots=True)
 class OutgoingMessage:
-    """A message ready for a mailer: envelope plus the complete RFC 5322 bytes."""
+    """A message ready for a mailer: envelope plus the complete RFC 5322 bytes.
+
+    ``wire_ready`` promises that ``data`` has CRLF line ends only, ends with one, and has no line that
+    starts with a dot: SMTP can send it as it is (no line-end repair, no dot-stuffing, both of which
+    scan the whole message). build_message knows this of what it writes; anything else leaves it False.
+    """
 
     sender: str
     recipient: str
     message_id: str
     data: bytes
     delivery_id: int | None = None
+    wire_ready: bool = False
 
 
 @dataclass(frozen=True, slots=True)

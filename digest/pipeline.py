@@ -27,7 +27,8 @@ from digest.errors import DigestError, SourceError, UsageError
 from digest.gcpause import frozen_heap
 from digest.links import LinkBuilder, Signer
 from digest.mail import Mailer, build_mailer
-from digest.message import build_message, list_id_for
+from digest.mail.smtp import wire_payload
+from digest.message import build_message_wire, list_id_for
 from digest.models import (
     Delivery,
     DeliveryStatus,
@@ -240,12 +241,16 @@ class Pipeline:
         links = self.links.for_subscriber(sub.email, key)
         render = self.renderer.mime_naive if naive else self.renderer.mime
         rendered = render(issue, links, full_issue_url=links.archive)
-        data = build_message(rendered, sender=self.settings.site.sender, recipient=sub.email,
-                             message_id=message_id, date=now, list_id=list_id_for(self.settings), links=links)
+        data, wire_ready = build_message_wire(rendered, sender=self.settings.site.sender, recipient=sub.email,
+                                              message_id=message_id, date=now, list_id=list_id_for(self.settings),
+                                              links=links)
         if dkim.configured(self.settings):
+            unsigned = len(data)
             data = dkim.sign(data, self.settings)
+            # The signature header goes in front; it is as ready as the rest only if its lines are.
+            wire_ready = wire_ready and wire_payload(data[:-unsigned]) == data[:-unsigned] + b".\r\n"
         return OutgoingMessage(sender=_address_of(self.settings.site.sender), recipient=sub.email,
-                               message_id=message_id, data=data)
+                               message_id=message_id, data=data, wire_ready=wire_ready)
 
     def due_subscribers(self, issue_date: date, only: str | None = None) -> Iterator[Subscriber]:
         if only is not None:

@@ -498,9 +498,9 @@ def _splice(page: str, sections: list[list[bytes]]) -> bytes:
 # Stand-ins for the reader's address and links (personal_values order) in a body shared by many readers.
 _PERSONAL = ("\x01", "\x02", "\x03", "\x04")
 _PERSONAL_BYTES = tuple(m.encode("ascii") for m in _PERSONAL)
-# Bodies kept for readers of the same papers, by the memory they hold (about 75 KB each, so some 1,300):
+# Bodies kept for readers of the same papers, by the memory they hold (about 75 KB each, so some 1,100):
 # readers of the same papers come far apart in a large send, and a body built again costs 250 µs.
-SHARED_BODY_BYTES = 96 * 1024 * 1024
+SHARED_BODY_BYTES = 80 * 1024 * 1024
 
 
 def _find_all(data: bytes, marker: bytes) -> list[int]:

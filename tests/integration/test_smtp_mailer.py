@@ -124,6 +124,30 @@ def test_non_ascii_body_survives(backend: Backend) -> None:
 # ---- SMTP: connections, rate, TLS, auth ---------------------------------------------------------
 
 
+def test_messages_built_here_go_out_as_they_are_and_arrive_byte_for_byte(sink: SmtpSink) -> None:
+    """build_message's messages skip the SMTP scan (wire_ready); one with a 7bit line starting with a
+    dot is not marked ready and is dot-stuffed: both arrive exactly as built."""
+    from datetime import UTC, datetime
+
+    from digest.links import PersonalLinks
+    from digest.message import build_message_wire
+    from digest.models import RenderedEmail
+
+    links = PersonalLinks("https://h.example/p/t", "https://h.example/u/t", "mailto:u@h.example", "https://h.example/a")
+    sent = []
+    with smtp_mailer(sink) as mailer:
+        for n, text in enumerate(["Plain text.\n", "A line\n.that starts with a dot\n", "Ünïcode\n.dot\n"]):
+            data, ready = build_message_wire(RenderedEmail(f"Issue {n}", "<p>é</p>", text), sender=SENDER,
+                                             recipient=f"r{n}@example.com", message_id=f"<{n}@news.example.org>",
+                                             date=datetime(2026, 11, 27, tzinfo=UTC), list_id="<l.example.org>",
+                                             links=links)
+            assert ready == (n != 1)
+            message = OutgoingMessage(SENDER, f"r{n}@example.com", f"<{n}@news.example.org>", data, wire_ready=ready)
+            assert mailer.send(message).outcome is Outcome.DELIVERED
+            sent.append(data)
+    assert [m.data for m in sink.received()] == sent
+
+
 @pytest.fixture
 def sink() -> Iterator[SmtpSink]:
     with SmtpSink() as server:

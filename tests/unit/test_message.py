@@ -238,3 +238,20 @@ def test_mime_bodies_from_bytes_match_the_string_rules(text: str) -> None:
 def test_a_trailing_line_break_in_an_address_is_refused() -> None:
     with pytest.raises(RenderError):
         build(RenderedEmail(subject="s", html="<p>x</p>", text="x\n"), recipient="reader@example.org\n")
+
+
+@pytest.mark.parametrize("text", ["plain\nlines\n", ".starts with a dot\n", "a\n.b\n", "é and\n.dot\n", "x" * 1200,
+                                  "no dot here. really.\n", "..\n"])
+def test_wire_ready_is_said_only_when_smtp_may_send_the_bytes_as_they_are(text: str) -> None:
+    from digest.mail.smtp import wire_payload
+    from digest.message import build_message_wire
+
+    data, ready = build_message_wire(RenderedEmail(subject=".subject", html="<p>é\n.x</p>", text=text),
+                                     sender="D <d@localhost>", recipient="r@example.org",
+                                     message_id="<1@localhost>", date=datetime(2026, 11, 27, tzinfo=UTC),
+                                     list_id="<l.localhost>", links=sample_links(SETTINGS, "r@example.org", "1"))
+    as_is = wire_payload(data) == data + b".\r\n"
+    assert ready == as_is
+    seven_bit_dot = text.isascii() and all(len(x) <= 998 for x in text.split("\n")) and (
+        text.startswith(".") or "\n." in text)
+    assert ready == (not seven_bit_dot)
