@@ -334,13 +334,13 @@ class Renderer:
         40 KB of an email are never encoded as a whole: its cards already are)."""
         cards = self._cards_of(view) if cards is None else cards
         context = _page_context(view) if context is None else context
-        return _splice(_render_fast(self._fast_template, context), [[c[0] for c in section] for section in cards])
+        return _render_spliced(self._fast_template, context, [[c[0] for c in section] for section in cards])
 
     def _text_fast(self, view: EmailView, cards: list[list[_CardParts]] | None = None,
                    context: dict[str, Any] | None = None) -> bytes:
         cards = self._cards_of(view) if cards is None else cards
         context = _page_context(view) if context is None else context
-        return _splice(_render_fast(self._text_template, context), [[c[1] for c in section] for section in cards])
+        return _render_spliced(self._text_template, context, [[c[1] for c in section] for section in cards])
 
     def _cards_of(self, view: EmailView) -> list[list[_CardParts]]:
         # The numbered-card cache, read inline: a body has a dozen cards and this is its hottest loop.
@@ -432,12 +432,36 @@ def _page_context(view: EmailView) -> dict[str, Any]:
     return context
 
 
-def _render_fast(template: jinja2.Template, context: dict[str, Any]) -> str:
-    """``template.render`` without the environment's globals (``range``, ``dict`` ...: the email templates
-    use none, and StrictUndefined would say so): a context made with them copies or lists them on
-    every render, which costs more than rendering a small template. The output is the same."""
+def _render_spliced(template: jinja2.Template, context: dict[str, Any], sections: list[list[bytes]]) -> bytes:
+    """The page in UTF-8, each section's cards (UTF-8) where the page has its placeholder.
+
+    The page is rendered as ``template.render`` would, but without the environment's globals (``range``,
+    ``dict`` ...: the email templates use none, and StrictUndefined would say so; a context made with
+    them lists them on every render, which costs more than rendering a small template), and each piece
+    Jinja yields is encoded on its own: the page is never one string (one character beyond U+FFFF would
+    make all of it four bytes a character) and never split again.
+    """
     ctx = new_context(template.environment, template.name, template.blocks, context, shared=True)
-    return template.environment.concat(template.root_render_func(ctx))  # type: ignore[attr-defined]
+    out: list[bytes] = []
+    filled = 0
+    for piece in template.root_render_func(ctx):  # type: ignore[attr-defined]
+        if piece == _SLOT:
+            if filled < len(sections):
+                out += sections[filled]
+            filled += 1
+        elif _SLOT in piece:  # a template that writes the placeholder together with other text
+            parts = piece.split(_SLOT)
+            out.append(parts[0].encode("utf-8"))
+            for part in parts[1:]:
+                if filled < len(sections):
+                    out += sections[filled]
+                filled += 1
+                out.append(part.encode("utf-8"))
+        else:
+            out.append(piece.encode("utf-8"))
+    if filled != len(sections):
+        raise RenderError("email template: a section placeholder went missing or was duplicated")
+    return b"".join(out)
 
 
 # (HTML, text) of one numbered card, in UTF-8.
@@ -483,18 +507,6 @@ class _Rendered:
 _SLOT = Markup("\x00")
 
 
-def _splice(page: str, sections: list[list[bytes]]) -> bytes:
-    """Put each section's cards (UTF-8) where the page has its placeholder."""
-    pieces = page.encode("utf-8").split(b"\x00")
-    if len(pieces) != len(sections) + 1:
-        raise RenderError("email template: a section placeholder went missing or was duplicated")
-    out: list[bytes] = [pieces[0]]
-    for piece, cards in zip(pieces[1:], sections, strict=True):
-        out += cards
-        out.append(piece)
-    return b"".join(out)
-
-
 # Stand-ins for the reader's address and links (personal_values order) in a body shared by many readers.
 _PERSONAL = ("\x01", "\x02", "\x03", "\x04")
 _PERSONAL_BYTES = tuple(m.encode("ascii") for m in _PERSONAL)
@@ -525,7 +537,8 @@ def _content_key(issue: Issue, links: PersonalLinks, full_issue_url: str | None)
         issue.date,
         ("own archive",) if _own_archive(links, full_issue_url) else (full_issue_url, links.archive),
         (id(top.paper), top.reason) if top is not None else None,
-        tuple([(s.topic, s.label, tuple([(id(e.paper), e.reason) for e in s.entries])) for s in issue.sections]),
+        tuple([(s.topic, s.label, tuple([id(e.paper) for e in s.entries]), tuple([e.reason for e in s.entries]))
+               for s in issue.sections]),
     )
 
 
