@@ -247,16 +247,24 @@ def build_message_wire(rendered: RenderedEmail | MimeEmail, *, sender: str, reci
             headers.append(b"List-Unsubscribe-Post: List-Unsubscribe=One-Click")
     headers.append(f'Content-Type: multipart/alternative; boundary="{boundary}"'.encode("ascii"))
     delimiter = b"--" + boundary.encode("ascii")
-    out = [CRLF.join(headers), CRLF, CRLF, b"This is a multi-part message in MIME format.", CRLF]
+    out = [CRLF.join(headers), _PREAMBLE]
     wire_ready = True
     for kind, content in ((b"text/plain", email.text), (b"text/html", email.html)):
         encoding, *body = content.encoded(boundary)
         if encoding == b"7bit" and any(b"\n." in piece or piece.startswith(b".") for piece in body):
             wire_ready = False
-        out += [CRLF, delimiter, CRLF, b"Content-Type: ", kind, b'; charset="utf-8"', CRLF,
-                b"Content-Transfer-Encoding: ", encoding, CRLF, CRLF, *body]
+        out += [CRLF, delimiter, _PART_HEADERS[kind, encoding], *body]
     out += [CRLF, delimiter, b"--", CRLF]
     return b"".join(out), wire_ready
+
+
+_PREAMBLE = b"\r\n\r\nThis is a multi-part message in MIME format.\r\n"
+# What follows a part's delimiter: its headers, then the blank line.
+_PART_HEADERS = {
+    (kind, encoding): b"\r\nContent-Type: " + kind + b'; charset="utf-8"\r\nContent-Transfer-Encoding: ' + encoding
+    + b"\r\n\r\n"
+    for kind in (b"text/plain", b"text/html") for encoding in (b"7bit", b"base64")
+}
 
 
 def make_message_id(issue_id: int, subscriber_email: str, domain: str, secret: str) -> str:
