@@ -29,6 +29,7 @@ __all__ = [
     "build_view",
     "clean_text",
     "keep_first",
+    "own_archive",
     "paper_view",
     "personal_values",
     "safe_url",
@@ -360,8 +361,7 @@ def build_view(settings: Settings, issue: Issue, links: PersonalLinks, full_issu
     if personal is None:
         personal = personal_values(issue, links)
     archive = personal[3]
-    own_archive = full_issue_url is None or full_issue_url == links.archive
-    more_url = archive if own_archive else (safe_url(full_issue_url) or archive)
+    more_url = archive if own_archive(links, full_issue_url) else (safe_url(full_issue_url) or archive)
     number = 0
     sections: list[SectionView] = []
     for index, section in enumerate(s for s in issue.sections if s.entries):
@@ -400,6 +400,11 @@ def build_view(settings: Settings, issue: Issue, links: PersonalLinks, full_issu
         postal=clean_text(settings.site.postal_address),
         links=LinksView(personal[1], personal[2], archive),
     )
+
+
+def own_archive(links: PersonalLinks, full_issue_url: str | None) -> bool:
+    """Whether the "full issue" link is the reader's own archive link (personal, then, like the rest)."""
+    return full_issue_url is None or full_issue_url == links.archive
 
 
 def personal_values(issue: Issue, links: PersonalLinks) -> tuple[str, str, str, str]:

@@ -134,13 +134,16 @@ class LinkBuilder:
         self.mailto = mailto
 
     def confirm(self, email: str) -> str:
-        return f"{self.base_url}/confirm/{self.signer.sign(Scope.CONFIRM, email)}"
+        return self._link(Scope.CONFIRM, self.signer.sign(Scope.CONFIRM, email))
 
     def preferences(self, email: str) -> str:
-        return f"{self.base_url}/preferences/{self.signer.sign(Scope.PREFERENCES, email)}"
+        return self._link(Scope.PREFERENCES, self.signer.sign(Scope.PREFERENCES, email))
 
     def unsubscribe(self, email: str) -> str:
-        return f"{self.base_url}/unsubscribe/{self.signer.sign(Scope.UNSUBSCRIBE, email)}"
+        return self._link(Scope.UNSUBSCRIBE, self.signer.sign(Scope.UNSUBSCRIBE, email))
+
+    def _link(self, scope: Scope, token: str) -> str:
+        return f"{self.base_url}/{scope.value}/{token}"
 
     def archive(self, issue_key: str | None = None) -> str:
         if not issue_key:
@@ -152,8 +155,8 @@ class LinkBuilder:
     def for_subscriber(self, email: str, issue_key: str | None = None) -> PersonalLinks:
         token, preferences = self.signer.sign_all(_MAIL_SCOPES, email)
         return PersonalLinks(
-            preferences=f"{self.base_url}/preferences/{preferences}",
-            unsubscribe=f"{self.base_url}/unsubscribe/{token}",
+            preferences=self._link(Scope.PREFERENCES, preferences),
+            unsubscribe=self._link(Scope.UNSUBSCRIBE, token),
             unsubscribe_mailto=f"mailto:{self.mailto}?subject=unsubscribe%20{token}",
             archive=self.archive(issue_key),
         )

@@ -593,10 +593,7 @@ class _Dispatch:
         for thread in senders:
             thread.start()
         try:
-            while not stop.is_set() and self.error is None:
-                prepared = self._prepare_next(claim)
-                if prepared is None:
-                    break
+            for prepared in self._prepared(claim):
                 if isinstance(prepared, _Ended):
                     self._record([prepared], None)
                     continue
@@ -610,6 +607,15 @@ class _Dispatch:
                 thread.join()
         if self.error is not None:
             raise self.error
+
+    def _prepared(self, claim: Callable[[], list[Delivery]]) -> Iterator[_Ready | _Ended]:
+        """The claimed messages, rendered, one at a time, until all are done or the run stops."""
+        stop = self.pipeline.stop_requested
+        while not stop.is_set() and self.error is None:
+            prepared = self._prepare_next(claim)
+            if prepared is None:
+                return
+            yield prepared
 
     def _offer(self, ready: _Ready) -> bool:
         try:
@@ -719,14 +725,10 @@ class _Dispatch:
         """One message at a time, all in this thread: for a mailer that takes one at a time and needs no
         network round trip (file, memory), handing each message to another thread costs more than it
         saves."""
-        stop = self.pipeline.stop_requested
         last: _Ended | None = None
         with self._own_connection():
             try:
-                while not stop.is_set() and self.error is None:
-                    prepared = self._prepare_next(claim)
-                    if prepared is None:
-                        break
+                for prepared in self._prepared(claim):
                     if isinstance(prepared, _Ended):
                         self._record([prepared, *([last] if last is not None else [])], None)
                         last = None

@@ -46,6 +46,7 @@ from digest.email_view import (
     IdentityCache,
     build_view,
     keep_first,
+    own_archive,
     personal_values,
     without_summaries,
 )
@@ -268,15 +269,15 @@ class Renderer:
             shared = self._mime_shared(issue, links, full_issue_url)
             if shared is not None:
                 return shared
-        return self._mime(self._render(issue, links, full_issue_url, fast=True))
+        return self._render(issue, links, full_issue_url, fast=True)
 
     def render_naive(self, issue: Issue, links: PersonalLinks, *,
                      full_issue_url: str | None = None) -> RenderedEmail:
         """The same email the slow way: Jinja -> MJML -> premailer for this one email."""
-        return self._render(issue, links, full_issue_url, fast=False).email()
+        return self._render(issue, links, full_issue_url, fast=False).rendered()
 
     def mime_naive(self, issue: Issue, links: PersonalLinks, *, full_issue_url: str | None = None) -> MimeEmail:
-        return self._mime(self._render(issue, links, full_issue_url, fast=False))
+        return self._render(issue, links, full_issue_url, fast=False)
 
     def view(self, issue: Issue, links: PersonalLinks, full_issue_url: str | None = None) -> EmailView:
         return build_view(self.settings, issue, links, full_issue_url)
@@ -388,18 +389,14 @@ class Renderer:
             raise RenderError(f"email template failed to render: {err}") from err
         return _SharedBody(anchors, view.subject, _Cut.of(html), _Cut.of(text))
 
-    @staticmethod
-    def _mime(rendered: _Rendered) -> MimeEmail:
-        return MimeEmail(rendered.subject, Utf8Body(rendered.html), Utf8Body(rendered.text))
-
-    def _render(self, issue: Issue, links: PersonalLinks, full_issue_url: str | None, fast: bool) -> _Rendered:
+    def _render(self, issue: Issue, links: PersonalLinks, full_issue_url: str | None, fast: bool) -> MimeEmail:
         view = build_view(self.settings, issue, links, full_issue_url)
         try:
             html = self._fit(view, self._html_fast if fast else self._html_naive)
             text = self._text_fast(view) if fast else self._text_naive(view)
         except jinja2.TemplateError as err:
             raise RenderError(f"email template failed to render: {err}") from err
-        return _Rendered(view.subject, html, text)
+        return MimeEmail(view.subject, Utf8Body(html), Utf8Body(text))
 
     def _fit(self, view: EmailView, to_html: Callable[[EmailView], bytes]) -> bytes:
         """Render within the size budget: first drop the longest summaries, then trailing cards."""
@@ -445,20 +442,16 @@ def _render_spliced(template: jinja2.Template, context: dict[str, Any], sections
     out: list[bytes] = []
     filled = 0
     for piece in template.root_render_func(ctx):  # type: ignore[attr-defined]
-        if piece == _SLOT:
+        if _SLOT not in piece:
+            out.append(piece.encode("utf-8"))
+            continue
+        parts = piece.split(_SLOT)  # the placeholder, alone or (another template) with other text
+        out.append(parts[0].encode("utf-8"))
+        for part in parts[1:]:
             if filled < len(sections):
                 out += sections[filled]
             filled += 1
-        elif _SLOT in piece:  # a template that writes the placeholder together with other text
-            parts = piece.split(_SLOT)
-            out.append(parts[0].encode("utf-8"))
-            for part in parts[1:]:
-                if filled < len(sections):
-                    out += sections[filled]
-                filled += 1
-                out.append(part.encode("utf-8"))
-        else:
-            out.append(piece.encode("utf-8"))
+            out.append(part.encode("utf-8"))
     if filled != len(sections):
         raise RenderError("email template: a section placeholder went missing or was duplicated")
     return b"".join(out)
@@ -490,18 +483,6 @@ class _Fragment:
         return (b"%d" % number).join(self.html), number_prefix(number).encode("ascii").join(self.text)
 
 
-@dataclass(frozen=True, slots=True)
-class _Rendered:
-    """One email's subject and bodies (UTF-8)."""
-
-    subject: str
-    html: bytes
-    text: bytes
-
-    def email(self) -> RenderedEmail:
-        return RenderedEmail(subject=self.subject, html=self.html.decode("utf-8"), text=self.text.decode("utf-8"))
-
-
 # Marks where a section's cards go in the rendered page. No value can contain it: every text is cleaned
 # of control characters and every URL percent-encoded before it reaches a template.
 _SLOT = Markup("\x00")
@@ -524,18 +505,13 @@ def _find_all(data: bytes, marker: bytes) -> list[int]:
     return found
 
 
-def _own_archive(links: PersonalLinks, full_issue_url: str | None) -> bool:
-    """Whether the "full issue" link is the reader's archive link (build_view then shows the same)."""
-    return full_issue_url is None or full_issue_url == links.archive
-
-
 def _content_key(issue: Issue, links: PersonalLinks, full_issue_url: str | None) -> tuple[Any, ...]:
     """Everything but the personal parts that build_view reads, papers by identity (the cache entry
     keeps the papers alive, see _anchors, so no other object can take their ids)."""
     top = issue.top_pick
     return (
         issue.date,
-        ("own archive",) if _own_archive(links, full_issue_url) else (full_issue_url, links.archive),
+        ("own archive",) if own_archive(links, full_issue_url) else (full_issue_url, links.archive),
         (id(top.paper), top.reason) if top is not None else None,
         tuple([(s.topic, s.label, tuple([id(e.paper) for e in s.entries]), tuple([e.reason for e in s.entries]))
                for s in issue.sections]),
