@@ -636,8 +636,10 @@ def serve(app: App, host: str, port: int) -> None:
 
 
 @cli.command()
-@click.option("--subscribers", "n_subscribers", default=10_000, show_default=True, type=int)
-@click.option("--papers", "n_papers", default=300, show_default=True, type=int)
+@click.option("--subscribers", "n_subscribers", default=10_000, show_default=True, type=click.IntRange(1),
+              help="Readers in the generated workload (mixed preferences).")
+@click.option("--papers", "n_papers", default=300, show_default=True, type=click.IntRange(1),
+              help="Papers in the workload (recorded ones, paired anew past their number).")
 @click.option("--only", type=click.Choice(["render", "send", "memory", "tagger"]), multiple=True,
               help="Run only these parts (repeatable).")
 @pass_app
@@ -645,9 +647,14 @@ def serve(app: App, host: str, port: int) -> None:
 def bench(app: App, n_subscribers: int, n_papers: int, only: tuple[str, ...]) -> None:
     """Run the benchmarks and print figures; the last lines are key=value.
 
+    render_per_s, render_speedup (real path against Jinja -> MJML -> premailer per email, one process
+    each, CPU time), send_ratio (Pipeline.send against a bare smtplib loop, same bytes), peak_rss_mb (a
+    full send to a null mailer), tag_per_s. Takes about a minute at 10,000 readers.
+
     \b
     Example:
       digest bench --subscribers 100000
+      digest bench --only render --only tagger
     """
     from digest.bench import run_bench
 
