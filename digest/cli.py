@@ -636,9 +636,9 @@ def serve(app: App, host: str, port: int) -> None:
 
 
 @cli.command()
-@click.option("--subscribers", "n_subscribers", default=10_000, show_default=True, type=click.IntRange(1),
+@click.option("--subscribers", "n_subscribers", default=10_000, show_default=True, type=int,
               help="Readers in the generated workload (mixed preferences).")
-@click.option("--papers", "n_papers", default=300, show_default=True, type=click.IntRange(1),
+@click.option("--papers", "n_papers", default=300, show_default=True, type=int,
               help="Papers in the workload (recorded ones, paired anew past their number).")
 @click.option("--only", type=click.Choice(["render", "send", "memory", "tagger"]), multiple=True,
               help="Run only these parts (repeatable).")
