@@ -83,21 +83,18 @@ def _from_header(sender: str) -> bytes:
 @lru_cache(maxsize=4096)
 def _encoded_words(value: str) -> str:
     """RFC 2047 ``=?utf-8?b?...?=`` words of at most 75 characters, split between characters."""
+    data = value.encode("utf-8")
     words: list[str] = []
-    chunk = ""
-    budget = 42  # bytes of UTF-8 per word: base64 of 42 is 56 characters, 68 with the =?utf-8?b?...?=
-    size = 0
-    for ch in value:
-        n = len(ch.encode("utf-8"))
-        if size + n > budget and chunk:
-            words.append(chunk)
-            chunk, size = "", 0
-        chunk += ch
-        size += n
-    if chunk:
-        words.append(chunk)
-    encoded = ["=?utf-8?b?" + base64.b64encode(w.encode("utf-8")).decode("ascii") + "?=" for w in words]
-    return "\r\n ".join(encoded)
+    start = 0
+    while start < len(data):
+        # 42 bytes of UTF-8 per word (base64 of 42 is 56 characters, 68 with the =?utf-8?b?...?=),
+        # backed off to the start of a character: a continuation byte is 0b10xxxxxx.
+        end = min(start + 42, len(data))
+        while end < len(data) and data[end] & 0xC0 == 0x80:
+            end -= 1
+        words.append("=?utf-8?b?" + base64.b64encode(data[start:end]).decode("ascii") + "?=")
+        start = end
+    return "\r\n ".join(words)
 
 
 def _address(value: str, field: str) -> str:

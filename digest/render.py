@@ -31,6 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
+from types import CodeType
 from typing import Any
 
 import jinja2
@@ -245,6 +246,8 @@ class Renderer:
             raise RenderError(f"email template failed to compile: {err}") from err
 
         self._card_template = card_template
+        self._page_literals = _literals(self._fast_template)
+        self._text_literals = _literals(self._text_template)
         self._text_card_template = text_card_template
         self._numbered = IdentityCache(limit=NUMBERED_CARDS)
         self._unnumbered: dict[tuple[Any, ...], _Fragment] = {}
@@ -335,13 +338,15 @@ class Renderer:
         40 KB of an email are never encoded as a whole: its cards already are)."""
         cards = self._cards_of(view) if cards is None else cards
         context = _page_context(view) if context is None else context
-        return _render_spliced(self._fast_template, context, [[c[0] for c in section] for section in cards])
+        return _render_spliced(self._fast_template, context, [[c[0] for c in section] for section in cards],
+                               self._page_literals)
 
     def _text_fast(self, view: EmailView, cards: list[list[_CardParts]] | None = None,
                    context: dict[str, Any] | None = None) -> bytes:
         cards = self._cards_of(view) if cards is None else cards
         context = _page_context(view) if context is None else context
-        return _render_spliced(self._text_template, context, [[c[1] for c in section] for section in cards])
+        return _render_spliced(self._text_template, context, [[c[1] for c in section] for section in cards],
+                               self._text_literals)
 
     def _cards_of(self, view: EmailView) -> list[list[_CardParts]]:
         # The numbered-card cache, read inline: a body has a dozen cards and this is its hottest loop.
@@ -429,19 +434,40 @@ def _page_context(view: EmailView) -> dict[str, Any]:
     return context
 
 
-def _render_spliced(template: jinja2.Template, context: dict[str, Any], sections: list[list[bytes]]) -> bytes:
+def _literals(template: jinja2.Template) -> dict[str, bytes]:
+    """The template's constant strings (its markup, mostly), in UTF-8: Jinja yields the same string
+    objects on every render, and the page's 15 KB of markup need not be encoded again each time."""
+    found: dict[str, bytes] = {}
+    codes = [template.root_render_func.__code__]  # type: ignore[attr-defined]
+    while codes:
+        for const in codes.pop().co_consts:
+            if isinstance(const, str) and _SLOT not in const:
+                found[const] = const.encode("utf-8")
+            elif isinstance(const, CodeType):
+                codes.append(const)
+    return found
+
+
+def _render_spliced(template: jinja2.Template, context: dict[str, Any], sections: list[list[bytes]],
+                    literals: dict[str, bytes]) -> bytes:
     """The page in UTF-8, each section's cards (UTF-8) where the page has its placeholder.
 
     The page is rendered as ``template.render`` would, but without the environment's globals (``range``,
     ``dict`` ...: the email templates use none, and StrictUndefined would say so; a context made with
     them lists them on every render, which costs more than rendering a small template), and each piece
-    Jinja yields is encoded on its own: the page is never one string (one character beyond U+FFFF would
-    make all of it four bytes a character) and never split again.
+    Jinja yields is encoded on its own (``literals`` has the template's own strings encoded already):
+    the page is never one string (one character beyond U+FFFF would make all of it four bytes a
+    character) and never split again.
     """
     ctx = new_context(template.environment, template.name, template.blocks, context, shared=True)
     out: list[bytes] = []
     filled = 0
+    known = literals.get
     for piece in template.root_render_func(ctx):  # type: ignore[attr-defined]
+        encoded = known(piece)
+        if encoded is not None:
+            out.append(encoded)
+            continue
         if _SLOT not in piece:
             out.append(piece.encode("utf-8"))
             continue
@@ -507,15 +533,16 @@ def _find_all(data: bytes, marker: bytes) -> list[int]:
 
 def _content_key(issue: Issue, links: PersonalLinks, full_issue_url: str | None) -> tuple[Any, ...]:
     """Everything but the personal parts that build_view reads, papers by identity (the cache entry
-    keeps the papers alive, see _anchors, so no other object can take their ids)."""
+    keeps the papers alive, see _anchors, so no other object can take their ids). One flat tuple (each
+    section's entry count keeps it unambiguous): it is built for every email."""
     top = issue.top_pick
-    return (
-        issue.date,
-        ("own archive",) if own_archive(links, full_issue_url) else (full_issue_url, links.archive),
-        (id(top.paper), top.reason) if top is not None else None,
-        tuple([(s.topic, s.label, tuple([id(e.paper) for e in s.entries]), tuple([e.reason for e in s.entries]))
-               for s in issue.sections]),
-    )
+    key: list[Any] = [issue.date, True if own_archive(links, full_issue_url) else (full_issue_url, links.archive)]
+    key += (id(top.paper), top.reason) if top is not None else (None, None)
+    for s in issue.sections:
+        key += (s.topic, s.label, len(s.entries))
+        for e in s.entries:
+            key += (id(e.paper), e.reason)
+    return tuple(key)
 
 
 def _anchors(issue: Issue) -> tuple[object, ...]:
