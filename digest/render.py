@@ -21,7 +21,6 @@ where an editable install (the supported one) finds them; pass ``templates_dir``
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import re
 import textwrap
@@ -377,10 +376,13 @@ class Renderer:
             body = self._shared_body(issue, links, full_issue_url, _anchors(issue))
             self._shared.put(key, body)
         personal = personal_values(issue, links)
-        html_values = [_escape(v).encode("utf-8") for v in personal]
+        text_values = [v.encode("utf-8") for v in personal]
+        # The usual address and links hold nothing to escape: the HTML takes the same bytes.
+        joined = b"".join(text_values)
+        plain = b"&" not in joined and b"<" not in joined and b">" not in joined
+        html_values = text_values if plain else [_escape(v).encode("utf-8") for v in personal]
         if body.html.size_with(html_values) > self.html_budget:
             return None
-        text_values = [v.encode("utf-8") for v in personal]
         return MimeEmail(body.subject, body.html.fill(html_values), body.text.fill(text_values))
 
     def _shared_body(self, issue: Issue, links: PersonalLinks, full_issue_url: str | None,
@@ -630,8 +632,10 @@ class _SharedBodies:
         # No lock: each OrderedDict call is atomic, and a body evicted in between is simply not moved.
         body = self._items.get(key)
         if body is not None:
-            with contextlib.suppress(KeyError):
+            try:  # noqa: SIM105 - contextlib.suppress would cost a context manager per email
                 self._items.move_to_end(key)
+            except KeyError:
+                pass
         return body
 
     def put(self, key: Any, body: _SharedBody) -> None:
