@@ -16,7 +16,7 @@ import hmac
 import re
 import struct
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from email.utils import format_datetime, formataddr, getaddresses, parseaddr
 from functools import lru_cache
 from urllib.parse import urlsplit
@@ -70,8 +70,14 @@ def _fold(name: str, value: str) -> bytes:
 _header = lru_cache(maxsize=1024)(_fold)
 
 
-@lru_cache(maxsize=64)
 def _date_header(value: datetime) -> bytes:
+    # Keyed by the offset too: the same instant in two zones is one datetime to a cache, but each
+    # message writes its own zone.
+    return _date_line(value, value.utcoffset())
+
+
+@lru_cache(maxsize=64)
+def _date_line(value: datetime, offset: timedelta | None) -> bytes:
     return _fold("Date", format_datetime(value))
 
 

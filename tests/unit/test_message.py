@@ -184,6 +184,17 @@ def test_date_header_round_trips_for_other_zones(rendered: RenderedEmail) -> Non
     assert date(2026, 11, 27) == parsedate_to_datetime(msg["Date"]).date()
 
 
+def test_the_same_instant_in_two_zones_keeps_each_zone(rendered: RenderedEmail) -> None:
+    from zoneinfo import ZoneInfo
+
+    utc = datetime(2026, 11, 27, 7, 0, tzinfo=UTC)
+    paris = utc.astimezone(ZoneInfo("Europe/Paris"))
+    assert utc == paris and hash(utc) == hash(paris)  # one key to a cache keyed by the datetime alone
+    first, second = parse(build(rendered, date=paris)), parse(build(rendered, date=utc))
+    assert first["Date"] == "Fri, 27 Nov 2026 08:00:00 +0100"
+    assert second["Date"] == "Fri, 27 Nov 2026 07:00:00 +0000"
+
+
 @pytest.mark.parametrize("length", [0, 1, 56, 57, 58, 113, 114, 115, 171, 1000, 4321])
 def test_base64_bodies_of_any_length_decode_exactly_with_short_lines(length: int) -> None:
     text = ("é" + "x" * 55) * (length // 56 + 1)
