@@ -167,7 +167,7 @@ class Outcome(StrEnum):
 
     DELIVERED = "delivered"  # accepted (SMTP 250, file written)
     TRANSIENT = "transient"  # 4xx or connection failure before DATA: retry later
-    PERMANENT = "permanent"  # 5xx: do not retry; counts as a hard bounce
+    PERMANENT = "permanent"  # 5xx: do not retry; a hard bounce when SendResult.bounce says so
     UNKNOWN = "unknown"  # connection lost after DATA was sent: may or may not have arrived
 
 
@@ -220,6 +220,9 @@ class SendResult:
     outcome: Outcome
     detail: str = ""
     retry_after: float | None = None
+    # A PERMANENT refusal about the address itself (counts towards suppressing the reader), not about
+    # this message (a spam filter, a policy): see digest.mail.smtp.
+    bounce: bool = False
 
 
 @dataclass(slots=True)

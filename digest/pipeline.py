@@ -470,7 +470,10 @@ class Pipeline:
         log.error("outcome unknown subscriber=%s reason=%s", recipient, result.detail)
         return AttemptEnd(delivery.id, DeliveryStatus.UNKNOWN, result.detail)
 
-    def _bounced(self, delivery: Delivery, recipient: str, result: SendResult) -> None:
+    def _refused(self, delivery: Delivery, recipient: str, result: SendResult) -> None:
+        if not result.bounce:
+            log.error("refused subscriber=%s reason=%s (not a bounce: the reader stays)", recipient, result.detail)
+            return
         suppressed = self.store.record_hard_bounce(delivery.subscriber_id, self.settings.smtp.hard_bounces_to_suppress)
         log.error("bounced subscriber=%s reason=%s%s", recipient, result.detail, " (suppressed)" if suppressed else "")
 
@@ -753,7 +756,7 @@ class _Dispatch:
                                                self.pipeline.settings.delivery.lease_seconds)
                 for e in ended:
                     if e.result is not None and e.result.outcome is Outcome.PERMANENT:
-                        self.pipeline._bounced(e.delivery, e.recipient, e.result)
+                        self.pipeline._refused(e.delivery, e.recipient, e.result)
         except BaseException as err:
             # The run stops; records left "sending" are recovered as in doubt by the next run.
             self.error = self.error or err

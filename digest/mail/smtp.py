@@ -7,10 +7,11 @@ Outcome table (``classify_reply`` / ``classify_error``; the stage is how far the
     mail             4xx / 5xx                              transient   the sender is refused: not the
                                                                         recipient's fault, so no bounce
     rcpt             4xx, 552 (RFC 5321 4.5.3.1.10)         transient
-    rcpt             other 5xx                              permanent   hard bounce
+    rcpt             other 5xx                              permanent   hard bounce, but for 5.7.x
     data (command)   4xx / 5xx                              transient / permanent
     content          2xx                                    delivered
-    content          4xx / 5xx                              transient / permanent
+    content          4xx / 5xx                              transient / permanent  bounce only for 5.1.x
+                                                                        and 5.2.1
     any              421, 454                               transient   "slow down": the rate limiter
                                                                         pauses and halves the rate
     before content   connection lost / refused / timeout    transient   the end-of-data mark never left
@@ -20,6 +21,12 @@ Outcome table (``classify_reply`` / ``classify_error``; the stage is how far the
 
 A 421/454 before the server accepted anything is retried once inside ``send`` after the pause, so a
 short burst of "slow down" costs a delay rather than a deferred message.
+
+A permanent refusal is a hard bounce (which suppresses the reader, ``[smtp] hard_bounces_to_suppress``)
+only when it is about the address: the RFC 3463 status in the reply says so (5.1.x bad address, 5.2.1
+mailbox disabled), or, at RCPT, it says nothing else. A 5.7.x (policy: spam filter, blocklist, DMARC)
+or any other refusal of the message itself fails this message and leaves the reader subscribed: the
+sender's reputation or the content is at fault, and suppressing readers for it would empty the list.
 """
 
 from __future__ import annotations
@@ -66,14 +73,32 @@ class Stage(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Verdict:
-    """A classified reply: the outcome, and whether the server asked us to slow down."""
+    """A classified reply: the outcome, whether the server asked us to slow down, and whether a
+    permanent refusal is the address's hard bounce."""
 
     outcome: Outcome
     slow_down: bool = False
+    bounce: bool = False
 
 
-def classify_reply(stage: Stage, code: int) -> Verdict:
-    """The outcome of a non-success reply ``code`` at ``stage`` (a 2xx at CONTENT is delivered)."""
+# An RFC 3463 enhanced status code at the start of a reply's text: class.subject.detail.
+_ENHANCED = re.compile(r"\s*5\.(\d{1,3})\.(\d{1,3})(?![\d.])")
+
+
+def is_bounce(stage: Stage, text: str) -> bool:
+    """Whether a 5xx reply (``text`` after its code) at ``stage`` says the address itself is bad."""
+    found = _ENHANCED.match(text)
+    if found is None:
+        return stage is Stage.RCPT  # an old-style "550 no such user" comes at RCPT; later, who knows
+    subject, detail = int(found.group(1)), int(found.group(2))
+    if stage is Stage.RCPT:
+        return subject != 7
+    return subject == 1 or (subject, detail) == (2, 1)
+
+
+def classify_reply(stage: Stage, code: int, text: str = "") -> Verdict:
+    """The outcome of a non-success reply ``code`` at ``stage`` (a 2xx at CONTENT is delivered);
+    ``text``, the reply's text, tells a hard bounce from another permanent refusal."""
     if stage is Stage.CONTENT and 200 <= code < 300:
         return Verdict(Outcome.DELIVERED)
     if code in SLOW_DOWN_CODES:
@@ -87,7 +112,7 @@ def classify_reply(stage: Stage, code: int) -> Verdict:
             return Verdict(Outcome.TRANSIENT)
         if stage is Stage.RCPT and code == 552:
             return Verdict(Outcome.TRANSIENT)
-        return Verdict(Outcome.PERMANENT)
+        return Verdict(Outcome.PERMANENT, bounce=is_bounce(stage, text))
     # No readable code: after the message went out nobody knows; before, nothing was accepted.
     return Verdict(Outcome.UNKNOWN if stage is Stage.CONTENT else Outcome.TRANSIENT)
 
@@ -95,17 +120,20 @@ def classify_reply(stage: Stage, code: int) -> Verdict:
 def classify_error(stage: Stage, err: BaseException) -> Verdict:
     """The outcome of an exception raised at ``stage`` (lost connection, timeout, TLS, refusal)."""
     if isinstance(err, smtplib.SMTPResponseException):
-        return classify_reply(stage, err.smtp_code)
+        return classify_reply(stage, err.smtp_code, _text_of(err.smtp_error))
     if stage is Stage.CONTENT:
         return Verdict(Outcome.UNKNOWN)
     if stage is Stage.RCPT and isinstance(err, UnicodeEncodeError):
-        return Verdict(Outcome.PERMANENT)  # an address smtplib cannot put on the wire
+        return Verdict(Outcome.PERMANENT, bounce=True)  # an address smtplib cannot put on the wire
     return Verdict(Outcome.TRANSIENT)
 
 
+def _text_of(message: bytes | str) -> str:
+    return message.decode("utf-8", "replace") if isinstance(message, bytes) else message
+
+
 def _reply_text(code: int, message: bytes | str) -> str:
-    text = message.decode("utf-8", "replace") if isinstance(message, bytes) else message
-    return f"{code} {' '.join(text.split())}".strip()
+    return f"{code} {' '.join(_text_of(message).split())}".strip()
 
 
 def _error_text(err: BaseException) -> str:
@@ -341,22 +369,24 @@ class SMTPMailer(Mailer):
             detail = f"connection lost {where}: {_error_text(err)}"
             if isinstance(err, smtplib.SMTPResponseException):
                 detail = f"{stage.value}: {_error_text(err)}"
-            return _Attempt(SendResult(verdict.outcome, detail), slow_down=verdict.slow_down, keep=False,
+            return _Attempt(SendResult(verdict.outcome, detail, bounce=verdict.bounce), slow_down=verdict.slow_down,
+                            keep=False,
                             stale=stage is Stage.MAIL and not isinstance(err, smtplib.SMTPResponseException))
-        verdict = classify_reply(Stage.CONTENT, code)
+        verdict = classify_reply(Stage.CONTENT, code, _text_of(reply))
         if verdict.outcome is Outcome.DELIVERED:
             return _Attempt(SendResult(Outcome.DELIVERED, _reply_text(code, reply)))
         return self._refused(conn, Stage.CONTENT, code, reply, "message refused", verdict)
 
     def _refused(self, conn: smtplib.SMTP, stage: Stage, code: int, reply: bytes, what: str,
                  verdict: Verdict | None = None) -> _Attempt:
-        verdict = verdict or classify_reply(stage, code)
+        verdict = verdict or classify_reply(stage, code, _text_of(reply))
         detail = f"{what}: {_reply_text(code, reply)}"
         # A server that said 421 is closing the connection; otherwise reset it for the next message.
         keep = code != 421 and code != -1 and _reset(conn)
         # A reused connection the server had timed out answers MAIL with 421: not the message's fault.
         stale = stage is Stage.MAIL and code == 421
-        return _Attempt(SendResult(verdict.outcome, detail), slow_down=verdict.slow_down, keep=keep, stale=stale)
+        return _Attempt(SendResult(verdict.outcome, detail, bounce=verdict.bounce), slow_down=verdict.slow_down,
+                        keep=keep, stale=stale)
 
     # ---- connections ----------------------------------------------------------------------------
 

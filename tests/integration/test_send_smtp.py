@@ -130,6 +130,23 @@ def test_permanent_refusal_fails_and_suppresses_only_that_reader(world: World) -
     assert world.store.get_subscriber("ada@example.com").status is SubscriberStatus.CONFIRMED  # type: ignore[union-attr]
 
 
+def test_a_spam_filter_refusal_fails_the_message_but_keeps_the_reader(world: World) -> None:
+    world.sink.add_fault("after_data", "550 5.7.1 Message rejected as spam", recipient="grace@example.com")
+    summary = world.pipeline.send(DAY)
+    assert (summary.sent, summary.failed) == (2, 1)
+    delivery = world.delivery("grace@example.com")
+    assert delivery.status is DeliveryStatus.FAILED and "550 5.7.1" in delivery.last_error
+    grace = world.store.get_subscriber("grace@example.com")
+    assert grace is not None and grace.status is SubscriberStatus.CONFIRMED
+
+
+def test_an_unknown_user_after_the_data_is_a_hard_bounce(world: World) -> None:
+    world.sink.add_fault("after_data", "550 5.1.1 User unknown", recipient="grace@example.com")
+    assert world.pipeline.send(DAY).failed == 1
+    grace = world.store.get_subscriber("grace@example.com")
+    assert grace is not None and grace.status is SubscriberStatus.SUPPRESSED
+
+
 def test_transient_refusal_is_retried_after_backoff_with_the_same_message_id(world: World) -> None:
     world.sink.add_fault("rcpt", "451 4.3.0 try again later", recipient="alan@example.com", times=1)
     first = world.pipeline.send(DAY)

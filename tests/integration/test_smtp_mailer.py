@@ -301,6 +301,8 @@ def test_fault_lands_in_its_class(sink: SmtpSink, stage: str, fault: dict, outco
     result = mailer.send(make_message("victim@example.com"))
     assert result.outcome is outcome, result.detail
     assert text in result.detail
+    # Of these refusals only the unknown user is the address's hard bounce.
+    assert result.bounce is ("5.1.1" in text)
     if outcome is not Outcome.UNKNOWN:
         assert sink.received() == []
     if stage not in ("greeting", "ehlo", "mail"):

@@ -61,6 +61,40 @@ def test_reply_classes(stage: Stage, code: int, outcome: Outcome, slow_down: boo
 
 
 @pytest.mark.parametrize(
+    ("stage", "text", "bounce"),
+    [
+        (Stage.RCPT, "5.1.1 <grace@example.com>: no such user", True),
+        (Stage.RCPT, "No such user here", True),  # no RFC 3463 status: at RCPT, the address
+        (Stage.RCPT, "5.2.1 Mailbox disabled", True),
+        (Stage.RCPT, "5.4.1 Recipient address rejected: Access denied", True),
+        (Stage.RCPT, "5.7.1 Client host blocked using zen.spamhaus.org", False),
+        (Stage.RCPT, " 5.7.26 Unauthenticated email is not accepted (DMARC)", False),
+        (Stage.CONTENT, "5.7.1 Message rejected as spam", False),
+        (Stage.CONTENT, "5.6.0 Message content rejected", False),
+        (Stage.CONTENT, "5.3.4 Message too big", False),
+        (Stage.CONTENT, "Rejected", False),  # no status after the data: the message, not the address
+        (Stage.CONTENT, "5.1.1 User unknown", True),
+        (Stage.CONTENT, "5.2.1 Mailbox disabled, not accepting messages", True),
+        (Stage.CONTENT, "5.2.2 Mailbox full", False),
+        (Stage.DATA, "5.5.1 No valid recipients", False),
+        (Stage.RCPT, "5.1.10 Recipient not found", True),
+        (Stage.CONTENT, "5.1 incomplete code", False),
+    ],
+)
+def test_only_refusals_of_the_address_are_hard_bounces(stage: Stage, text: str, bounce: bool) -> None:
+    verdict = classify_reply(stage, 550, text)
+    assert verdict.outcome is P
+    assert verdict.bounce is bounce
+    error = classify_error(stage, smtplib.SMTPResponseException(550, text.encode()))
+    assert (error.outcome, error.bounce) == (P, bounce)
+
+
+def test_what_is_not_permanent_is_never_a_bounce() -> None:
+    for stage, code in ((Stage.RCPT, 450), (Stage.MAIL, 550), (Stage.CONNECT, 554), (Stage.RCPT, 552)):
+        assert not classify_reply(stage, code, "5.1.1 no such user").bounce
+
+
+@pytest.mark.parametrize(
     ("stage", "error", "outcome"),
     [
         (Stage.CONNECT, ConnectionRefusedError(111, "Connection refused"), T),
