@@ -28,6 +28,7 @@ __all__ = [
     "IdentityCache",
     "build_view",
     "clean_text",
+    "issue_subject",
     "keep_first",
     "own_archive",
     "paper_view",
@@ -347,6 +348,12 @@ def subject_line(site_title: str, day: date, count: int, top_title: str | None) 
     if top_title:
         line += f": {top_title}"
     return _truncate(line, SUBJECT_CHARS)
+
+
+def issue_subject(settings: Settings, issue: Issue) -> str:
+    """The subject line the issue's email carries (what build_view puts in ``subject``)."""
+    top = paper_view(issue.top_pick.paper).title if issue.top_pick is not None else None
+    return subject_line(clean_text(settings.site.title) or "Paper Digest", issue.date, issue.count, top)
 
 
 def build_view(settings: Settings, issue: Issue, links: PersonalLinks, full_issue_url: str | None,

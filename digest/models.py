@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from datetime import date, datetime, time
+from datetime import UTC, date, datetime, time, timedelta
 from enum import StrEnum
 from urllib.parse import quote_plus
+from zoneinfo import ZoneInfo
 
 OTHER_SECTION = "other"
 
@@ -108,6 +109,15 @@ class Subscriber:
     @property
     def active(self) -> bool:
         return self.status is SubscriberStatus.CONFIRMED and not self.paused
+
+    def send_moment(self, day: date) -> datetime:
+        """When this reader's issue dated ``day`` is meant to go out, as an aware UTC datetime."""
+        return datetime.combine(day, self.send_at, tzinfo=ZoneInfo(self.tz)).astimezone(UTC)
+
+    def day_end(self, day: date) -> datetime:
+        """The reader's local midnight that ends ``day``, as an aware UTC datetime: an issue dated
+        ``day`` that has not gone out by then is over (the next one is on its way)."""
+        return datetime.combine(day + timedelta(days=1), time(0, 0), tzinfo=ZoneInfo(self.tz)).astimezone(UTC)
 
 
 @dataclass(frozen=True, slots=True)

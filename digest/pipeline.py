@@ -228,6 +228,11 @@ class Pipeline:
                 return stored
         return self.build_issue(sub, issue_date, self.clock())
 
+    def _subject(self, issue: Issue) -> str:
+        from digest.email_view import issue_subject
+
+        return issue_subject(self.settings, issue)
+
     def message_id(self, issue_id: int, email: str) -> str:
         from digest.message import make_message_id
 
@@ -274,13 +279,15 @@ class Pipeline:
         dry_run: bool = False,
         progress: Progress | None = None,
         subscribers: Callable[[], Iterator[Subscriber]] | None = None,
+        due_since: datetime | None = None,
     ) -> SendSummary:
         """Build and deliver the issue dated ``issue_date`` to every subscriber due on it.
 
         Safe to re-run and to kill at any moment: each subscriber's issue and delivery record are
         written before the message is handed over and updated after, so a re-run sends only what
         was not delivered. ``subscribers`` narrows who is considered (the daemon passes those whose
-        local send time has come).
+        local send time has come); with ``due_since`` (the daemon's) a pending record whose reader's
+        send moment is older, or whose reader's day is over, is left alone (see Store.claim_deliveries).
         """
         now = self.clock()
         issue_date = issue_date or now.date()
@@ -300,7 +307,7 @@ class Pipeline:
             targets = subscribers() if subscribers is not None else self.due_subscribers(issue_date, only)
             only_id = self._build_issues(targets, issue_date, now, summary, only, built=render_process.expect)
             progress.start(self.store.delivery_counts(issue_date).get(DeliveryStatus.PENDING.value))
-            self._deliver(issue_date, only_id, summary, progress, render_process)
+            self._deliver(issue_date, only_id, summary, progress, render_process, due_since)
         self.store.finish_send_run(run_id, self.clock(), summary.sent, summary.skipped, summary.failed)
         log.info("send done date=%s %s deferred=%d unknown=%d", issue_date, summary.line(), summary.deferred,
                  summary.unknown)
@@ -310,12 +317,15 @@ class Pipeline:
         """Deliver the pending records that exist, building no issue: the work of an extra sender.
 
         The daemon decides who is due and builds their issues; any number of processes running this
-        (``digest send --deliver-only``) claim and send those records alongside it. ``issue_dates``
-        defaults to yesterday, today and tomorrow (UTC), which holds every reader's local issue date.
-        Same claims, leases and recovery as ``send``; a send run is recorded for each date that had
-        work, so a sender polling every minute leaves no trail of empty runs.
+        (``digest send --deliver-only``) claim and send those records alongside it, by the daemon's
+        rules: none whose reader's send moment is more than ``[schedule] max_lateness_hours`` ago or
+        whose reader's day is over. ``issue_dates`` defaults to yesterday, today and tomorrow (UTC),
+        which holds every reader's local issue date. Same claims, leases and recovery as ``send``; a
+        send run is recorded for each date that had work, so a sender polling every minute leaves no
+        trail of empty runs.
         """
         now = self.clock()
+        due_since = now - timedelta(hours=self.settings.schedule.max_lateness_hours)
         dates = sorted(set(issue_dates)) or [now.date() + timedelta(days=k) for k in (-1, 0, 1)]
         summary = SendSummary()
         progress = progress or Progress()
@@ -329,7 +339,7 @@ class Pipeline:
                 if not pending or self.stop_requested.is_set():
                     continue
                 started, part = self.clock(), SendSummary()
-                self._deliver(day, None, part, progress, render_process)
+                self._deliver(day, None, part, progress, render_process, due_since)
                 if part.sent or part.failed or part.deferred:
                     run_id = self.store.start_send_run(day, started)
                     self.store.finish_send_run(run_id, self.clock(), part.sent, 0, part.failed)
@@ -391,7 +401,7 @@ class Pipeline:
                     new.append(issue)
                 if new:
                     created += self.store.create_issues(new, message_id=lambda i, s: self.message_id(i, s.email),
-                                                        now=now)
+                                                        now=now, subject=self._subject)
                     built(created)
         return only_id
 
@@ -412,7 +422,7 @@ class Pipeline:
         yield from put_off
 
     def _deliver(self, issue_date: date, only_id: int | None, summary: SendSummary, progress: Progress,
-                 render_process: _RenderProcessSlot) -> None:
+                 render_process: _RenderProcessSlot, due_since: datetime | None = None) -> None:
         worker = _worker_id()
         cfg = self.settings.delivery
 
@@ -420,7 +430,7 @@ class Pipeline:
             if self.stop_requested.is_set():
                 return []
             return self.store.claim_deliveries(worker, self.clock(), cfg.lease_seconds, cfg.batch_size,
-                                               issue_date=issue_date, subscriber_id=only_id)
+                                               issue_date=issue_date, subscriber_id=only_id, due_since=due_since)
 
         claims = claim()
         if not claims:

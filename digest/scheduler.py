@@ -208,7 +208,7 @@ def build_scheduler(pipeline: Pipeline, jobstore: BaseJobStore | None = None) ->
 
 def send_moment(sub: Subscriber, day: date) -> datetime:
     """When ``sub``'s issue dated ``day`` is meant to go out, as an aware UTC datetime."""
-    return datetime.combine(day, sub.send_at, tzinfo=ZoneInfo(sub.tz)).astimezone(UTC)
+    return sub.send_moment(day)
 
 
 def current_issue(sub: Subscriber, now: datetime) -> tuple[date, datetime] | None:
@@ -381,6 +381,7 @@ class Daemon:
         if fetch_overdue(pipeline, pipeline.clock()):
             self.fetch(reason="catch-up")
         now = pipeline.clock()
+        due_since = now - timedelta(hours=pipeline.settings.schedule.max_lateness_hours)
         plan = plan_dispatch(pipeline, now)
         self._report_stale(plan.stale)
         marker = _fetch_marker(pipeline.store)
@@ -396,7 +397,8 @@ class Daemon:
                 log.debug("due subscriber=%s date=%s send_at=%s tz=%s", sub.email, day,
                           sub.send_at.strftime("%H:%M"), sub.tz)
             try:
-                results[day] = pipeline.send(day, subscribers=lambda todo=todo: iter(todo))
+                # Pending records of other readers of the day go too, by the same lateness rule.
+                results[day] = pipeline.send(day, subscribers=lambda todo=todo: iter(todo), due_since=due_since)
             except DigestError as err:
                 log.error("dispatch failed date=%s reason=%s", day, err)
                 continue

@@ -167,6 +167,10 @@ deliveries = Table(
     Column("in_doubt", Boolean, nullable=False, default=False),
     Column("created_at", UTCDateTime(), nullable=False),
     Column("updated_at", UTCDateTime(), nullable=False),
+    # The reader's send moment and the local midnight that ends the date: a sender that keeps
+    # the daemon's rules (deliver_pending, the daemon itself) claims none past either.
+    Column("due_at", UTCDateTime()),
+    Column("day_ends_at", UTCDateTime()),
     Index("ix_deliveries_status", "status", "next_attempt_at"),
     Index("ix_deliveries_subscriber", "subscriber_id"),
 )

@@ -625,6 +625,7 @@ class Store:
                     issue_id=issue_id, subscriber_id=issue.subscriber.id, issue_date=issue.date,
                     status=DeliveryStatus.PENDING.value, message_id=message_id(issue_id),
                     attempts=0, in_doubt=False, created_at=now, updated_at=now,
+                    due_at=issue.subscriber.send_moment(issue.date), day_ends_at=issue.subscriber.day_end(issue.date),
                 ))
         except IntegrityError:
             existing = self.issue_id_for(issue.subscriber.id, issue.date)
@@ -681,7 +682,8 @@ class Store:
                     sections.setdefault(e["section"], []).append(IssueEntry(paper, e["reason"], e["score"]))
             built = tuple(IssueSection(name, labels.get(name, name.title()), tuple(es))
                           for name, es in sections.items())
-            top = max((e for s in built for e in s.entries), key=lambda e: e.score, default=None)
+            # The selection's order (digest.selection.Pool.ranked): best score first, ties by paper id.
+            top = min((e for s in built for e in s.entries), key=lambda e: (-e.score, e.paper.id), default=None)
             issues[issue_id] = Issue(subscriber=sub, date=head["issue_date"], sections=built, top_pick=top,
                                      id=issue_id, created_at=head["created_at"])
         return issues
@@ -731,12 +733,14 @@ class Store:
         return histories
 
     def create_issues(
-        self, issues: Sequence[Issue], message_id: Callable[[int, Subscriber], str], now: datetime | None = None
+        self, issues: Sequence[Issue], message_id: Callable[[int, Subscriber], str], now: datetime | None = None,
+        subject: Callable[[Issue], str] = lambda issue: "",
     ) -> int:
         """Store many issues, each with its papers and a pending delivery record, in one transaction:
         ``create_issue`` for a batch, as idempotent (a subscriber who already has an issue for its date
         keeps that one and nothing is written for them). ``message_id(issue_id, subscriber)`` names
-        each delivery's message. Returns how many issues were written.
+        each delivery's message, ``subject(issue)`` gives the subject kept with the issue. Returns how
+        many issues were written.
         """
         now = now or _now()
         if any(issue.subscriber.id is None for issue in issues):
@@ -749,11 +753,12 @@ class Store:
         with self.engine.begin() as conn:
             for _, same_day in groupby(ordered, key=lambda issue: issue.date):
                 for chunk in _chunks(list(same_day), 100):
-                    written += self._insert_issues(conn, chunk, head_sql, head_processors, message_id, now)
+                    written += self._insert_issues(conn, chunk, head_sql, head_processors, message_id, subject, now)
         return written
 
     def _insert_issues(self, conn: Connection, chunk: Sequence[Issue], head_sql: str, head_processors: tuple[Any, ...],
-                       message_id: Callable[[int, Subscriber], str], now: datetime) -> int:
+                       message_id: Callable[[int, Subscriber], str], subject: Callable[[Issue], str],
+                       now: datetime) -> int:
         """One statement for up to 100 issues of one date (ON CONFLICT DO NOTHING: who has one keeps
         it, and racing senders cost PostgreSQL no aborted transaction), then their papers and
         delivery records for the issues it wrote."""
@@ -762,7 +767,7 @@ class Store:
         sql = (f"{values} VALUES {', '.join([rows] * len(chunk))}"
                " ON CONFLICT (subscriber_id, issue_date) DO NOTHING RETURNING id, subscriber_id")
         params = tuple(value for issue in chunk for value in _processed(
-            (issue.subscriber.id, issue.date, now, "", issue.count), head_processors))
+            (issue.subscriber.id, issue.date, now, subject(issue), issue.count), head_processors))
         papers: list[tuple[Any, ...]] = []
         deliveries: list[tuple[Any, ...]] = []
         for issue_id, sub_id in conn.exec_driver_sql(sql, params).all():
@@ -771,8 +776,9 @@ class Store:
                 (issue_id, e.paper.id, pos, s.topic, e.reason, e.score)
                 for pos, (s, e) in enumerate((s, e) for s in issue.sections for e in s.entries)
             ]
-            deliveries.append((issue_id, sub_id, issue.date, DeliveryStatus.PENDING.value,
-                               message_id(issue_id, issue.subscriber), 0, False, now, now))
+            sub = issue.subscriber
+            deliveries.append((issue_id, sub_id, issue.date, DeliveryStatus.PENDING.value, message_id(issue_id, sub), 0,
+                               False, now, now, sub.send_moment(issue.date), sub.day_end(issue.date)))
         for (insert_sql, processors), batch in ((self._bulk_insert(t.issue_papers, _ISSUE_PAPER_COLUMNS), papers),
                                                 (self._bulk_insert(t.deliveries, _DELIVERY_COLUMNS), deliveries)):
             if batch:
@@ -834,12 +840,15 @@ class Store:
         limit: int,
         issue_date: date | None = None,
         subscriber_id: int | None = None,
+        due_since: datetime | None = None,
     ) -> list[Delivery]:
         """Lease up to ``limit`` pending deliveries that are due, for this worker alone.
 
-        On PostgreSQL rows are picked with ``FOR UPDATE SKIP LOCKED`` so any number of senders can
-        claim at once; on SQLite the write lock taken at BEGIN serialises claimers. A lease that
-        expires (its sender died) makes the rows claimable again.
+        With ``due_since``, only records whose reader's send moment is not before it and whose
+        reader's day is not over yet (the daemon's lateness rules; records written before they were
+        kept qualify). On PostgreSQL rows are picked with ``FOR UPDATE SKIP LOCKED`` so any number of
+        senders can claim at once; on SQLite the write lock taken at BEGIN serialises claimers. A lease
+        that expires (its sender died) makes the rows claimable again.
         """
         c = t.deliveries.c
         claimable = and_(
@@ -847,6 +856,9 @@ class Store:
             or_(c.next_attempt_at.is_(None), c.next_attempt_at <= now),
             or_(c.claimed_by.is_(None), c.lease_until < now),
         )
+        if due_since is not None:
+            claimable = and_(claimable, or_(c.due_at.is_(None), c.due_at >= due_since),
+                             or_(c.day_ends_at.is_(None), c.day_ends_at > now))
         query = select(c.id).where(claimable)
         if issue_date is not None:
             query = query.where(c.issue_date == issue_date)
@@ -1054,7 +1066,7 @@ class Store:
 _ISSUE_COLUMNS = ("subscriber_id", "issue_date", "created_at", "subject", "paper_count")
 _ISSUE_PAPER_COLUMNS = ("issue_id", "paper_id", "position", "section", "reason", "score")
 _DELIVERY_COLUMNS = ("issue_id", "subscriber_id", "issue_date", "status", "message_id", "attempts", "in_doubt",
-                     "created_at", "updated_at")
+                     "created_at", "updated_at", "due_at", "day_ends_at")
 
 
 def _processed(row: tuple[Any, ...], processors: tuple[Any, ...]) -> tuple[Any, ...]:

@@ -26,6 +26,7 @@ class IssueLink:
     id: int
     papers: int
     sent_at: datetime | None
+    subject: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +90,7 @@ class Archive:
             if row["status"] != DeliveryStatus.SENT.value:
                 continue
             grouped.setdefault(row["issue_date"], []).append(
-                IssueLink(row["id"], row["paper_count"] or 0, row["sent_at"]))
+                IssueLink(row["id"], row["paper_count"] or 0, row["sent_at"], row["subject"] or ""))
         return [ArchiveDay(day, tuple(issues)) for day, issues in grouped.items()]
 
     def feed(self, topic: str | None, now: datetime) -> Feed:

@@ -147,6 +147,30 @@ def test_an_unknown_user_after_the_data_is_a_hard_bounce(world: World) -> None:
     assert grace is not None and grace.status is SubscriberStatus.SUPPRESSED
 
 
+@pytest.mark.parametrize(("later", "lateness", "sent"), [
+    (timedelta(hours=6), 20, 1),  # 14:00 UTC: due 6 hours ago, the reader's day goes on: the retry goes
+    (timedelta(hours=6), 5, 0),  # more than max_lateness_hours after the reader's send moment
+    (timedelta(hours=16, minutes=30), 20, 0),  # 00:30 the next day: the reader's day is over
+])
+def test_extra_senders_keep_the_daemons_lateness_rules(tmp_path: Path, sink: SmtpSink, seed_papers: list[Paper],
+                                                       later: timedelta, lateness: float, sent: int) -> None:
+    w = build_world(tmp_path, sink, seed_papers, [Subscriber(email=e) for e in READERS],
+                    schedule={"max_lateness_hours": lateness})
+    w.sink.add_fault("rcpt", "451 4.3.0 try again later", recipient="alan@example.com", times=1)
+    w.clock.now = datetime.combine(DAY, w.store.get_subscriber("alan@example.com").send_at,  # type: ignore[union-attr]
+                                   tzinfo=UTC)  # 08:00, the readers' send moment
+    assert w.pipeline.send(DAY).deferred == 1
+    w.clock.now += later
+    summary = w.pipeline.deliver_pending()
+    assert summary.sent == sent
+    assert len(w.sink.for_recipient("alan@example.com")) == sent
+    if not sent:
+        assert w.delivery("alan@example.com").status is DeliveryStatus.PENDING  # left alone, not failed
+        # An operator's own `digest send` for that date still delivers it.
+        assert w.pipeline.send(DAY).sent == 1
+        assert len(w.sink.for_recipient("alan@example.com")) == 1
+
+
 def test_transient_refusal_is_retried_after_backoff_with_the_same_message_id(world: World) -> None:
     world.sink.add_fault("rcpt", "451 4.3.0 try again later", recipient="alan@example.com", times=1)
     first = world.pipeline.send(DAY)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 
 import pytest
 
@@ -32,7 +32,27 @@ def p(pid: str, **kw: object) -> Paper:
 
 def test_migrations_are_idempotent(any_store: Store) -> None:
     any_store.migrate()
-    assert any_store.schema_version() == "0001"
+    assert any_store.schema_version() == "0002"
+
+
+def test_records_from_before_the_deadlines_revision_stay_deliverable(any_store: Store) -> None:
+    from importlib import resources
+
+    from alembic import command
+    from alembic.config import Config
+
+    sub = any_store.add_subscriber(Subscriber(email="old@example.org"), NOW)
+    _issue(any_store, sub, date(2026, 8, 19), ["m1"])
+    cfg = Config()
+    cfg.set_main_option("script_location", str(resources.files("digest.store") / "migrations"))
+    with any_store.engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0001")  # the record as revision 0001 wrote it: no deadlines
+    any_store.migrate()
+    assert any_store.schema_version() == "0002"
+    late = NOW + timedelta(days=3)
+    [claim] = any_store.claim_deliveries("w", late, 60, 10, due_since=late - timedelta(hours=1))
+    assert claim.subscriber_id == sub.id
 
 
 def test_insert_then_same_again_is_not_new(any_store: Store) -> None:
@@ -133,6 +153,51 @@ def test_issue_and_delivery_lifecycle(any_store: Store) -> None:
     any_store.mark_outcome(claim.id, DeliveryStatus.SENT, NOW)
     assert any_store.received_paper_ids(sub.id) == {"b1", "b2"}  # type: ignore[arg-type]
     assert any_store.delivery_counts(day) == {"sent": 1}
+
+
+def test_a_claim_by_the_daemon_rules_skips_records_too_late_or_past_the_readers_day(any_store: Store) -> None:
+    day = date(2026, 8, 19)
+    # Send moments, UTC: 06:00 (Paris 08:00), 08:00 (UTC) and 12:00 (Tokyo 21:00, whose day ends 15:00).
+    paris = any_store.add_subscriber(Subscriber(email="p@example.org", tz="Europe/Paris"), NOW)
+    london = any_store.add_subscriber(Subscriber(email="u@example.org"), NOW)
+    tokyo = any_store.add_subscriber(Subscriber(email="t@example.org", tz="Asia/Tokyo", send_at=time(21, 0)), NOW)
+    for sub in (paris, london, tokyo):
+        _issue(any_store, sub, day, ["l1"])
+    at = datetime(2026, 8, 19, 14, 30, tzinfo=UTC)
+
+    def claimable(now: datetime, hours: float) -> set[str]:
+        found = any_store.claim_deliveries("probe", now, 60, 10, issue_date=day, due_since=now - timedelta(hours=hours))
+        any_store.release_claims("probe")
+        return {{paris.id: "paris", london.id: "london", tokyo.id: "tokyo"}[d.subscriber_id] for d in found}
+
+    assert claimable(at, 20) == {"paris", "london", "tokyo"}
+    assert claimable(at, 7) == {"london", "tokyo"}  # Paris was due 8.5 hours ago
+    assert claimable(datetime(2026, 8, 19, 15, 30, tzinfo=UTC), 20) == {"paris", "london"}  # Tokyo's day is over
+    # Without the rules (a manual send of that date) every pending record goes.
+    assert len(any_store.claim_deliveries("w", at + timedelta(days=2), 60, 10, issue_date=day)) == 3
+
+
+def test_a_loaded_issue_has_the_selections_top_pick_when_scores_tie(any_store: Store) -> None:
+    sub = any_store.add_subscriber(Subscriber(email="tie@example.org"), NOW)
+    any_store.upsert_papers([p("t2"), p("t1"), p("t3")], NOW)
+    got = {x.id: x for x in any_store.list_papers(ids=["t1", "t2", "t3"])}
+    # Sections in the reader's order put t2 first; the selection ranks by score, then paper id: t1.
+    issue = Issue(sub, date(2026, 8, 19), (IssueSection("nas", "NAS", (IssueEntry(got["t2"], "a", 2.5),)),
+                                           IssueSection("other", "Other", (IssueEntry(got["t3"], "b", 1.0),
+                                                                           IssueEntry(got["t1"], "c", 2.5)))))
+    issue_id = any_store.create_issue(issue, "", lambda n: f"<t{n}@x>", NOW)
+    loaded = any_store.load_issue(issue_id, {"nas": "NAS"})
+    assert loaded is not None and loaded.top_pick is not None and loaded.top_pick.paper.id == "t1"
+
+
+def test_an_issue_keeps_its_subject(any_store: Store) -> None:
+    sub = any_store.add_subscriber(Subscriber(email="s@example.org"), NOW)
+    any_store.upsert_papers([p("s1")], NOW)
+    [paper] = any_store.list_papers(ids=["s1"])
+    issue = Issue(sub, date(2026, 8, 19), (IssueSection("nas", "NAS", (IssueEntry(paper, "why", 1.0),)),))
+    assert any_store.create_issues([issue], lambda n, s: f"<s{n}@x>", NOW, subject=lambda i: f"{i.count} paper") == 1
+    [row] = any_store.list_issues()
+    assert row["subject"] == "1 paper"
 
 
 def test_expired_lease_is_claimable_again(any_store: Store) -> None:

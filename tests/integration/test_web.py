@@ -515,6 +515,8 @@ def test_archive_index_and_issue_page(web: Web, sent_issue: tuple[int, Subscribe
     page = web.client.get(f"/archive/{issue_id}")
     assert page.status_code == 200
     mail = email.message_from_bytes(web.mailer.outbox[0].data, policy=email.policy.default)
+    # The index names each issue by the subject its email had.
+    assert mail["Subject"] in html.unescape(index.text)
     mail_html = mail.get_body(("html",)).get_content()  # type: ignore[union-attr]
     issue = web.store.load_issue(issue_id, web.pipeline.labels)
     assert issue is not None and issue.count > 0
