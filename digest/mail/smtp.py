@@ -369,9 +369,9 @@ class SMTPMailer(Mailer):
             detail = f"connection lost {where}: {_error_text(err)}"
             if isinstance(err, smtplib.SMTPResponseException):
                 detail = f"{stage.value}: {_error_text(err)}"
+            stale = stage is Stage.MAIL and not isinstance(err, smtplib.SMTPResponseException)
             return _Attempt(SendResult(verdict.outcome, detail, bounce=verdict.bounce), slow_down=verdict.slow_down,
-                            keep=False,
-                            stale=stage is Stage.MAIL and not isinstance(err, smtplib.SMTPResponseException))
+                            keep=False, stale=stale)
         verdict = classify_reply(Stage.CONTENT, code, _text_of(reply))
         if verdict.outcome is Outcome.DELIVERED:
             return _Attempt(SendResult(Outcome.DELIVERED, _reply_text(code, reply)))
