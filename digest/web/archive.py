@@ -1,5 +1,4 @@
-"""The public archive: sent issues as web pages (the email's own HTML without the reader's address, links
-and "why" lines), an index, and Atom feeds."""
+"""The public archive: sent issues as web pages (the email's own HTML), an index, and Atom feeds."""
 
 from __future__ import annotations
 
@@ -80,13 +79,7 @@ class Archive:
         issue = store.load_issue(issue_id, self.pipeline.labels)
         if issue is None:
             return None
-        # Nobody's address, and no "why" lines: a reason names the reader's keywords or the authors
-        # they follow, and the archive is public.
-        public = replace(
-            issue, subscriber=replace(issue.subscriber, email=PUBLIC_RECIPIENT, name=""),
-            sections=tuple(replace(s, entries=tuple(replace(e, reason="") for e in s.entries)) for s in issue.sections),
-            top_pick=replace(issue.top_pick, reason="") if issue.top_pick is not None else None,
-        )
+        public = replace(issue, subscriber=replace(issue.subscriber, email=PUBLIC_RECIPIENT, name=""))
         url = f"{self.base_url}/archive/{issue_id}"
         return self.pipeline.renderer.render(public, self.public_links, full_issue_url=url).html
 
