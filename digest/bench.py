@@ -9,9 +9,9 @@ the benchmark's date. Every part builds what it needs from the same seed.
 * render: the real path (``Pipeline.render_message``: shared bodies, MIME bytes) for every reader, in
   one process and in two processes at once (wall clock, from a common start), against the naive path
   (Jinja -> MJML -> premailer per email, one process: the "50 emails a second per core" the
-  performance issue starts from) on a sample. ``render_speedup`` is ``render_per_s`` (the real path at
-  its best on this machine) over the naive path's emails per second; the table also gives the speed-up
-  per core (one process each, CPU time).
+  performance issue starts from) on a sample. ``render_speedup`` is the real path at its best (one
+  process or two at once, emails per CPU second of the busier process) over the naive path's emails
+  per CPU second; the table also gives the speed-up per core (one process each).
 * send: ``Pipeline.send`` through SMTP to an aiosmtpd sink in another process (so it does not share
   the sender's interpreter), timed from the moment the issues are built to the end of the run; then a
   bare ``smtplib`` loop sends the same bytes over the same number of connections.
@@ -287,9 +287,10 @@ def _render_process(settings: Settings, papers: list[Paper], indexes: range, see
 
 
 def _render_pool(settings: Settings, papers: list[Paper], n_subscribers: int, processes: int,
-                 seed: int) -> tuple[int, float]:
+                 seed: int) -> tuple[int, float, float]:
     """Every reader's email in ``processes`` processes at once (forked before this one has rendered
-    anything, so they start cold, as a send does): (emails, seconds from the common start to the last end)."""
+    anything, so they start cold, as a send does): (emails, seconds from the common start to the last
+    end, CPU seconds of the process that used the most)."""
     # Forked workers start at once with everything imported; nothing in this process runs threads.
     ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
     barrier, results = ctx.Barrier(processes), ctx.Queue()
@@ -305,7 +306,8 @@ def _render_pool(settings: Settings, papers: list[Paper], n_subscribers: int, pr
     errors = [s["error"] for s in shares if "error" in s]
     if errors:
         raise BenchError(f"render worker failed: {errors[0]}")
-    return sum(s["emails"] for s in shares), max(s["end"] for s in shares) - min(s["start"] for s in shares)
+    span = max(s["end"] for s in shares) - min(s["start"] for s in shares)
+    return sum(s["emails"] for s in shares), span, max(s["cpu"] for s in shares)
 
 
 def bench_render(settings: Settings, n_subscribers: int, n_papers: int, processes: int = RENDER_PROCESSES,
@@ -317,13 +319,15 @@ def bench_render(settings: Settings, n_subscribers: int, n_papers: int, processe
     if processes > 1 and n_subscribers >= processes:
         # A round lasts well under a second at 10,000 readers, where one stall of this machine would
         # move its figure by a fifth: the median of POOL_ROUNDS rounds, each with fresh processes.
-        rates = []
+        rates, cpu_rates = [], []
         for _ in range(POOL_ROUNDS):
-            emails, span = _render_pool(settings, papers, n_subscribers, processes, seed)
+            emails, span, cpu = _render_pool(settings, papers, n_subscribers, processes, seed)
             rates.append(_rate(emails, span))
+            cpu_rates.append(_rate(emails, cpu))
         figures["emails"] = emails
         figures["pool_rounds"] = " ".join(f"{rate:.0f}" for rate in rates)
         figures["render_per_s_pool"] = statistics.median(rates)
+        figures["render_per_s_pool_cpu"] = statistics.median(cpu_rates)
     one = _render_share(settings, papers, range(min(n_subscribers, ONE_PROCESS_SAMPLE)), seed,
                         naive_sample=naive_sample)
     figures.update({
@@ -335,8 +339,11 @@ def bench_render(settings: Settings, n_subscribers: int, n_papers: int, processe
         "avg_message_kb": round(one["bytes"] / max(1, one["emails"]) / 1024, 1),
     })
     figures["render_per_s"] = max(figures["render_per_s_1"], figures["render_per_s_pool"])
-    naive, naive_cpu = figures["naive_per_s"], figures["naive_per_s_cpu"]
-    figures["render_speedup"] = round(figures["render_per_s"] / naive, 1) if naive else 0.0
+    # By CPU time, as the per-core figure: the ratio of what the two paths cost, whatever else this
+    # machine runs meanwhile (a busy neighbour stretches wall-clock rounds, not CPU seconds).
+    naive_cpu = figures["naive_per_s_cpu"]
+    best_cpu = max(figures["render_per_s_1_cpu"], figures.get("render_per_s_pool_cpu", 0.0))
+    figures["render_speedup"] = round(best_cpu / naive_cpu, 1) if naive_cpu else 0.0
     figures["render_speedup_1_cpu"] = round(figures["render_per_s_1_cpu"] / naive_cpu, 1) if naive_cpu else 0.0
     return figures
 
@@ -698,9 +705,11 @@ _LABELS = {
         ("render_per_s_1", "real path, 1 process, emails/s (wall)"),
         ("render_per_s_1_cpu", "real path, 1 process, emails/s (CPU)"),
         ("pool_rounds", "real path, processes at once, each round, emails/s"),
-        ("render_per_s_pool", "real path, processes at once, emails/s (wall, median)"), ("processes", "processes"),
+        ("render_per_s_pool", "real path, processes at once, emails/s (wall, median)"),
+        ("render_per_s_pool_cpu", "real path, processes at once, emails/s (CPU of the busier, median)"),
+        ("processes", "processes"),
         ("naive_per_s", "naive path, sample, emails/s (wall)"), ("naive_per_s_cpu", "naive path, emails/s (CPU)"),
-        ("render_speedup", "speed-up: real path at its best vs naive path (1 process)"),
+        ("render_speedup", "speed-up: real path at its best vs naive path (1 process), CPU"),
         ("render_speedup_1_cpu", "speed-up per core: 1 process each (CPU)"), ("avg_message_kb", "average message, KB"),
     ],
     "send": [
