@@ -649,8 +649,9 @@ def bench(app: App, n_subscribers: int, n_papers: int, only: tuple[str, ...]) ->
 
     render_per_s (the real path, the better of one process and two at once), render_speedup (the
     real path at its best against Jinja -> MJML -> premailer per email in one process, by CPU time;
-    the table adds the speed-up per core), send_ratio (Pipeline.send against a bare smtplib loop, same bytes), peak_rss_mb (a
-    full send to a null mailer), tag_per_s. Takes about a minute at 10,000 readers.
+    the table adds the speed-up per core), send_ratio (Pipeline.send against a bare smtplib loop, same
+    bytes), peak_rss_mb (a full send to a null mailer), tag_per_s. Takes about a minute at 10,000
+    readers.
 
     \b
     Example:
