@@ -386,13 +386,12 @@ def build_view(settings: Settings, issue: Issue, links: PersonalLinks, full_issu
         count_line = f"{_plural(count, 'paper')} picked for you in {topics}"
     else:
         count_line = "No new papers today"
-    subject = subject_line(site_title, issue.date, count, top.title if top else None)
     bits = [f"Top pick: {top.title}"] if top else []
     bits.append(", ".join(f"{s.label} ({s.count})" for s in sections) or "No new papers this time")
     return EmailView(
         site_title=site_title,
         doc_title=_attr_text(f"{site_title} · {short_date(issue.date)}"),
-        subject=subject,
+        subject=issue_subject(settings, issue),
         preheader=_truncate(" — ".join(bits), PREHEADER_CHARS),
         date_long=long_date(issue.date),
         count=count,

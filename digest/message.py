@@ -31,10 +31,12 @@ from digest.errors import RenderError
 from digest.links import PersonalLinks
 from digest.models import RenderedEmail
 
-__all__ = ["Base64Body", "MimeBody", "MimeEmail", "Utf8Body", "base64_lines", "build_message", "build_message_wire",
-           "list_id_for", "make_message_id", "mime_body"]
+__all__ = ["MAX_LINE", "Base64Body", "MimeBody", "MimeEmail", "Utf8Body", "base64_lines", "build_message",
+           "build_message_wire", "list_id_for", "make_message_id", "mime_body"]
 
 CRLF = b"\r\n"
+# A longer line cannot go 7bit (RFC 5322 caps lines at 998 characters).
+MAX_LINE = 998
 _LINE_BREAKS = re.compile(r"[\r\n\x00-\x08\x0b\x0c\x0e-\x1f\x7f\u0085\u2028\u2029]+")
 _ADDR = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?\Z")
 _DOMAIN = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?\Z")
@@ -138,7 +140,7 @@ def mime_body(data: bytes, boundary: str) -> tuple[bytes, bytes]:
     if b"\r" in data:
         data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
     newline = b"" if data.endswith(b"\n") else b"\n"
-    if data.isascii() and boundary.encode() not in data and all(len(line) <= 998 for line in data.split(b"\n")):
+    if data.isascii() and boundary.encode() not in data and all(len(line) <= MAX_LINE for line in data.split(b"\n")):
         return b"7bit", (data + newline).replace(b"\n", CRLF)
     return b"base64", base64_lines(data + newline)
 

@@ -120,6 +120,12 @@ class Subscriber:
         return datetime.combine(day + timedelta(days=1), time(0, 0), tzinfo=ZoneInfo(self.tz)).astimezone(UTC)
 
 
+def rank_order(score: float, paper_id: str) -> tuple[float, str]:
+    """Where a paper ranks for a reader, best first: the higher score, then the lower paper id (the
+    selection's order, and so which entry is an issue's top pick)."""
+    return (-score, paper_id)
+
+
 @dataclass(frozen=True, slots=True)
 class IssueEntry:
     """One paper in an issue, with the one-line reason it was chosen for this reader."""

@@ -52,7 +52,7 @@ from digest.email_view import (
 )
 from digest.errors import RenderError
 from digest.links import PersonalLinks
-from digest.message import Base64Body, MimeBody, MimeEmail, Utf8Body, base64_lines
+from digest.message import MAX_LINE, Base64Body, MimeBody, MimeEmail, Utf8Body, base64_lines
 from digest.models import Issue, RenderedEmail
 
 __all__ = ["CARD_LOOP_OPEN", "HTML_BUDGET", "TEMPLATES_DIR", "Renderer", "compile_mjml", "inline_css"]
@@ -555,10 +555,6 @@ def _anchors(issue: Issue) -> tuple[object, ...]:
     return tuple(papers)
 
 
-# A line longer than this cannot go 7bit (RFC 5322 caps lines at 998 characters).
-_MAX_LINE = 998
-
-
 @dataclass(frozen=True, slots=True)
 class _Cut:
     """One body (UTF-8) shared by many readers, cut where each reader's values go.
@@ -583,7 +579,7 @@ class _Cut:
         # Not ASCII, or a line too long between the values: base64 whatever the values are. (A CR would
         # be rewritten before encoding; the templates never leave one.)
         base64 = b"\r" not in data and (not data.isascii() or any(
-            len(line) > _MAX_LINE for a, b in zip(starts, ends, strict=True) for line in data[a:b].split(b"\n")))
+            len(line) > MAX_LINE for a, b in zip(starts, ends, strict=True) for line in data[a:b].split(b"\n")))
         keep = max(0, ends[0] - 1) // 57 * 57 if base64 else 0  # at least one byte stays in ``pieces[0]``
         lead = base64_lines(memoryview(data)[:keep]) if keep else b""
         starts[0] = keep

@@ -63,7 +63,6 @@ __all__ = [
     "next_run_times",
     "plan_dispatch",
     "run_daemon",
-    "send_moment",
 ]
 
 log = logging.getLogger("digest.scheduler")
@@ -206,11 +205,6 @@ def build_scheduler(pipeline: Pipeline, jobstore: BaseJobStore | None = None) ->
 # ---- what is due ------------------------------------------------------------------------------------
 
 
-def send_moment(sub: Subscriber, day: date) -> datetime:
-    """When ``sub``'s issue dated ``day`` is meant to go out, as an aware UTC datetime."""
-    return sub.send_moment(day)
-
-
 def current_issue(sub: Subscriber, now: datetime) -> tuple[date, datetime] | None:
     """The subscriber's current issue at ``now``: (local issue date, send moment) once their local send
     time has passed on a day they are due, else None.
@@ -221,7 +215,7 @@ def current_issue(sub: Subscriber, now: datetime) -> tuple[date, datetime] | Non
     today = local_issue_date(sub, now)
     if not is_due(sub, today) or not send_time_passed(sub, now):
         return None
-    return today, send_moment(sub, today)
+    return today, sub.send_moment(today)
 
 
 def next_send_moment(sub: Subscriber, now: datetime) -> datetime:
@@ -230,8 +224,8 @@ def next_send_moment(sub: Subscriber, now: datetime) -> datetime:
     for ahead in range(_LOOKAHEAD_DAYS + 1):
         day = today + timedelta(days=ahead)
         if is_due(sub, day) and (ahead > 0 or not send_time_passed(sub, now)):
-            return send_moment(sub, day)
-    return send_moment(sub, today + timedelta(days=_LOOKAHEAD_DAYS + 1))
+            return sub.send_moment(day)
+    return sub.send_moment(today + timedelta(days=_LOOKAHEAD_DAYS + 1))
 
 
 @dataclass(slots=True)

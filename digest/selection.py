@@ -12,7 +12,16 @@ from datetime import date, datetime, timedelta
 from functools import lru_cache
 from zoneinfo import ZoneInfo
 
-from digest.models import OTHER_SECTION, Frequency, Issue, IssueEntry, IssueSection, Paper, Subscriber
+from digest.models import (
+    OTHER_SECTION,
+    Frequency,
+    Issue,
+    IssueEntry,
+    IssueSection,
+    Paper,
+    Subscriber,
+    rank_order,
+)
 
 # Weights of the ranking. A followed author outranks everything (the issue promises "followed authors
 # first"); among the rest, relevance to what the reader asked for leads and trend/recency break ties.
@@ -195,7 +204,7 @@ class Pool:
             candidate = _consider(self.papers[index], sub, self.ctx, now, keywords)
             if candidate is not None:
                 candidates.append(candidate)
-        candidates.sort(key=lambda c: (-c.score, c.paper.id))
+        candidates.sort(key=lambda c: rank_order(c.score, c.paper.id))
         found = self._ranked[key] = tuple(candidates)
         if len(self._ranked) > self._remember:
             self._ranked.popitem(last=False)

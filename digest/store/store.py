@@ -44,6 +44,7 @@ from digest.models import (
     Subscriber,
     SubscriberStatus,
     TopicAssignment,
+    rank_order,
 )
 from digest.sources.normalize import title_key
 from digest.store import schema as t
@@ -682,8 +683,9 @@ class Store:
                     sections.setdefault(e["section"], []).append(IssueEntry(paper, e["reason"], e["score"]))
             built = tuple(IssueSection(name, labels.get(name, name.title()), tuple(es))
                           for name, es in sections.items())
-            # The selection's order (digest.selection.Pool.ranked): best score first, ties by paper id.
-            top = min((e for s in built for e in s.entries), key=lambda e: (-e.score, e.paper.id), default=None)
+            # The selection's top pick: the entry that ranks first.
+            top = min((e for s in built for e in s.entries), key=lambda e: rank_order(e.score, e.paper.id),
+                      default=None)
             issues[issue_id] = Issue(subscriber=sub, date=head["issue_date"], sections=built, top_pick=top,
                                      id=issue_id, created_at=head["created_at"])
         return issues
