@@ -534,7 +534,8 @@ def _run_send(app: App, day: str | None, email: str | None, dry_run: bool, retry
 @click.option("--retry-unknown", is_flag=True,
               help="Also resend messages whose outcome is unknown (same Message-ID).")
 @click.option("--deliver-only", is_flag=True,
-              help="Build no issue: deliver the pending ones (an extra sender beside the daemon); "
+              help="Build no issue: deliver the pending ones (an extra sender beside the daemon), "
+                   "none more than [schedule] max_lateness_hours late or past the reader's day; "
                    "without --date those dated yesterday, today and tomorrow (UTC).")
 @pass_app
 @handle_errors
@@ -619,8 +620,9 @@ def daemon(app: App) -> None:
 
 
 @cli.command()
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on (0.0.0.0: every interface, e.g. behind a reverse proxy).")
+@click.option("--port", default=8000, show_default=True, type=int, help="Port to listen on.")
 @pass_app
 @handle_errors
 def serve(app: App, host: str, port: int) -> None:
