@@ -11,50 +11,79 @@ from dataclasses import replace
 from datetime import date, datetime
 from functools import wraps
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import click
-from rich.console import Console
-from sqlalchemy.exc import SQLAlchemyError
 
 from digest import __version__
-from digest.config import Settings, load_settings
 from digest.errors import DigestError, UsageError
-from digest.models import SubscriberStatus
-from digest.subscribers import apply_preferences, import_csv, new_subscriber, subscriber_json, validate_email
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from digest.config import Settings
+
+# Start-up time matters (`digest --help`, `subscribers list`): the database layer, pydantic, rich,
+# templates and HTTP are imported inside the commands that use them, never here.
 
 F = TypeVar("F", bound=Callable[..., Any])
-err_console = Console(stderr=True)
+# What `subscribers update --status` accepts (digest.models.SubscriberStatus; a test keeps them equal).
+SUBSCRIBER_STATUSES = ("pending", "confirmed", "unsubscribed", "suppressed")
+
+
+def err_console() -> Console:
+    from rich.console import Console
+
+    return Console(stderr=True)
 
 
 class App:
-    """What every command gets: the settings, and the store and pipeline built on first use."""
+    """What every command gets: the settings, and the store and pipeline built on first use.
+
+    Only the commands that are meant to start a database (``run``, ``fetch``, ``subscribers add`` and
+    ``import``, ``daemon``, ``serve``) set ``creates_database``; the others, run where no SQLite file
+    exists yet, say so instead of leaving an empty database behind in whatever folder they ran in.
+    """
 
     def __init__(self, config_path: str | None, verbose: int) -> None:
         self.config_path = config_path
         self.verbose = verbose
+        self.creates_database = False
         self._settings: Settings | None = None
+        self._store: Any = None
         self._pipeline: Any = None
 
     @property
     def settings(self) -> Settings:
         if self._settings is None:
+            from digest.config import load_settings
+
             self._settings = load_settings(self.config_path)
             _setup_logging(self._settings.logging.level, self.verbose)
         return self._settings
 
     @property
+    def store(self) -> Any:
+        if self._store is None:
+            database = self.settings.database
+            missing = database.sqlite_path
+            if missing is not None and (missing.exists() or self.creates_database):
+                missing = None
+            if missing is not None:
+                raise UsageError(f"no database at {missing.resolve()} (`digest run` or `digest fetch` "
+                                 "creates it; or pass --config)")
+            from digest.store import Store
+
+            self._store = Store(database.url)
+        return self._store
+
+    @property
     def pipeline(self) -> Any:
         if self._pipeline is None:
             from digest.pipeline import Pipeline
-            from digest.store import Store
 
-            self._pipeline = Pipeline(self.settings, Store(self.settings.database.url))
+            self._pipeline = Pipeline(self.settings, self.store)
         return self._pipeline
-
-    @property
-    def store(self) -> Any:
-        return self.pipeline.store
 
 
 def _setup_logging(level: str, verbose: int) -> None:
@@ -86,13 +115,21 @@ def handle_errors(func: F) -> F:
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             sys.exit(130)
-        except SQLAlchemyError as err:
+        except Exception as err:
+            if not _is_database_error(err):
+                raise
             # A database that went away mid-run: one line, not a traceback.
             reason = str(getattr(err, "orig", None) or err).strip().splitlines()[0]
             click.echo(f"error: database: {reason}", err=True)
             sys.exit(1)
 
     return cast(F, wrapper)
+
+
+def _is_database_error(err: Exception) -> bool:
+    # SQLAlchemy is only imported once a command opened the store; if it is not loaded, it did not fail.
+    exc = sys.modules.get("sqlalchemy.exc")
+    return exc is not None and isinstance(err, exc.SQLAlchemyError)
 
 
 pass_app = click.make_pass_decorator(App)
@@ -143,6 +180,7 @@ def fetch(app: App, sources: tuple[str, ...], day: str | None) -> None:
     Example:
       digest fetch --source hf_daily --date 2026-08-18
     """
+    app.creates_database = True
     summaries = app.pipeline.fetch(list(sources) or None, _parse_date(day))
     for s in summaries:
         click.echo(s.line())
@@ -286,6 +324,9 @@ def subscribers_add(app: App, email: str, **opts: Any) -> None:
       digest subscribers add ada@example.org --topics pruning,nas --keywords "low-rank" \\
           --authors "Song Han;Yann LeCun" --frequency weekly --send-at 07:30 --tz Europe/London
     """
+    app.creates_database = True
+    from digest.subscribers import apply_preferences, new_subscriber
+
     sub = apply_preferences(app.settings, new_subscriber(app.settings, email), **opts)
     stored = app.store.add_subscriber(sub)
     click.echo(f"added {stored.email} topics={','.join(stored.topics) or '(all)'}")
@@ -294,7 +335,7 @@ def subscribers_add(app: App, email: str, **opts: Any) -> None:
 @subscribers.command("update")
 @click.argument("email")
 @_subscriber_options
-@click.option("--status", type=click.Choice([s.value for s in SubscriberStatus]), default=None)
+@click.option("--status", type=click.Choice(SUBSCRIBER_STATUSES), default=None)
 @click.option("--pause/--resume", "paused", default=None, help="Stop or restart sending for now.")
 @pass_app
 @handle_errors
@@ -305,6 +346,9 @@ def subscribers_update(app: App, email: str, status: str | None, paused: bool | 
     Example:
       digest subscribers update ada@example.org --topics diffusion --max-papers 10
     """
+    from digest.models import SubscriberStatus
+    from digest.subscribers import apply_preferences, validate_email
+
     sub = app.store.get_subscriber(validate_email(email))
     if sub is None:
         raise UsageError(f"no subscriber {email}")
@@ -344,6 +388,8 @@ def subscribers_list(app: App, as_json: bool) -> None:
     Example:
       digest subscribers list --json | jq -r .email
     """
+    from digest.subscribers import subscriber_json
+
     for sub in app.store.iter_subscribers():
         if as_json:
             click.echo(json.dumps(subscriber_json(sub)))
@@ -369,6 +415,9 @@ def subscribers_import(app: App, csv_path: str) -> None:
     Example:
       digest subscribers import people.csv
     """
+    app.creates_database = True
+    from digest.subscribers import import_csv
+
     result = import_csv(app.settings, app.store, Path(csv_path))
     for problem in result.problems:
         click.echo(f"error: {problem}", err=True)
@@ -440,11 +489,15 @@ def preview(app: App, email: str, day: str | None, fmt: str, out_path: str | Non
     Example:
       digest preview --subscriber ada@example.org --format html --out issue.html --open
     """
+    from digest.subscribers import validate_email
+
+    address = validate_email(email)
+    issue_day = _parse_date(day)
     pipeline = app.pipeline
-    sub = app.store.get_subscriber(validate_email(email))
+    sub = app.store.get_subscriber(address)
     if sub is None:
         raise UsageError(f"no subscriber {email}")
-    issue_date = _parse_date(day) or pipeline.clock().date()
+    issue_date = issue_day or pipeline.clock().date()
     issue = pipeline.preview_issue(sub, issue_date)
     message_id = pipeline.message_id(issue.id or 0, sub.email)
     if fmt == "eml":
@@ -470,9 +523,10 @@ class _RichProgress:
     def __init__(self) -> None:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
-        self.enabled = err_console.is_terminal
+        console = err_console()
+        self.enabled = console.is_terminal
         self._bar = Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
-                             TimeRemainingColumn(), console=err_console, transient=True)
+                             TimeRemainingColumn(), console=console, transient=True)
         self._task: Any = None
 
     def start(self, total: int | None) -> None:
@@ -491,20 +545,31 @@ class _RichProgress:
 
 def _seed_demo_subscribers(app: App) -> None:
     """On an empty store, add the demo subscribers named by [demo] subscribers_csv (if the file exists)."""
+    from importlib.resources import as_file
+
+    from digest.packaged import locate
+    from digest.subscribers import import_csv
+
     csv_path = app.settings.demo.subscribers_csv
-    if not csv_path or app.store.count_subscribers() or not Path(csv_path).is_file():
+    if not csv_path or app.store.count_subscribers():
         return
-    result = import_csv(app.settings, app.store, Path(csv_path))
+    found = locate(csv_path)
+    if not found.is_file():
+        return
+    with as_file(found) as path:
+        result = import_csv(app.settings, app.store, path)
     click.echo(f"no subscribers yet: added {result.added} demo subscribers from {csv_path}", err=True)
 
 
 def _run_send(app: App, day: str | None, email: str | None, dry_run: bool, retry_unknown: bool = False,
               deliver_only: bool = False) -> None:
-    pipeline = app.pipeline
-    _seed_demo_subscribers(app)
     issue_date = _parse_date(day)
     if email is not None:
+        from digest.subscribers import validate_email
+
         email = validate_email(email)
+    pipeline = app.pipeline
+    _seed_demo_subscribers(app)
     if retry_unknown:
         requeued = app.store.requeue_unknown(issue_date)
         click.echo(f"requeued {requeued} deliveries of unknown outcome", err=True)
@@ -569,6 +634,7 @@ def run(app: App, day: str | None) -> None:
     Example:
       digest run && ls var/outbox/
     """
+    app.creates_database = True
     summaries = app.pipeline.fetch(None, None)
     for s in summaries:
         click.echo(s.line())
@@ -614,6 +680,7 @@ def daemon(app: App) -> None:
     Example:
       digest --config config/digest.toml daemon
     """
+    app.creates_database = True
     from digest.scheduler import run_daemon
 
     sys.exit(run_daemon(app.pipeline))
@@ -632,6 +699,7 @@ def serve(app: App, host: str, port: int) -> None:
     Example:
       digest serve --host 0.0.0.0 --port 8000
     """
+    app.creates_database = True
     from digest.web import serve as serve_app
 
     serve_app(app.pipeline, host, port)

@@ -24,6 +24,15 @@ class _Section(BaseModel):
 class DatabaseSettings(_Section):
     url: str = "sqlite:///var/digest.sqlite3"
 
+    @property
+    def sqlite_path(self) -> Path | None:
+        """The SQLite file the URL names (relative to the working directory), None for an in-memory
+        database or another server."""
+        if not self.url.startswith("sqlite:"):
+            return None
+        path = self.url.split("///", 1)[1].split("?", 1)[0] if "///" in self.url else ""
+        return Path(path) if path and path != ":memory:" else None
+
 
 class SeedSource(_Section):
     enabled: bool = True

@@ -2,7 +2,7 @@
 
 Two paths produce byte-identical emails:
 
-* ``Renderer.render`` (fast): ``templates/email.mjml`` is compiled by MJML and its CSS inlined by premailer
+* ``Renderer.render`` (fast): ``digest/templates/email.mjml`` is compiled by MJML and its CSS inlined by premailer
   once, when the Renderer is built; the result (HTML that still holds the Jinja tags) is the per-subscriber
   Jinja template. Per email only Jinja runs, over cards rendered once per paper; and a body that several
   readers share (same papers) is rendered once, only each reader's address and links filled in.
@@ -15,8 +15,8 @@ document title) made free of quotes and whitespace before they reach a template 
 prepares every value). Nothing here touches
 the network: no web fonts, premailer with ``allow_network=False``.
 
-Templates are read from ``templates/`` at the repository root (``Path(__file__).parent.parent``), which is
-where an editable install (the supported one) finds them; pass ``templates_dir`` to use others.
+Templates are package data, read from ``digest/templates/`` (``digest.packaged.templates_dir``), so an
+installed wheel has them; pass ``templates_dir`` to use others.
 """
 
 from __future__ import annotations
@@ -54,10 +54,11 @@ from digest.errors import RenderError
 from digest.links import PersonalLinks
 from digest.message import MAX_LINE, Base64Body, MimeBody, MimeEmail, Utf8Body, base64_lines
 from digest.models import Issue, RenderedEmail
+from digest.packaged import templates_dir
 
 __all__ = ["CARD_LOOP_OPEN", "HTML_BUDGET", "TEMPLATES_DIR", "Renderer", "compile_mjml", "inline_css"]
 
-TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
+TEMPLATES_DIR = templates_dir()
 # Gmail clips an HTML part above about 102 KB (and hides the unsubscribe link with it); stay clear.
 HTML_BUDGET = 100 * 1024
 DOCTYPE = "<!DOCTYPE html>\n"

@@ -16,7 +16,7 @@ from digest.store import Store
 
 REPO = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
-SEED_FILE = REPO / "seeds" / "hf_papers_search.txt"
+SEED_FILE = REPO / "digest" / "defaults" / "hf_papers_search.txt"
 NOW = datetime(2026, 8, 19, 12, 0, tzinfo=UTC)
 
 

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from typing import TYPE_CHECKING
 
-import httpx
-
-from digest.config import Settings
 from digest.errors import UsageError
 from digest.sources.base import Source
+
+if TYPE_CHECKING:  # httpx and the settings cost start-up time; only building sources needs them
+    import httpx
+
+    from digest.config import Settings
 
 __all__ = ["SOURCE_NAMES", "Source", "build_sources"]
 
@@ -40,9 +42,10 @@ def _build(name: str, settings: Settings, client: httpx.Client) -> Source:
     cfg = settings.sources
     agent = settings.user_agent
     if name == "seed":
+        from digest.packaged import locate
         from digest.sources.seed import SeedSource
 
-        return SeedSource(Path(cfg.seed.path), name="seed")
+        return SeedSource(locate(cfg.seed.path), name="seed")
     if name == "hf_daily":
         from digest.sources.hf_daily import HfDailySource
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from datetime import date
+from importlib.resources.abc import Traversable
 from pathlib import Path
 
 from digest.errors import SourceError
@@ -51,7 +52,7 @@ def parse_listing(text: str) -> list[Paper]:
 class SeedSource:
     """Reads the listing file on every fetch; the store's merge makes a re-read add nothing new."""
 
-    def __init__(self, path: Path, name: str = "seed") -> None:
+    def __init__(self, path: Path | Traversable, name: str = "seed") -> None:
         self.name = name
         self.path = path
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from functools import lru_cache
-from pathlib import Path
 
 import jinja2
 
-# templates/ at the repository root, beside the email templates (where an editable install finds them).
-WEB_TEMPLATES = Path(__file__).resolve().parents[2] / "templates" / "web"
+from digest.packaged import templates_dir
+
+# digest/templates/web/, beside the email templates: package data, so a wheel has them too.
+WEB_TEMPLATES = templates_dir() / "web"
 STATIC_DIR = WEB_TEMPLATES / "static"
 
 

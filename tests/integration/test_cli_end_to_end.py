@@ -25,10 +25,7 @@ def digest(cwd: Path, *args: str, check: bool = True, stdin: str | None = None) 
 
 @pytest.fixture
 def demo_dir(tmp_path: Path) -> Path:
-    """A folder laid out like a fresh clone: seeds/ and config/ (demo subscribers), no database yet."""
-    shutil.copytree(REPO / "seeds", tmp_path / "seeds")
-    (tmp_path / "config").mkdir()
-    shutil.copy(REPO / "config" / "demo_subscribers.csv", tmp_path / "config" / "demo_subscribers.csv")
+    """An empty folder: the embedded demo (seed listing, demo subscribers) comes from the package."""
     return tmp_path
 
 
@@ -97,6 +94,9 @@ def test_preview_writes_a_page(demo_dir: Path) -> None:
 
 
 def test_preview_of_a_past_date_shows_what_was_sent(demo_dir: Path) -> None:
+    # A seed listing of our own in ./seeds, which the default config path finds before the shipped one.
+    (demo_dir / "seeds").mkdir()
+    shutil.copy(REPO / "digest" / "defaults" / "hf_papers_search.txt", demo_dir / "seeds" / "hf_papers_search.txt")
     digest(demo_dir, "run", "--date", "2026-08-18")
     [msg] = [m for m in _messages(demo_dir / "var" / "outbox") if str(m["To"]) == "grace@example.org"]
     sent_text = msg.get_body(("plain",)).get_content()  # type: ignore[union-attr]
@@ -122,13 +122,35 @@ def test_preview_of_a_past_date_shows_what_was_sent(demo_dir: Path) -> None:
         (["subscribers", "add", "a@example.org", "--tz", "Mars/Olympus"], "unknown time zone"),
         (["subscribers", "add", "a@example.org", "--send-at", "25:99"], "invalid time"),
         (["send", "--date", "2026-13-45"], "invalid date"),
+        (["preview", "--subscriber", "not-an-address"], "invalid email"),
         (["preview", "--subscriber", "nobody@example.org"], "no subscriber"),
     ],
 )
 def test_bad_input_exits_2(demo_dir: Path, args: list[str], needle: str) -> None:
+    digest(demo_dir, "subscribers", "add", "someone@example.org")
     proc = digest(demo_dir, *args, check=False)
     assert proc.returncode == 2, proc.stderr
     assert needle in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("args", [
+    ["status"], ["papers", "list"], ["subscribers", "list"], ["subscribers", "remove", "a@example.org"],
+    ["subscribers", "update", "a@example.org", "--max-papers", "3"], ["send"], ["send", "--dry-run"],
+    ["preview", "--subscriber", "a@example.org"], ["tag"],
+])
+def test_commands_that_find_no_database_say_so_and_create_none(tmp_path: Path, args: list[str]) -> None:
+    proc = digest(tmp_path, *args, check=False)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr == f"error: no database at {tmp_path / 'var' / 'digest.sqlite3'} " \
+        "(`digest run` or `digest fetch` creates it; or pass --config)\n"
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("args", [["fetch"], ["subscribers", "add", "a@example.org"]])
+def test_commands_meant_to_start_a_database_create_it(tmp_path: Path, args: list[str]) -> None:
+    digest(tmp_path, *args)
+    assert (tmp_path / "var" / "digest.sqlite3").is_file()
+    assert digest(tmp_path, "status").returncode == 0
 
 
 def test_subscribers_round_trip_and_import(demo_dir: Path) -> None:

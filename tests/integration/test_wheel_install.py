@@ -1,0 +1,74 @@
+"""A built wheel carries everything the embedded demo needs: installed into a fresh venv, `digest run`
+in an empty folder writes the demo issues (offline: the dependencies come from the test's own venv)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import sysconfig
+import zipfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _run(args: list[str], cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=timeout,
+                          env={"PATH": "/usr/bin:/bin", "HOME": str(cwd), "PIP_NO_INDEX": "1"})
+    assert proc.returncode == 0, f"{' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}"
+    return proc
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    # Build from a copy: setuptools leaves build/ and *.egg-info beside the sources it builds.
+    src = tmp_path_factory.mktemp("src")
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
+        shutil.copy(REPO / name, src / name)
+    shutil.copytree(REPO / "digest", src / "digest", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    dist = tmp_path_factory.mktemp("dist")
+    _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-q",
+          "-w", str(dist), str(src)], cwd=src)
+    [built] = dist.glob("paper_digest-*.whl")
+    return built
+
+
+def test_wheel_holds_the_package_data_and_nothing_from_tests(wheel: Path) -> None:
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for needed in ("digest/templates/email.mjml", "digest/templates/email.txt", "digest/templates/email_card.txt",
+                   "digest/templates/web/subscribe.html", "digest/templates/web/static/site.css",
+                   "digest/defaults/topics.toml", "digest/defaults/hf_papers_search.txt",
+                   "digest/defaults/demo_subscribers.csv", "digest/store/migrations/env.py",
+                   "digest/store/migrations/versions/0001_initial.py", "digest/py.typed"):
+        assert needed in names, needed
+    assert not [n for n in names if n.startswith("tests/") or "/fixtures/" in n]
+    assert any(n.endswith("licenses/LICENSE") for n in names)
+
+
+def test_installed_wheel_runs_the_demo_in_an_empty_folder(wheel: Path, tmp_path: Path) -> None:
+    venv = tmp_path / "venv"
+    _run([sys.executable, "-m", "venv", "--without-pip", str(venv)], cwd=tmp_path)
+    [site] = (venv / "lib").glob("python3*/site-packages")
+    # The dependencies: this test venv's packages, after the venv's own (so the wheel's digest wins).
+    (site / "deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    _run([sys.executable, "-m", "pip", "--python", str(venv / "bin" / "python"), "install", "-q", "--no-deps",
+          "--no-index", str(wheel)], cwd=tmp_path)
+    where = _run([str(venv / "bin" / "python"), "-c", "import digest; print(digest.__file__)"], cwd=tmp_path)
+    assert where.stdout.strip().startswith(str(site)), where.stdout
+
+    empty = tmp_path / "anywhere"
+    empty.mkdir()
+    proc = _run([str(venv / "bin" / "digest"), "run"], cwd=empty)
+    assert "source=seed new=77 updated=0 errors=0" in proc.stdout
+    assert proc.stdout.strip().splitlines()[-1] == "sent=3 skipped=0 failed=0"
+    outbox = sorted(p.name.split("--")[0] for p in (empty / "var" / "outbox").glob("*.eml"))
+    assert outbox == ["ada_example.org", "alan_example.org", "grace_example.org"]
+    assert (empty / "var" / "digest.sqlite3").is_file()
+    # The web app's templates come from the wheel too.
+    page = _run([str(venv / "bin" / "python"), "-c",
+                 "from digest.web.templating import html_env; print(html_env().get_template('subscribe.html').filename)"],
+                cwd=empty)
+    assert page.stdout.strip().startswith(str(site))
