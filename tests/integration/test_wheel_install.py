@@ -68,7 +68,6 @@ def test_installed_wheel_runs_the_demo_in_an_empty_folder(wheel: Path, tmp_path:
     assert outbox == ["ada_example.org", "alan_example.org", "grace_example.org"]
     assert (empty / "var" / "digest.sqlite3").is_file()
     # The web app's templates come from the wheel too.
-    page = _run([str(venv / "bin" / "python"), "-c",
-                 "from digest.web.templating import html_env; print(html_env().get_template('subscribe.html').filename)"],
-                cwd=empty)
+    code = "from digest.web.templating import html_env; print(html_env().get_template('subscribe.html').filename)"
+    page = _run([str(venv / "bin" / "python"), "-c", code], cwd=empty)
     assert page.stdout.strip().startswith(str(site))
