@@ -6,6 +6,7 @@ import json
 import multiprocessing
 import os
 import random
+import secrets
 import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -55,10 +56,20 @@ def load_papers(path: Path, settings: Settings | None = None) -> list[Paper]:
     return papers
 
 
+# Sample mail is signed like real mail, but with a throwaway key: a benchmark has no installation key
+# to use (and must never put one in files it writes).
+_SAMPLE_KEY = secrets.token_urlsafe(32)
+
+
+def sample_key(settings: Settings) -> str:
+    """The environment's signing key if set, else this process's throwaway key."""
+    return settings.env_signing_key or _SAMPLE_KEY
+
+
 def sample_links(settings: Settings, email: str, issue_key: str | None = None) -> PersonalLinks:
-    """The links a real send would put in ``email``'s message (signed with the configured key)."""
+    """The links a real send would put in ``email``'s message (signed like real links, see sample_key)."""
     mailto = settings.site.unsubscribe_mailto or "digest@localhost"
-    return LinkBuilder(settings.site.base_url, Signer(settings.secret_key), mailto).for_subscriber(email, issue_key)
+    return LinkBuilder(settings.site.base_url, Signer(sample_key(settings)), mailto).for_subscriber(email, issue_key)
 
 
 def issue_of(sections: Sequence[tuple[str, str, Sequence[Paper]]], *, email: str = "reader@example.org",
@@ -208,7 +219,7 @@ def measure_render(settings: Settings, jobs: Sequence[RenderJob], *, naive_sampl
     now = datetime(2026, 11, 27, 7, 0, tzinfo=UTC)
     list_id = list_id_for(settings)
     domain = settings.site.sender.rpartition("@")[2].strip(">") or "localhost"
-    secret = settings.secret_key
+    secret = sample_key(settings)
 
     def fast(batch: Sequence[RenderJob]) -> list[bytes]:
         return [_full_email(renderer, job, False, now, list_id, domain, secret) for job in batch]

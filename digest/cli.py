@@ -665,6 +665,49 @@ def status(app: App, as_json: bool) -> None:
     click.echo(json.dumps(report, default=str) if as_json else format_status(report))
 
 
+@cli.command("rotate-key")
+@click.option("--invalidate-old-links", "invalidate", is_flag=True,
+              help="Do not keep the replaced key: every link already sent stops working at once "
+                   "(after a leak).")
+@click.option("--forget-previous", "forget", is_flag=True,
+              help="Make no new key; stop accepting links signed with the key the last rotation replaced.")
+@pass_app
+@handle_errors
+def rotate_key(app: App, invalidate: bool, forget: bool) -> None:
+    """Replace the installation's link-signing key (stored in the database) with a new random one.
+
+    New links are signed with the new key at once; restart `digest serve` and `digest daemon` so
+    they pick it up. The replaced key still verifies links already sent (unsubscribe links in old
+    mail keep working) until the next rotation or --forget-previous. With $DIGEST_SECRET_KEY set,
+    the environment's key is the one in use: change it there instead (exit 2).
+
+    \b
+    Example:
+      digest rotate-key
+      digest rotate-key --invalidate-old-links    # the key has leaked
+    """
+    from digest.signing_key import forget_previous_key, rotate_signing_key
+
+    variable = app.settings.site.secret_env
+    if app.settings.env_signing_key is not None:
+        raise UsageError(f"the signing key in use comes from ${variable}: set a new value there instead")
+    if forget and invalidate:
+        raise UsageError("--forget-previous and --invalidate-old-links cannot be combined")
+    if forget:
+        dropped = forget_previous_key(app.store)
+        click.echo("previous key forgotten: links signed with it no longer verify" if dropped
+                   else "no previous key was kept")
+        return
+    replaced = rotate_signing_key(app.store, keep_previous=not invalidate)
+    if not replaced:
+        click.echo("made a new signing key (there was none yet)")
+    elif invalidate:
+        click.echo("new signing key; links signed with the old one no longer verify")
+    else:
+        click.echo("new signing key; links signed with the old one still verify until the next rotation")
+    click.echo("restart `digest serve` and `digest daemon` to use it", err=True)
+
+
 # ---- long-running and tools ---------------------------------------------------------------------
 
 

@@ -127,6 +127,7 @@ class DeliverySettings(_Section):
 class SiteSettings(_Section):
     base_url: str = "http://localhost:8000"
     sender: str = "Paper Digest <digest@localhost>"
+    # The env variable that may hold the link-signing key; unset, the installation's own key is used.
     secret_env: str = "DIGEST_SECRET_KEY"
     list_id: str = ""
     unsubscribe_mailto: str = ""
@@ -206,9 +207,12 @@ class Settings(_Section):
         return self.secret(self.smtp.password_env)
 
     @property
-    def secret_key(self) -> str:
-        """The signing key for links; a fixed development key when the env variable is unset."""
-        return self.secret(self.site.secret_env) or "digest-insecure-development-key"
+    def env_signing_key(self) -> str | None:
+        """The link-signing key set in the environment (``[site] secret_env``), or None.
+
+        Only ``digest.signing_key`` reads this: it falls back to the key stored with the installation.
+        """
+        return self.secret(self.site.secret_env)
 
     @property
     def user_agent(self) -> str:

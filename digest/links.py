@@ -7,7 +7,7 @@ import hmac
 import json
 import time
 from base64 import urlsafe_b64encode as _urlsafe_b64encode
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from urllib.parse import quote
@@ -51,8 +51,11 @@ class Signer:
     allows, and reads both forms); tests check the tokens against itsdangerous both ways.
     """
 
-    def __init__(self, secret_key: str, clock: Callable[[], float] = time.time) -> None:
-        self._secret = secret_key
+    def __init__(self, secret_key: str, clock: Callable[[], float] = time.time,
+                 previous: Sequence[str] = ()) -> None:
+        # itsdangerous signs with the last key of the list and verifies with each: ``previous`` are
+        # retired keys whose links (already in readers' mailboxes) still verify after a rotation.
+        self._secret = [*previous, secret_key]
         self._clock = clock
         secret = secret_key.encode("utf-8")
         # itsdangerous' default key derivation ("django-concat") and algorithm (HMAC-SHA1).

@@ -41,6 +41,7 @@ from digest.models import (
     SubscriberStatus,
 )
 from digest.selection import Pool, SelectionContext, is_due, select, window_start
+from digest.signing_key import SigningKey, signing_key
 from digest.store import Store
 from digest.store.store import AttemptEnd
 from digest.tagger import Tagger
@@ -138,7 +139,13 @@ class Pipeline:
     def links(self) -> LinkBuilder:
         site = self.settings.site
         mailto = site.unsubscribe_mailto or _address_of(site.sender)
-        return LinkBuilder(site.base_url, Signer(self.settings.secret_key), mailto)
+        key = self.signing_key
+        return LinkBuilder(site.base_url, Signer(key.current, previous=key.previous), mailto)
+
+    @cached_property
+    def signing_key(self) -> SigningKey:
+        """The installation's link-signing key (made and stored on first use, see digest.signing_key)."""
+        return signing_key(self.settings, self.store)
 
     @cached_property
     def renderer(self):  # type: ignore[no-untyped-def]
@@ -236,7 +243,7 @@ class Pipeline:
     def message_id(self, issue_id: int, email: str) -> str:
         from digest.message import make_message_id
 
-        return make_message_id(issue_id, email, _domain_of(self.settings.site.sender), self.settings.secret_key)
+        return make_message_id(issue_id, email, _domain_of(self.settings.site.sender), self.signing_key.current)
 
     def render_message(self, issue: Issue, message_id: str, now: datetime, naive: bool = False) -> OutgoingMessage:
         """The complete message for one issue. ``naive`` renders it the slow way (MJML and CSS inlining
@@ -370,6 +377,8 @@ class Pipeline:
         received, last issue) is read in three queries and its new issues written in one transaction;
         selection runs on the candidate papers prepared once for the whole run.
         """
+        # Message-IDs are signed: read (or make) the key now, not inside the issue-writing transaction.
+        _ = self.signing_key
         pool: Pool | None = None
         papers_since = self._candidates_since(now)
         only_id: int | None = None

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from digest.models import SubscriberStatus
 from digest.selection import is_due, local_issue_date, send_time_passed
+from digest.signing_key import describe_signing_key
 
 if TYPE_CHECKING:
     from digest.pipeline import Pipeline
@@ -52,6 +53,7 @@ def collect_status(pipeline: Pipeline) -> dict[str, Any]:
         "due": due,
         "due_now": due_now,
         "attention": store.deliveries_needing_attention(),
+        "signing_key": describe_signing_key(pipeline.settings, store),
     }
 
 
@@ -95,4 +97,15 @@ def format_status(report: dict[str, Any]) -> str:
     lines.append(f"needing attention: {len(attention)}")
     lines.extend(f"  {a['email']} {a['issue_date']} {a['status']} attempts={a['attempts']}: {a['last_error']}"
                  for a in attention)
+    lines.append(f"signing key: {_key_origin(report['signing_key'])}")
     return "\n".join(lines)
+
+
+def _key_origin(key: dict[str, Any]) -> str:
+    """Where the link-signing key comes from, in words (never the key)."""
+    if key["source"] == "environment":
+        return f"from ${key['variable']} (the environment overrides the installation's key)"
+    kept = "; the previous key still verifies old links" if key.get("previous_kept") else ""
+    if key["source"] == "database":
+        return f"the installation's own, stored in the database (${key['variable']} is not set){kept}"
+    return f"not made yet: the first send, preview or serve makes one (${key['variable']} is not set)"

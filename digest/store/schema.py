@@ -187,3 +187,25 @@ send_runs = Table(
     Column("failed", Integer, nullable=False, default=0),
     Column("dry_run", Boolean, nullable=False, default=False),
 )
+
+# Values made once per installation and shared by every process on the database: the link-signing
+# key (``digest.signing_key``) and, after a rotation, the key it replaced.
+installation_secrets = Table(
+    "installation_secrets",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+)
+
+# Per reader, the last refusal of their address that named no reason (a bare 5xx at RCPT): one alone
+# never suppresses (a misconfigured relay says the same of every address); a second on a later issue
+# counts as a hard bounce.
+address_refusals = Table(
+    "address_refusals",
+    metadata,
+    Column("subscriber_id", Integer, ForeignKey("subscribers.id", ondelete="CASCADE"), primary_key=True),
+    Column("issue_date", Date, nullable=False),
+    Column("detail", Text, nullable=False),
+    Column("refused_at", UTCDateTime(), nullable=False),
+)

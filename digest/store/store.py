@@ -1062,6 +1062,55 @@ class Store:
         return SendRun(r["id"], r["issue_date"], r["started_at"], r["finished_at"], r["sent"], r["skipped"],
                        r["failed"])
 
+    # ---- installation secrets -------------------------------------------------------------------
+
+    def installation_secret(self, name: str) -> str | None:
+        """The stored value of the installation secret ``name``, or None if there is none yet."""
+        query = select(t.installation_secrets.c.value).where(t.installation_secrets.c.name == name)
+        with self._reading() as conn:
+            value: str | None = conn.execute(query).scalar_one_or_none()
+        return value
+
+    def ensure_installation_secret(self, name: str, make: Callable[[], str], now: datetime | None = None) -> str:
+        """The value of ``name``; if there is none, ``make()`` one and store it first.
+
+        Processes starting together on a fresh database may each make a value: only the first stored
+        one is kept (insert-or-ignore), and every caller returns that one.
+        """
+        existing = self.installation_secret(name)
+        if existing is not None:
+            return existing
+        dialect_insert = pg_insert if self.dialect == "postgresql" else sqlite_insert
+        with self.engine.begin() as conn:
+            conn.execute(dialect_insert(t.installation_secrets)
+                         .values(name=name, value=make(), created_at=now or _now())
+                         .on_conflict_do_nothing(index_elements=["name"]))
+        stored = self.installation_secret(name)
+        if stored is None:  # pragma: no cover - the row was just written in a committed transaction
+            raise StoreError(f"installation secret {name!r} could not be stored")
+        return stored
+
+    def rotate_installation_secret(self, name: str, value: str, previous: str, keep: bool,
+                                   now: datetime | None = None) -> bool:
+        """Store ``value`` as ``name`` in one transaction. With ``keep`` the value it replaces is kept
+        under the name ``previous``; either way what ``previous`` held before is dropped. Returns
+        whether there was a value to replace."""
+        now = now or _now()
+        table = t.installation_secrets
+        with self.engine.begin() as conn:
+            old = conn.execute(select(table.c.value).where(table.c.name == name)).scalar_one_or_none()
+            conn.execute(delete(table).where(table.c.name.in_([name, previous])))
+            if keep and old is not None:
+                conn.execute(insert(table).values(name=previous, value=old, created_at=now))
+            conn.execute(insert(table).values(name=name, value=value, created_at=now))
+        return old is not None
+
+    def drop_installation_secret(self, name: str) -> bool:
+        """Delete the installation secret ``name``; returns whether there was one."""
+        with self.engine.begin() as conn:
+            table = t.installation_secrets
+            return conn.execute(delete(table).where(table.c.name == name)).rowcount > 0
+
 
 # ---- row <-> model ------------------------------------------------------------------------------
 

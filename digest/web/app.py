@@ -77,7 +77,7 @@ class WebApp:
         self.settings = pipeline.settings
         self.service = Subscriptions(pipeline, address_limit)
         self.archive = Archive(pipeline)
-        self.csrf = Csrf(pipeline.settings.secret_key, pipeline.settings.site.base_url)
+        self.csrf = Csrf(pipeline.signing_key.current, pipeline.settings.site.base_url)
         self.ip_limiter = SlidingWindowLimiter(ip_limit)
         self.env = html_env()
 
@@ -356,10 +356,6 @@ def create_app(pipeline: Pipeline, *, ip_limit: Limit = IP_LIMIT, address_limit:
     ``ip_limit`` bounds subscribe requests per client IP, ``address_limit`` the confirmation emails
     per address; both are counted in this process's memory.
     """
-    settings = pipeline.settings
-    if settings.secret(settings.site.secret_env) is None:
-        log.warning("$%s is not set: links are signed with the public development key; set it before "
-                    "serving real readers", settings.site.secret_env)
     web = WebApp(pipeline, ip_limit, address_limit)
     routes = [
         Route("/", web.home, methods=["GET"], name="home"),

@@ -604,15 +604,6 @@ def test_static_files_health_and_errors(web: Web) -> None:
     assert huge.status_code == 413
 
 
-def test_warns_when_serving_with_the_development_key(tmp_path: Path, caplog: pytest.LogCaptureFixture,
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("DIGEST_SECRET_KEY", raising=False)
-    settings = make_settings(tmp_path)
-    with caplog.at_level("WARNING", logger="digest.web"):
-        create_app(Pipeline(settings, Store(settings.database.url), mailer=MemoryMailer()))
-    assert "DIGEST_SECRET_KEY is not set" in caplog.text
-
-
 def test_digest_serve_runs_the_app_and_keeps_tokens_out_of_the_log(tmp_path: Path) -> None:
     """The real command: uvicorn in its own process, a plain POST /subscribe, SIGTERM to stop."""
     import os
