@@ -17,6 +17,7 @@ import click
 
 from digest import __version__
 from digest.errors import DigestError, UsageError
+from digest.terminal import SafeFormatter, printable
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -92,8 +93,8 @@ def _setup_logging(level: str, verbose: int) -> None:
     if not any(getattr(h, "_digest", False) for h in root.handlers):
         # One line per event (grep-able, also under systemd/cron); names the source or subscriber.
         handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s",
-                                               "%Y-%m-%dT%H:%M:%S"))
+        handler.setFormatter(SafeFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s",
+                                           "%Y-%m-%dT%H:%M:%S"))
         handler._digest = True  # type: ignore[attr-defined]
         root.addHandler(handler)
     root.setLevel(chosen)
@@ -110,7 +111,7 @@ def handle_errors(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except DigestError as err:
-            click.echo(f"error: {err}", err=True)
+            click.echo(f"error: {printable(err)}", err=True)
             sys.exit(err.exit_code)
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
@@ -120,7 +121,7 @@ def handle_errors(func: F) -> F:
                 raise
             # A database that went away mid-run: one line, not a traceback.
             reason = str(getattr(err, "orig", None) or err).strip().splitlines()[0]
-            click.echo(f"error: database: {reason}", err=True)
+            click.echo(f"error: database: {printable(reason)}", err=True)
             sys.exit(1)
 
     return cast(F, wrapper)
@@ -185,7 +186,7 @@ def fetch(app: App, sources: tuple[str, ...], day: str | None) -> None:
     for s in summaries:
         click.echo(s.line())
         if s.errors:
-            click.echo(f"error: {s.source}: {s.reason}", err=True)
+            click.echo(f"error: {s.source}: {printable(s.reason)}", err=True)
     if summaries and all(s.errors for s in summaries):
         sys.exit(1)
 
@@ -217,22 +218,33 @@ def tag(app: App, input_path: str | None, output_path: str, retag_all: bool) -> 
     from digest.tagger_eval import tag_jsonl
 
     tagger = Tagger(app.settings.enabled_topics)
+    origin = "stdin" if input_path == "-" else input_path
     with _open_in(input_path) as src, _open_out(output_path) as dst:
-        for line in tag_jsonl(tagger, src):
+        for line in tag_jsonl(tagger, _utf8_lines(src, origin), origin):
             dst.write(line + "\n")
 
 
 @contextmanager
 def _open_in(path: str) -> Iterator[Any]:
+    """The input as bytes (stdin for "-"): lines are decoded one by one so a bad one is named."""
     if path == "-":
-        yield sys.stdin
+        yield sys.stdin.buffer
         return
     try:
-        fh = open(path, encoding="utf-8")
+        fh = open(path, "rb")
     except OSError as err:
         raise UsageError(f"cannot read {path}: {err.strerror}") from err
     with fh:
         yield fh
+
+
+def _utf8_lines(raw: Iterator[bytes], origin: str) -> Iterator[str]:
+    """Each line of ``raw`` decoded; UsageError naming the line of the first one that is not UTF-8."""
+    for lineno, line in enumerate(raw, start=1):
+        try:
+            yield line.decode("utf-8-sig" if lineno == 1 else "utf-8")
+        except UnicodeDecodeError as err:
+            raise UsageError(f"{origin}:{lineno}: not UTF-8 (byte 0x{line[err.start]:02x})") from err
 
 
 @contextmanager
@@ -394,10 +406,11 @@ def subscribers_list(app: App, as_json: bool) -> None:
         if as_json:
             click.echo(json.dumps(subscriber_json(sub)))
         else:
-            topics = ",".join(sub.topics) or "(all topics)"
-            extra = f" keywords={','.join(sub.keywords)}" if sub.keywords else ""
-            click.echo(f"{sub.email}\t{sub.status.value}\t{sub.frequency.value} {sub.send_at:%H:%M} {sub.tz}\t"
-                       f"{topics}{extra}")
+            # Every field printable: a keyword posted to /subscribe must not fake a row or a column.
+            topics = ",".join(map(printable, sub.topics)) or "(all topics)"
+            extra = f" keywords={','.join(map(printable, sub.keywords))}" if sub.keywords else ""
+            click.echo(f"{printable(sub.email)}\t{sub.status.value}\t{sub.frequency.value} {sub.send_at:%H:%M} "
+                       f"{printable(sub.tz)}\t{topics}{extra}")
 
 
 @subscribers.command("import")
@@ -408,8 +421,9 @@ def subscribers_import(app: App, csv_path: str) -> None:
     """Add or update subscribers from a CSV file.
 
     Header: email,name,topics,keywords,exclude,authors,frequency,send_at,tz,max_papers (only
-    email required; lists separated by ";"). Valid rows are imported; each invalid row is reported
-    with its line number and the command exits 2.
+    email required; lists separated by ";"); UTF-8, no field over 128 KB. All or nothing: the whole
+    file is checked first, and if any row is invalid each is reported with its line number,
+    nothing is imported and the command exits 2. Existing addresses are updated (their status kept).
 
     \b
     Example:
@@ -420,10 +434,13 @@ def subscribers_import(app: App, csv_path: str) -> None:
 
     result = import_csv(app.settings, app.store, Path(csv_path))
     for problem in result.problems:
-        click.echo(f"error: {problem}", err=True)
-    click.echo(f"added={result.added} updated={result.updated} invalid={len(result.problems)}")
-    if result.problems:
+        click.echo(f"error: {printable(problem)}", err=True)
+    if result.invalid > len(result.problems):
+        click.echo(f"error: ... and {result.invalid - len(result.problems)} more invalid rows", err=True)
+    if result.invalid:
+        click.echo(f"added=0 updated=0 invalid={result.invalid} (nothing imported: fix the file and run again)")
         sys.exit(2)
+    click.echo(f"added={result.added} updated={result.updated} invalid=0")
 
 
 # ---- papers -------------------------------------------------------------------------------------
@@ -467,7 +484,7 @@ def papers_list(app: App, since: str | None, topic: str | None, as_json: bool) -
                 "why": {a.topic: list(a.why) for a in p.topics},
             }))
         else:
-            click.echo(f"{p.id}\t{','.join(p.topic_names) or '-'}\t{p.title}")
+            click.echo(f"{printable(p.id)}\t{','.join(p.topic_names) or '-'}\t{printable(p.title)}")
 
 
 # ---- preview / send / run -----------------------------------------------------------------------
@@ -583,7 +600,7 @@ def _run_send(app: App, day: str | None, email: str | None, dry_run: bool, retry
         progress.stop()
     if dry_run:
         for address, count in summary.planned:
-            click.echo(f"would send {count} papers to {address}")
+            click.echo(f"would send {count} papers to {printable(address)}")
         click.echo(f"would_send={len(summary.planned)} (dry run: nothing sent or recorded)")
     elif summary.deferred or summary.unknown:
         click.echo(f"deferred={summary.deferred} unknown={summary.unknown}")
@@ -639,7 +656,7 @@ def run(app: App, day: str | None) -> None:
     for s in summaries:
         click.echo(s.line())
         if s.errors:
-            click.echo(f"error: {s.source}: {s.reason}", err=True)
+            click.echo(f"error: {s.source}: {printable(s.reason)}", err=True)
     _run_send(app, day, None, False)
     if app.settings.mailer.backend == "file":
         click.echo(f"outbox: {Path(app.settings.mailer.path).resolve()}", err=True)

@@ -21,6 +21,20 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+# The database URL schemes the store supports (postgres[ql]:// is mapped to the psycopg 3 driver).
+DATABASE_SCHEMES = ("sqlite", "postgresql", "postgres", "postgresql+psycopg")
+
+
+def check_database_url(url: str) -> str:
+    """``url`` if the store supports its scheme; ValueError naming only the scheme (never a password)."""
+    scheme, sep, _rest = url.partition("://")
+    if not sep or scheme not in DATABASE_SCHEMES:
+        shown = repr(scheme) if sep else "(none)"
+        raise ValueError(f"unsupported database URL scheme {shown}: use sqlite:///PATH or "
+                         "postgresql://USER@HOST/DB")
+    return url
+
+
 class DatabaseSettings(_Section):
     url: str = "sqlite:///var/digest.sqlite3"
 
@@ -32,6 +46,11 @@ class DatabaseSettings(_Section):
             return None
         path = self.url.split("///", 1)[1].split("?", 1)[0] if "///" in self.url else ""
         return Path(path) if path and path != ":memory:" else None
+
+    @field_validator("url")
+    @classmethod
+    def _supported(cls, value: str) -> str:
+        return check_database_url(value)
 
 
 class SeedSource(_Section):
@@ -226,6 +245,9 @@ def _format_error(err: ValidationError) -> str:
     key = ".".join(str(p) for p in first["loc"]) or "(root)"
     if first["type"] == "extra_forbidden":
         return f"unknown key '{key}'"
+    if first["type"] == "value_error":
+        # Our own validators' messages say what is wrong, and the value may hold a password.
+        return f"'{key}': {first.get('ctx', {}).get('error', first['msg'])}"
     got = first.get("input")
     shown = "" if isinstance(got, dict | list) or got is None else f" (got {got!r})"
     return f"'{key}': {first['msg']}{shown}"

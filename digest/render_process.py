@@ -24,6 +24,7 @@ from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any
 
 from digest.models import Delivery, OutgoingMessage
+from digest.terminal import SafeFormatter
 
 if TYPE_CHECKING:
     from digest.config import Settings
@@ -90,8 +91,9 @@ def serve(fd: int) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     conn = Connection(fd)
     settings, level = pickle.loads(conn.recv_bytes())
-    logging.basicConfig(level=level, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s (render process): %(message)s")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(SafeFormatter("%(asctime)s %(levelname)s %(name)s (render process): %(message)s"))
+    logging.basicConfig(level=level, handlers=[handler])
 
     from digest.pipeline import Pipeline
     from digest.store import Store

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 from digest.models import SubscriberStatus
 from digest.selection import is_due, local_issue_date, send_time_passed
 from digest.signing_key import describe_signing_key
+from digest.terminal import printable
 
 if TYPE_CHECKING:
     from digest.pipeline import Pipeline
@@ -98,7 +99,8 @@ def format_status(report: dict[str, Any]) -> str:
     lines.extend(f"  {a['email']} {a['issue_date']} {a['status']} attempts={a['attempts']}: {a['last_error']}"
                  for a in attention)
     lines.append(f"signing key: {_key_origin(report['signing_key'])}")
-    return "\n".join(lines)
+    # Error texts from servers and addresses from readers: one printable line each, whatever they hold.
+    return "\n".join(printable(line) for line in lines)
 
 
 def _key_origin(key: dict[str, Any]) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -78,8 +79,9 @@ def apply_preferences(settings: Settings, sub: Subscriber, **opts: Any) -> Subsc
     return replace(sub, **changes)
 
 
-def new_subscriber(settings: Settings, email: str) -> Subscriber:
-    return Subscriber(email=validate_email(email), max_papers=settings.selection.max_papers,
+def new_subscriber(settings: Settings, email: str, validated: bool = False) -> Subscriber:
+    """A confirmed reader with the configured defaults; ``validated``: ``email`` is already normalised."""
+    return Subscriber(email=email if validated else validate_email(email), max_papers=settings.selection.max_papers,
                       weekday=settings.selection.weekly_weekday)
 
 
@@ -94,55 +96,105 @@ def subscriber_json(sub: Subscriber) -> dict[str, Any]:
 
 
 
+# The csv module's own limit (128 KiB per field), named here so the error can say it.
+MAX_FIELD_BYTES = 128 * 1024
+# Rows written per transaction: a 50,000-row import holds the database's write lock in short turns.
+IMPORT_CHUNK = 2000
+# Problems listed at most (the count is always given); a file with thousands of bad rows says enough.
+MAX_PROBLEMS = 50
+
+
 @dataclass(slots=True)
 class ImportResult:
+    """What an import did: ``problems`` (``path:line: reason``, at most MAX_PROBLEMS of them, of
+    ``invalid`` rows in all) means nothing was written."""
+
     added: int = 0
     updated: int = 0
     problems: list[str] = field(default_factory=list)
+    invalid: int = 0
 
 
 def import_csv(settings: Settings, store: Store, path: Path) -> ImportResult:
-    """Add or update one subscriber per CSV row; invalid rows are reported by line, the rest imported."""
+    """Add or update one subscriber per CSV row, all or nothing.
+
+    The whole file is read and every row validated first: if any row is invalid, the result lists
+    the problems by line number and nothing is written. Otherwise new addresses are inserted and
+    existing ones updated (their status kept) in transactions of IMPORT_CHUNK rows; a later row for
+    the same address updates the earlier one. UsageError (one line) for a file that cannot be read,
+    is not UTF-8, has a field over 128 KB or a bad header.
+    """
+    rows = _read_rows(path)
+    result = ImportResult()
+    # Per address: the options asked for and the reader they make when the address is new.
+    wanted: dict[str, tuple[dict[str, Any], Subscriber]] = {}
+    for line, row in rows:
+        try:
+            email = validate_email(row.get("email", ""))
+            max_papers = row.get("max_papers")
+            if max_papers and not max_papers.isdigit():
+                raise UsageError(f"invalid max_papers {max_papers!r}: expected a whole number")
+            opts = {
+                "name": row.get("name") or None,
+                "topics": split_list(row.get("topics"), ";") or None,
+                "keywords": split_list(row.get("keywords"), ";") or None,
+                "exclude": split_list(row.get("exclude"), ";") or None,
+                "authors": split_list(row.get("authors"), ";") or None,
+                "frequency": row.get("frequency") or None,
+                "send_at": row.get("send_at") or None,
+                "tz": row.get("tz") or None,
+                "max_papers": int(max_papers) if max_papers else None,
+            }
+            earlier = wanted.get(email)
+            if earlier is not None:  # a later row for the same address updates the earlier one
+                opts = {**earlier[0], **{k: v for k, v in opts.items() if v is not None}}
+            # Applied now to a new reader, so a bad value is reported before anything is written.
+            wanted[email] = (opts, apply_preferences(settings, new_subscriber(settings, email, True), **opts))
+        except UsageError as err:
+            result.invalid += 1
+            if len(result.problems) < MAX_PROBLEMS:
+                result.problems.append(f"{path}:{line}: {err}")
+    if result.invalid:
+        return result
+    existing = store.subscribers_by_email(list(wanted))
+    new, changed = [], []
+    for email, (opts, fresh) in wanted.items():
+        old = existing.get(email)
+        if old is None:
+            new.append(fresh)
+        else:
+            changed.append(apply_preferences(settings, old, **opts))
+    store.import_subscribers(new, changed, chunk=IMPORT_CHUNK)
+    result.added, result.updated = len(new), len(changed)
+    return result
+
+
+def _read_rows(path: Path) -> list[tuple[int, dict[str, str]]]:
+    """Every data row of the CSV file with its line number; UsageError for an unreadable file."""
     try:
-        fh = open(path, encoding="utf-8-sig", newline="")
+        data = path.read_bytes()
     except OSError as err:
         raise UsageError(f"cannot read {path}: {err.strerror}") from err
-    result = ImportResult()
-    with fh:
-        reader = csv.DictReader(fh)
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = data[:err.start].count(b"\n") + 1
+        raise UsageError(f"{path}:{line}: not UTF-8 (byte 0x{data[err.start]:02x}); save the file as UTF-8") from err
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    try:
         header = [h.strip() for h in (reader.fieldnames or [])]
         if "email" not in header:
             raise UsageError(f"{path}: the header must have an 'email' column")
         unknown = [h for h in header if h not in CSV_FIELDS]
         if unknown:
             raise UsageError(f"{path}: unknown column {unknown[0]!r} (allowed: {','.join(CSV_FIELDS)})")
+        rows = []
         for row in reader:
-            line = reader.line_num
-            row = {(k or "").strip(): (v or "").strip() for k, v in row.items() if isinstance(v, str | None)}
-            try:
-                email = validate_email(row.get("email", ""))
-                existing = store.get_subscriber(email)
-                max_papers = row.get("max_papers")
-                if max_papers and not max_papers.isdigit():
-                    raise UsageError(f"invalid max_papers {max_papers!r}: expected a whole number")
-                opts = {
-                    "name": row.get("name") or None,
-                    "topics": split_list(row.get("topics"), ";") or None,
-                    "keywords": split_list(row.get("keywords"), ";") or None,
-                    "exclude": split_list(row.get("exclude"), ";") or None,
-                    "authors": split_list(row.get("authors"), ";") or None,
-                    "frequency": row.get("frequency") or None,
-                    "send_at": row.get("send_at") or None,
-                    "tz": row.get("tz") or None,
-                    "max_papers": int(max_papers) if max_papers else None,
-                }
-                sub = apply_preferences(settings, existing or new_subscriber(settings, email), **opts)
-                if existing:
-                    store.save_subscriber(sub)
-                    result.updated += 1
-                else:
-                    store.add_subscriber(sub)
-                    result.added += 1
-            except UsageError as err:
-                result.problems.append(f"{path}:{line}: {err}")
-    return result
+            rows.append((reader.line_num,
+                         {(k or "").strip(): (v or "").strip() for k, v in row.items() if isinstance(v, str | None)}))
+    except csv.Error as err:
+        # The only csv.Error a DictReader raises on a string: a field over the module's limit
+        # (or a NUL byte, which csv also refuses).
+        reason = f"a field is longer than {MAX_FIELD_BYTES // 1024} KB" if "field larger" in str(err) else str(err)
+        raise UsageError(f"{path}:{reader.line_num + 1}: {reason}") from err
+    return rows

@@ -18,6 +18,7 @@ from sqlalchemy import (
     Engine,
     Table,
     and_,
+    bindparam,
     create_engine,
     delete,
     event,
@@ -31,8 +32,8 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 
-from digest.config import parse_hhmm
-from digest.errors import StoreError, UsageError
+from digest.config import check_database_url, parse_hhmm
+from digest.errors import ConfigError, StoreError, UsageError
 from digest.models import (
     Delivery,
     DeliveryStatus,
@@ -73,6 +74,16 @@ _RECEIVED = (DeliveryStatus.PENDING, DeliveryStatus.SENDING, DeliveryStatus.SENT
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+def _shown(url: str) -> str:
+    """``url`` fit for a message: the password, if any, replaced by ***."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return repr(make_url(url).render_as_string(hide_password=True))
+    except Exception:  # an unparseable URL has no password we could find either
+        return repr(url.split("@")[-1])
 
 
 def normalize_url(url: str) -> str:
@@ -132,11 +143,18 @@ class Store:
     """
 
     def __init__(self, url: str, *, migrate: bool = True, echo: bool = False) -> None:
+        try:
+            check_database_url(url)
+        except ValueError as err:
+            raise ConfigError(str(err), key="database.url") from err
         self.url = normalize_url(url)
         try:
             self.engine: Engine = self._make_engine(self.url, echo)
+        except OSError as err:
+            # The SQLite file's folder could not be made (read-only, not a folder, no permission).
+            raise StoreError(f"cannot create the database folder {err.filename}: {err.strerror}") from err
         except (SQLAlchemyError, ImportError, ValueError) as err:
-            raise StoreError(f"cannot open database {url!r}: {err}") from err
+            raise StoreError(f"cannot open database {_shown(url)}: {err}") from err
         if migrate:
             self.migrate()
 
@@ -188,6 +206,8 @@ class Store:
 
         cfg = Config()
         cfg.set_main_option("script_location", str(resources.files("digest.store") / "migrations"))
+        from alembic.util.exc import CommandError
+
         try:
             with self.engine.begin() as conn:
                 if self.dialect == "postgresql":
@@ -196,10 +216,23 @@ class Store:
                     conn.execute(select(func.pg_advisory_xact_lock(_MIGRATION_LOCK)))
                 cfg.attributes["connection"] = conn
                 command.upgrade(cfg, "head")
+        except CommandError as err:
+            # The database was migrated by a newer digest (or another program): its revision is
+            # not among ours, and guessing at its schema could lose data.
+            raise StoreError(f"database {_shown(self.url)} is at schema revision {self._stored_revision()!r}, "
+                             "which this version of digest does not know (was it upgraded by a newer "
+                             "digest?): install that version, or point [database] url elsewhere") from err
         except OperationalError as err:
-            raise StoreError(f"cannot open database {self.url!r}: {err.orig}") from err
+            raise StoreError(f"cannot open database {_shown(self.url)}: {err.orig}") from err
         except SQLAlchemyError as err:
-            raise StoreError(f"migrating {self.url!r} failed: {err}") from err
+            raise StoreError(f"migrating {_shown(self.url)} failed: {err}") from err
+
+    def _stored_revision(self) -> str | None:
+        try:
+            with self.engine.connect() as conn:
+                return conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
+        except SQLAlchemyError:
+            return None
 
     def schema_version(self) -> str | None:
         from alembic.runtime.migration import MigrationContext
@@ -449,6 +482,41 @@ class Store:
         except IntegrityError as err:
             raise UsageError(f"a subscriber is already there: {err.orig}") from err
         return len(rows)
+
+    def subscribers_by_email(self, emails: Sequence[str]) -> dict[str, Subscriber]:
+        """The stored subscribers among ``emails`` (lower-case addresses), by address."""
+        found: dict[str, Subscriber] = {}
+        with self._reading() as conn:
+            for chunk in _chunks(emails, 500):
+                query = select(t.subscribers).where(t.subscribers.c.email.in_(chunk))
+                for r in conn.execute(query).mappings():
+                    found[r["email"]] = _row_to_subscriber(r)
+        return found
+
+    def import_subscribers(self, new: Sequence[Subscriber], changed: Sequence[Subscriber], chunk: int = 2000,
+                           now: datetime | None = None) -> None:
+        """Insert ``new`` subscribers and update ``changed`` ones (matched by email; every field of the
+        Subscriber written, ``created_at`` and ``confirmed_at`` kept), ``chunk`` rows per transaction so
+        a big import never holds the write lock for long. UsageError, and that chunk not written, if a
+        new address is already there (another process added it meanwhile)."""
+        now = now or _now()
+        inserted = [{**_subscriber_row(s), "created_at": now, "updated_at": now,
+                     "confirmed_at": now if s.status is SubscriberStatus.CONFIRMED else None} for s in new]
+        stmt = (update(t.subscribers).where(t.subscribers.c.email == bindparam("match_email"))
+                .values({name: bindparam(f"v_{name}") for name in _SUBSCRIBER_FIELDS} | {"updated_at": now}))
+        # (SQLAlchemy reserves a column's own name for its SET value, hence the v_ parameters.)
+        updated = [{"match_email": s.email.lower(), **{f"v_{k}": v for k, v in _subscriber_row(s).items()
+                                                        if k != "email"}} for s in changed]
+        for start in range(0, max(len(inserted), len(updated)), chunk):
+            rows_in, rows_up = inserted[start:start + chunk], updated[start:start + chunk]
+            try:
+                with self.engine.begin() as conn:
+                    if rows_in:
+                        conn.execute(insert(t.subscribers), rows_in)
+                    if rows_up:
+                        conn.execute(stmt, rows_up)
+            except IntegrityError as err:
+                raise UsageError(f"a subscriber was added meanwhile: {err.orig}") from err
 
     def save_subscriber(self, sub: Subscriber, now: datetime | None = None) -> Subscriber:
         """Update an existing subscriber (matched by email) with every field of ``sub``."""
@@ -1183,6 +1251,11 @@ def _row_to_paper(r: Mapping[str, Any], topics: tuple[TopicAssignment, ...] = ()
         categories=tuple(r["categories"] or ()), sources=tuple(r["sources"] or ()),
         first_seen=r["first_seen"], topics=topics,
     )
+
+
+# The columns _subscriber_row writes except the address (an import updates by address).
+_SUBSCRIBER_FIELDS = ("name", "topics", "keywords", "exclude", "authors", "frequency", "send_at", "tz",
+                      "max_papers", "send_empty", "weekday", "status", "paused")
 
 
 def _subscriber_row(s: Subscriber) -> dict[str, Any]:
