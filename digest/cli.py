@@ -578,9 +578,29 @@ def _seed_demo_subscribers(app: App) -> None:
     click.echo(f"no subscribers yet: added {result.added} demo subscribers from {csv_path}", err=True)
 
 
+# How far from today (UTC) an issue date may be before a send needs --force: a typo'd year
+# (0001-01-01, 2062-08-18) would otherwise mail every reader an issue nobody asked for.
+FAR_DATE_DAYS = 7
+
+
+def _utc_today() -> date:
+    from datetime import UTC
+
+    return datetime.now(UTC).date()
+
+
+def _check_date_near(issue_date: date | None, today: date, force: bool) -> None:
+    if issue_date is None or force or abs((issue_date - today).days) <= FAR_DATE_DAYS:
+        return
+    raise UsageError(f"--date {issue_date} is {abs((issue_date - today).days)} days from today ({today}); "
+                     f"add --force to send an issue dated more than {FAR_DATE_DAYS} days away")
+
+
 def _run_send(app: App, day: str | None, email: str | None, dry_run: bool, retry_unknown: bool = False,
-              deliver_only: bool = False) -> None:
+              deliver_only: bool = False, force: bool = False) -> None:
     issue_date = _parse_date(day)
+    if not dry_run:
+        _check_date_near(issue_date, _utc_today(), force)
     if email is not None:
         from digest.subscribers import validate_email
 
@@ -619,15 +639,17 @@ def _run_send(app: App, day: str | None, email: str | None, dry_run: bool, retry
               help="Build no issue: deliver the pending ones (an extra sender beside the daemon), "
                    "none more than [schedule] max_lateness_hours late or past the reader's day; "
                    "without --date those dated yesterday, today and tomorrow (UTC).")
+@click.option("--force", is_flag=True, help=f"Allow a --date more than {FAR_DATE_DAYS} days from today.")
 @pass_app
 @handle_errors
 def send(app: App, dry_run: bool, email: str | None, day: str | None, retry_unknown: bool,
-         deliver_only: bool) -> None:
+         deliver_only: bool, force: bool) -> None:
     """Build and deliver the issue dated D to every subscriber due that day.
 
     Daily subscribers are due every day, weekly ones on their weekday; the hour is the daemon's
     business. Safe to re-run and to kill at any moment: a re-run delivers only what was not
-    delivered. Last line: sent=N skipped=N failed=N (exit 1 if any failed).
+    delivered. Last line: sent=N skipped=N failed=N (exit 1 if any failed). A --date more than
+    7 days from today (UTC) needs --force (exit 2 without it).
 
     \b
     Example:
@@ -637,27 +659,29 @@ def send(app: App, dry_run: bool, email: str | None, day: str | None, retry_unkn
     """
     if deliver_only and (dry_run or email):
         raise UsageError("--deliver-only cannot be combined with --dry-run or --subscriber")
-    _run_send(app, day, email, dry_run, retry_unknown, deliver_only)
+    _run_send(app, day, email, dry_run, retry_unknown, deliver_only, force)
 
 
 @cli.command()
 @click.option("--date", "day", metavar="YYYY-MM-DD", help="Issue date and listing day (default: today).")
+@click.option("--force", is_flag=True, help=f"Allow a --date more than {FAR_DATE_DAYS} days from today.")
 @pass_app
 @handle_errors
-def run(app: App, day: str | None) -> None:
-    """Fetch, tag and send once.
+def run(app: App, day: str | None, force: bool) -> None:
+    """Fetch, tag and send once (a --date more than 7 days from today needs --force).
 
     \b
     Example:
       digest run && ls var/outbox/
     """
+    _check_date_near(_parse_date(day), _utc_today(), force)
     app.creates_database = True
     summaries = app.pipeline.fetch(None, None)
     for s in summaries:
         click.echo(s.line())
         if s.errors:
             click.echo(f"error: {s.source}: {printable(s.reason)}", err=True)
-    _run_send(app, day, None, False)
+    _run_send(app, day, None, False, force=force)
     if app.settings.mailer.backend == "file":
         click.echo(f"outbox: {Path(app.settings.mailer.path).resolve()}", err=True)
 

@@ -97,7 +97,7 @@ def test_preview_of_a_past_date_shows_what_was_sent(demo_dir: Path) -> None:
     # A seed listing of our own in ./seeds, which the default config path finds before the shipped one.
     (demo_dir / "seeds").mkdir()
     shutil.copy(REPO / "digest" / "defaults" / "hf_papers_search.txt", demo_dir / "seeds" / "hf_papers_search.txt")
-    digest(demo_dir, "run", "--date", "2026-08-18")
+    digest(demo_dir, "run", "--date", "2026-08-18", "--force")
     [msg] = [m for m in _messages(demo_dir / "var" / "outbox") if str(m["To"]) == "grace@example.org"]
     sent_text = msg.get_body(("plain",)).get_content()  # type: ignore[union-attr]
     # A new diffusion paper arriving later must not change what the stored issue shows.
@@ -164,7 +164,12 @@ def test_subscribers_round_trip_and_import(demo_dir: Path) -> None:
         "broken-address,X,,,,,,,,\n"
         "c@example.org,,,,,,,,,\n")
     proc = digest(demo_dir, "subscribers", "import", "people.csv", check=False)
-    assert proc.returncode == 2 and "people.csv:3" in proc.stderr and "added=2" in proc.stdout
+    # All or nothing: the bad line is named and nothing is imported until the file is fixed.
+    assert proc.returncode == 2 and "people.csv:3" in proc.stderr and "added=0" in proc.stdout
+    assert "b@example.org" not in digest(demo_dir, "subscribers", "list").stdout
+    (demo_dir / "people.csv").write_text(
+        (demo_dir / "people.csv").read_text().replace("broken-address,X,,,,,,,,\n", ""))
+    assert "added=2" in digest(demo_dir, "subscribers", "import", "people.csv").stdout
     listed = digest(demo_dir, "subscribers", "list", "--json").stdout.splitlines()
     rows = {r["email"]: r for r in map(json.loads, listed)}
     assert rows["ada@example.org"]["topics"] == ["diffusion"]

@@ -116,3 +116,14 @@ def test_outbox_on_a_read_only_filesystem(home: Path, read_only_dir: Path, insid
     _one_error(_cli(home, "send"), 1, "outbox", str(read_only_dir), "ead-only file system")
     # Nothing lost: the reader's issue waits, pending, for a writable outbox.
     assert store.delivery_counts() == {DeliveryStatus.PENDING.value: 1}
+
+
+@pytest.mark.parametrize("day", ["0001-01-01", "2999-12-31"])
+def test_a_send_date_far_from_today_needs_force(home: Path, day: str) -> None:
+    Store(f"sqlite:///{home / 'd.sqlite3'}").add_subscriber(Subscriber(email="ada@example.org"), NOW)
+    assert _cli(home, "fetch").returncode == 0
+    _one_error(_cli(home, "send", "--date", day), 2, "--force", day)
+    assert not (home / "outbox").exists()
+    assert _cli(home, "send", "--date", day, "--dry-run").returncode == 0  # a dry run sends nothing
+    forced = _cli(home, "send", "--date", day, "--force")
+    assert forced.returncode == 0 and forced.stdout.strip().splitlines()[-1].startswith("sent=1 ")

@@ -190,7 +190,9 @@ def _prepare(tmp_path: Path, url: str, sink: SmtpSink, subscribers: int = N_SUBS
 def _start_sender(config: Path, tmp_path: Path, name: str, *args: str) -> Sender:
     out = tmp_path / f"{name}.log"
     env = {**os.environ, "DIGEST_SECRET_KEY": SECRET, "PYTHONUNBUFFERED": "1"}
-    command = [sys.executable, "-m", "digest", "--config", str(config), "send", *(args or ("--date", ISSUE_DATE))]
+    # The fixed issue date is months from today: --force says that is meant.
+    command = [sys.executable, "-m", "digest", "--config", str(config), "send",
+               *(args or ("--date", ISSUE_DATE, "--force"))]
     with out.open("wb") as fh:
         proc = subprocess.Popen(command, stdout=fh, stderr=subprocess.STDOUT, cwd=tmp_path, env=env)
     return Sender(proc, out)

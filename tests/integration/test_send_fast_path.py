@@ -112,6 +112,8 @@ def test_a_render_process_sends_the_same_messages(tmp_path: Path, stores: list[S
         submit(self, now, deliveries)
 
     monkeypatch.setattr(RenderProcess, "submit", counting)  # spied on, not replaced
+    # Two databases would each make a signing key of their own: one key for both, so links compare.
+    monkeypatch.setenv("DIGEST_SECRET_KEY", "fast-path-test-key-shared-by-both-databases")
     outboxes = {}
     for name, workers in (("in_process", 0), ("render_process", 1)):
         settings, store = workload(tmp_path, name, delivery={"workers": workers})
