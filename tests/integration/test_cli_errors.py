@@ -75,7 +75,8 @@ def test_tag_input_that_is_not_utf8(home: Path) -> None:
 def test_sqlite_folder_that_cannot_be_created(home: Path) -> None:
     (home / "plainfile").write_text("")
     _write_config(home, f"sqlite:///{home / 'plainfile' / 'db' / 'd.sqlite3'}")
-    _one_error(_cli(home, "status"), 1, "cannot create the database folder", "plainfile")
+    _one_error(_cli(home, "subscribers", "add", "ada@example.org"), 1, "cannot create the database folder",
+               "plainfile")
 
 
 def test_database_at_an_unknown_revision(home: Path) -> None:
