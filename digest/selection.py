@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import re
-import unicodedata
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -12,6 +11,7 @@ from datetime import date, datetime, timedelta
 from functools import lru_cache
 from zoneinfo import ZoneInfo
 
+from digest.keywords import fold, keyword_matches
 from digest.models import (
     OTHER_SECTION,
     Frequency,
@@ -70,18 +70,10 @@ def window_start(sub: Subscriber, now: datetime, last_issue_at: datetime | None,
     return max(last_issue_at, floor) if last_issue_at else floor
 
 
-def _fold(text: str) -> str:
-    return unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode().casefold()
-
-
-@lru_cache(maxsize=4096)
-def _phrase_pattern(phrase: str) -> re.Pattern[str]:
-    words = [re.escape(w) for w in _fold(phrase).split()]
-    return re.compile(r"\b" + r"[\s\-]+".join(words) + r"\b")
-
-
-def _matches(phrase: str, folded_text: str) -> bool:
-    return bool(phrase.strip()) and _phrase_pattern(phrase).search(folded_text) is not None
+# Keywords and exclusions match the way people write them (inflections, "-" = " ", "agent*"): see
+# digest.keywords.
+_fold = fold
+_matches = keyword_matches
 
 
 @lru_cache(maxsize=65536)  # the same authors come up for reader after reader
