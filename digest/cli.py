@@ -196,32 +196,82 @@ def fetch(app: App, sources: tuple[str, ...], day: str | None) -> None:
 @click.option("--output", "output_path", metavar="F.jsonl", default="-", show_default=True,
               help="Where to write the results ('-' = stdout).")
 @click.option("--all", "retag_all", is_flag=True, help="Re-tag every stored paper (after editing topics).")
+@click.option("--explain", "explain_id", metavar="ID", help="Show why a stored paper got or missed each topic.")
+@click.option("--json", "as_json", is_flag=True, help="With --explain: print JSON.")
 @pass_app
 @handle_errors
-def tag(app: App, input_path: str | None, output_path: str, retag_all: bool) -> None:
+def tag(app: App, input_path: str | None, output_path: str, retag_all: bool, explain_id: str | None,
+        as_json: bool) -> None:
     """Tag papers with topics.
 
     With --input, classify one JSON object per line ({"id","title","abstract"}) and write
     {"id","topics","scores","why"} per line, in input order. Without it, tag the stored papers that
-    are not tagged yet.
+    are not tagged yet (--all: every stored paper, with a progress bar). --explain ID prints, per
+    topic, the decision, the score against its threshold and the words for and against.
 
     \b
-    Example:
+    Examples:
       digest tag --input papers.jsonl --output tagged.jsonl
+      digest tag --all
+      digest tag --explain 2608.15265
     """
+    if explain_id is not None:
+        _explain(app, explain_id, as_json)
+        return
     if input_path is None:
         if retag_all:
             app.store.mark_all_untagged()
-        click.echo(f"tagged={app.pipeline.tag_pending()}")
+        progress = _RichProgress("tagging")
+        try:
+            tagged = app.pipeline.tag_pending(progress=progress)
+        finally:
+            progress.stop()
+        click.echo(f"tagged={tagged}")
         return
-    from digest.tagger import Tagger
     from digest.tagger_eval import tag_jsonl
 
-    tagger = Tagger(app.settings.enabled_topics)
+    tagger = _tagger(app)
     origin = "stdin" if input_path == "-" else input_path
     with _open_in(input_path) as src, _open_out(output_path) as dst:
         for line in tag_jsonl(tagger, _utf8_lines(src, origin), origin):
             dst.write(line + "\n")
+
+
+def _tagger(app: App) -> Any:
+    """The configured tagger; the store is opened only to look up example ids of topics defined in
+    words (so tagging a file needs no database otherwise)."""
+    from digest.tagger import Tagger
+
+    def example_text(paper_id: str) -> tuple[str, str] | None:
+        found = app.store.list_papers(ids=[paper_id])
+        return (found[0].title, found[0].abstract) if found else None
+
+    return Tagger(app.settings.enabled_topics, examples=example_text)
+
+
+def _explain(app: App, paper_id: str, as_json: bool) -> None:
+    found = app.store.list_papers(ids=[paper_id])
+    if not found:
+        raise UsageError(f"no stored paper {paper_id!r} (digest papers list shows the stored ones)")
+    paper = found[0]
+    verdicts = app.pipeline.tagger.explain(paper.title, paper.abstract)
+    if as_json:
+        click.echo(json.dumps({"id": paper.id, "title": paper.title, "topics": [
+            {"topic": v.topic, "kind": v.kind, "assigned": v.assigned, "score": v.score, "threshold": v.threshold,
+             "rule_points": v.rule_points, "rule_terms": list(v.rule_terms), "for": list(v.for_terms),
+             "against": list(v.against_terms), "note": v.note} for v in verdicts]}))
+        return
+    click.echo(f"{paper.id}  {paper.title}")
+    for v in verdicts:
+        mark = "yes" if v.assigned else "no "
+        click.echo(f"  {mark} {v.topic}: {v.kind} score {v.score:.3f} (threshold {v.threshold:.3f})"
+                   + (f"; {v.note}" if v.note else ""))
+        if v.rule_terms:
+            click.echo(f"      rule evidence ({v.rule_points:.2f} x min_score): {', '.join(v.rule_terms)}")
+        if v.for_terms:
+            click.echo(f"      words for: {', '.join(v.for_terms)}")
+        if v.against_terms:
+            click.echo(f"      words against: {', '.join(v.against_terms)}")
 
 
 @contextmanager
@@ -275,10 +325,9 @@ def tagger_eval(app: App, labels_path: str, as_json: bool) -> None:
     Example:
       digest tagger-eval --labels tests/fixtures/labels/seed_topics.jsonl
     """
-    from digest.tagger import Tagger
     from digest.tagger_eval import evaluate, format_report, load_labelled, report_json
 
-    report = evaluate(Tagger(app.settings.enabled_topics), load_labelled(Path(labels_path)))
+    report = evaluate(_tagger(app), load_labelled(Path(labels_path)))
     if as_json:
         click.echo(json.dumps(report_json(report)))
         click.echo(f"macro_f1={report.macro_f1:.3f}")
@@ -537,10 +586,11 @@ def preview(app: App, email: str, day: str | None, fmt: str, out_path: str | Non
 class _RichProgress:
     """A rich progress bar on a terminal; silent otherwise (cron, CI, pipes)."""
 
-    def __init__(self) -> None:
+    def __init__(self, description: str = "sending") -> None:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
         console = err_console()
+        self.description = description
         self.enabled = console.is_terminal
         self._bar = Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
                              TimeRemainingColumn(), console=console, transient=True)
@@ -549,7 +599,7 @@ class _RichProgress:
     def start(self, total: int | None) -> None:
         if self.enabled:
             self._bar.start()
-            self._task = self._bar.add_task("sending", total=total)
+            self._task = self._bar.add_task(self.description, total=total)
 
     def advance(self, n: int = 1) -> None:
         if self._task is not None:

@@ -123,7 +123,12 @@ class Pipeline:
 
     @cached_property
     def tagger(self) -> Tagger:
-        return Tagger(self.settings.enabled_topics)
+        return Tagger(self.settings.enabled_topics, examples=self.example_text)
+
+    def example_text(self, paper_id: str) -> tuple[str, str] | None:
+        """(title, abstract) of a stored paper: the examples of topics defined in words."""
+        found = self.store.list_papers(ids=[paper_id])
+        return (found[0].title, found[0].abstract) if found else None
 
     @cached_property
     def labels(self) -> dict[str, str]:
@@ -197,11 +202,18 @@ class Pipeline:
                  " (not modified)" if result.not_modified else "")
         return FetchSummary(name, new=new, updated=updated, not_modified=result.not_modified)
 
-    def tag_pending(self) -> int:
-        """Tag every stored paper that has not been tagged since its text last changed."""
+    def tag_pending(self, progress: Progress | None = None, batch: int = 2000) -> int:
+        """Tag every stored paper that has not been tagged since its text last changed, saving them
+        ``batch`` at a time (an interrupted re-tag keeps what it finished)."""
+        progress = progress or Progress()
         papers = self.store.papers_needing_tags()
-        tagged = [self.tagger.tag_paper(p) for p in papers]
-        return self.store.save_tags(tagged, now=self.clock())
+        progress.start(len(papers))
+        saved = 0
+        for start in range(0, len(papers), batch):
+            chunk = [self.tagger.tag_paper(p) for p in papers[start:start + batch]]
+            saved += self.store.save_tags(chunk, now=self.clock())
+            progress.advance(len(chunk))
+        return saved
 
     # ---- issues ---------------------------------------------------------------------------------
 

@@ -11,6 +11,19 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
+class TopicExample(BaseModel):
+    """An example paper given inline: ``{ title = "...", abstract = "..." }``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    title: str = Field(min_length=1)
+    abstract: str = ""
+
+
+# At most this many examples define a topic in words (more would slow start-up for little gain).
+MAX_EXAMPLES = 5
+
+
 class TopicSpec(BaseModel):
     """One topic: what it is called and the evidence that a paper is mainly about it.
 
@@ -27,6 +40,10 @@ class TopicSpec(BaseModel):
       "diffusion" in it), so traps never count as evidence.
     - ``veto``: if one of these occurs anywhere, the paper does not get the topic at all; for words
       the paper uses in another sense ("network-attached storage" makes every "NAS" mean storage).
+
+    Or in words, without any pattern: ``description`` and up to five ``examples`` (arXiv ids looked up
+    in the store, or inline ``{ title, abstract }`` tables); the tagger then decides by similarity to
+    them (digest.described). The built-in topics also have a learned model (digest.learned).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -39,6 +56,7 @@ class TopicSpec(BaseModel):
     weak: list[str] = Field(default_factory=list)
     exclude: list[str] = Field(default_factory=list)
     veto: list[str] = Field(default_factory=list)
+    examples: list[str | TopicExample] = Field(default_factory=list, max_length=MAX_EXAMPLES)
     min_score: float = Field(default=2.0, gt=0)
     title_weight: float = Field(default=3.0, ge=0)
 
@@ -59,11 +77,24 @@ class TopicSpec(BaseModel):
                 raise ValueError(f"pattern {pattern!r} matches the empty string")
         return patterns
 
+    @field_validator("examples")
+    @classmethod
+    def _check_examples(cls, examples: list[str | TopicExample]) -> list[str | TopicExample]:
+        for example in examples:
+            if isinstance(example, str) and not re.fullmatch(r"[\w.\-/:]+", example.strip()):
+                raise ValueError(f"example {example!r} is not a paper id (or give {{ title, abstract }})")
+        return [e.strip() if isinstance(e, str) else e for e in examples]
+
     @model_validator(mode="after")
     def _check_evidence(self) -> TopicSpec:
-        if self.enabled and not (self.strong or self.phrases or self.weak):
-            raise ValueError("an enabled topic needs at least one of 'strong', 'phrases' or 'weak'")
+        if self.enabled and not (self.strong or self.phrases or self.weak or self.examples):
+            raise ValueError("an enabled topic needs patterns ('strong', 'phrases' or 'weak') or "
+                             "a 'description' with 'examples'")
         return self
+
+    @property
+    def has_patterns(self) -> bool:
+        return bool(self.strong or self.phrases or self.weak)
 
 
 @cache

@@ -192,6 +192,35 @@ def test_tag_jsonl_and_eval(demo_dir: Path) -> None:
     assert report[-1].startswith("macro_f1=0.") or report[-1] == "macro_f1=1.000"
 
 
+def test_topic_in_words_explain_and_retag_all(demo_dir: Path) -> None:
+    digest(demo_dir, "fetch")
+    papers = [json.loads(line) for line in digest(demo_dir, "papers", "list", "--json").stdout.splitlines()]
+    diffusion_ids = [p["id"] for p in papers if "diffusion" in p["topics"]][:3]
+    assert len(diffusion_ids) == 3
+    # A new topic with only a description and examples (stored ids and one inline paper), no pattern.
+    (demo_dir / "words.toml").write_text(
+        '[topics.generation]\nlabel = "Image generation"\n'
+        'description = "Generating or editing images and video with generative models."\n'
+        f"examples = {json.dumps(diffusion_ids)[:-1]}, "
+        '{ title = "Text-to-image generation", abstract = "A text-to-image generator of photos." }]\n')
+    report = digest(demo_dir, "--config", "words.toml", "tagger-eval", "--labels",
+                    str(REPO / "tests" / "fixtures" / "labels" / "seed_topics.jsonl"), "--json").stdout
+    assert "generation" in json.loads(report.splitlines()[0])["topics"]
+    assert digest(demo_dir, "--config", "words.toml", "tag", "--all").stdout.strip() == f"tagged={len(papers)}"
+    tagged = [json.loads(line) for line in
+              digest(demo_dir, "--config", "words.toml", "papers", "list", "--json").stdout.splitlines()]
+    assert sum("generation" in p["topics"] for p in tagged) >= 3
+    explained = digest(demo_dir, "--config", "words.toml", "tag", "--explain", diffusion_ids[0]).stdout
+    assert "yes diffusion: learned" in explained and "generation: described" in explained
+    as_json = json.loads(digest(demo_dir, "tag", "--explain", diffusion_ids[0], "--json").stdout)
+    assert {t["topic"] for t in as_json["topics"]} == {"pruning", "diffusion", "subspace", "nas"}
+    missing = digest(demo_dir, "tag", "--explain", "0000.00000", check=False)
+    assert missing.returncode == 2 and "no stored paper" in missing.stderr
+    (demo_dir / "bad.toml").write_text('[topics.x]\nlabel = "X"\ndescription = "d"\nexamples = ["9999.99999"]\n')
+    bad = digest(demo_dir, "--config", "bad.toml", "tag", "--all", check=False)
+    assert bad.returncode == 2 and "example 9999.99999 is not in the store" in bad.stderr
+
+
 def test_dry_run_records_nothing(demo_dir: Path) -> None:
     digest(demo_dir, "fetch")
     digest(demo_dir, "subscribers", "add", "r@example.org", "--topics", "nas")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import email
 import email.policy
 import json
-import re
 from datetime import UTC, date, datetime
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import httpx
 import pytest
 from httpserver import HttpServer, Reply
 
+from digest.keywords import fold, keyword_matches
 from digest.mail import MemoryMailer
 from digest.models import Paper, Subscriber
 from digest.pipeline import Pipeline
@@ -24,12 +24,10 @@ DAYS = Path(__file__).resolve().parents[1] / "fixtures" / "days"
 DATES = [date(2026, 8, 18), date(2026, 8, 19), date(2026, 8, 20)]
 
 
-def _fold(text: str) -> str:
-    return text.casefold()
-
-
 def _word(word: str, text: str) -> bool:
-    return re.search(r"\b" + r"[\s\-]+".join(map(re.escape, word.casefold().split())) + r"\b", _fold(text)) is not None
+    # A keyword matches its inflections ("agent" = "agents"), as digest.keywords documents; the exact
+    # inflection rules are tested in tests/unit/test_keywords.py.
+    return keyword_matches(word, fold(text))
 
 
 @pytest.fixture

@@ -216,7 +216,7 @@ def test_a_bad_pattern_is_a_config_error_naming_topic_and_pattern() -> None:
 
 
 @pytest.mark.parametrize("spec,needle", [
-    ({"label": "RL"}, "needs at least one"),
+    ({"label": "RL"}, "needs patterns"),
     ({"phrases": ["x?"]}, "matches the empty string"),
     ({"phrases": ["  "]}, "empty pattern"),
     ({"phrases": ["rl"], "min_score": 0}, "min_score"),

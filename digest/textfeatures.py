@@ -1,0 +1,88 @@
+"""Bag-of-words features of a paper for the learned part of the tagger, in pure Python.
+
+A paper becomes a sparse vector: lower-cased word unigrams and adjacent-word bigrams of the title and
+abstract, title words once more with a ``t:`` prefix (a title says what a paper is mainly about),
+light plural folding ("networks" = "network"), sublinear term frequency (1 + log tf) times the
+inverse document frequency learned from the labelled papers, L2-normalised. The same function builds
+the training matrix (``scripts/train_tagger.py``) and scores papers at run time, so the two can never
+drift apart. Nothing here imports numpy or scikit-learn: tagging stays fast to start and to run.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+
+__all__ = ["dot", "normalise_word", "term_counts", "tokens", "weighted"]
+
+# Words: letters then letters/digits ("dit", "3d" is dropped, "llama2" kept); hyphenated words are
+# split, so "low-rank" and "low rank" give the same tokens.
+_WORD = re.compile(r"[a-z][a-z0-9]*")
+# Words too common to say anything about a topic; dropping them keeps the vectors short (and fast).
+_STOP = frozenset((
+    "a", "an", "and", "are", "as", "at", "be", "been", "by", "can", "for", "from", "has", "have",
+    "in", "into", "is", "it", "its", "of", "on", "or", "our", "that", "the", "their", "these",
+    "this", "those", "to", "was", "we", "were", "which", "while", "with", "without", "via", "than",
+    "then", "also", "such", "both", "each", "more", "most", "other", "some", "only", "over",
+    "under", "between", "through", "using", "based", "show", "shows", "shown", "propose",
+    "proposed", "present", "presents", "paper", "work", "approach", "method", "methods", "results",
+    "new", "novel", "study", "however", "moreover", "furthermore", "existing", "further", "across",
+    "within", "well", "while", "achieve", "achieves", "achieving", "significantly", "specifically",
+))
+
+
+def normalise_word(word: str) -> str:
+    """Fold simple English plurals: "networks" -> "network", "subspaces" -> "subspace",
+    "strategies" -> "strategy"; short words and "-ss"/"-us"/"-is" endings are kept."""
+    if len(word) <= 3 or not word.endswith("s") or word.endswith(("ss", "us", "is")):
+        return word
+    if word.endswith("ies") and len(word) > 4:
+        return word[:-3] + "y"
+    if word.endswith(("ches", "shes", "xes", "sses")):
+        return word[:-2]
+    return word[:-1]
+
+
+def tokens(text: str) -> list[str]:
+    """Lower-cased, plural-folded words of ``text`` without stop words."""
+    return [normalise_word(w) for w in _WORD.findall(text.lower()) if w not in _STOP]
+
+
+def term_counts(title: str, abstract: str) -> dict[str, int]:
+    """Unigram and bigram counts of title + abstract, plus ``t:``-prefixed title unigrams."""
+    counts: dict[str, int] = {}
+    title_words = tokens(title)
+    for part in (title_words, tokens(abstract)):
+        previous = ""
+        for word in part:
+            counts[word] = counts.get(word, 0) + 1
+            if previous:
+                pair = previous + " " + word
+                counts[pair] = counts.get(pair, 0) + 1
+            previous = word
+    for word in title_words:
+        key = "t:" + word
+        counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
+def weighted(counts: Mapping[str, int], idf: Mapping[str, float]) -> dict[str, float]:
+    """Sublinear tf-idf over the known vocabulary, L2-normalised (terms outside ``idf`` are dropped)."""
+    vector: dict[str, float] = {}
+    for term, n in counts.items():
+        weight = idf.get(term)
+        if weight is not None:
+            vector[term] = (1.0 + math.log(n)) * weight
+    norm = math.sqrt(sum(v * v for v in vector.values()))
+    if norm > 0:
+        for term in vector:
+            vector[term] /= norm
+    return vector
+
+
+def dot(vector: Mapping[str, float], coefficients: Mapping[str, float]) -> float:
+    """Sparse dot product (iterating the shorter mapping)."""
+    if len(vector) > len(coefficients):
+        vector, coefficients = coefficients, vector
+    return sum(v * coefficients.get(k, 0.0) for k, v in vector.items())
