@@ -111,7 +111,7 @@ class DescribedTopic:
         return tuple(words)
 
 
-def _example_text(name: str, example: TopicExample, lookup: ExampleLookup | None) -> tuple[str, str]:
+def _example_text(name: str, example: str | TopicExample, lookup: ExampleLookup | None) -> tuple[str, str]:
     if not isinstance(example, str):
         return example.title, example.abstract
     found = lookup(example) if lookup is not None else None

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -247,7 +247,7 @@ _COMMON = frozenset([
 ])
 
 
-def _selectivity(group: tuple[Literal, ...] | set[Literal]) -> float:
+def _selectivity(group: Collection[Literal]) -> float:
     """How much finding one of ``group``'s literals narrows the text down (higher: rarer)."""
     length = min(len(text) - (4 if text.strip(" -") in _COMMON else 0) for text, _ in group)
     # Each doubling of the alternatives makes a hit about one character's worth likelier.

@@ -100,7 +100,8 @@ class TopicSpec(BaseModel):
 @cache
 def _default_topics_raw() -> dict[str, Any]:
     text = resources.files("digest").joinpath("defaults/topics.toml").read_text(encoding="utf-8")
-    return tomllib.loads(text)["topics"]
+    topics: dict[str, Any] = tomllib.loads(text)["topics"]
+    return topics
 
 
 def default_topics() -> dict[str, TopicSpec]:
