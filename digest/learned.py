@@ -19,6 +19,7 @@ A topic's features (``topic_features``), shared by training and tagging:
 from __future__ import annotations
 
 import gzip
+import heapq
 import json
 import math
 from dataclasses import dataclass
@@ -97,11 +98,34 @@ class TopicModel:
     threshold: float
 
     def logit(self, row: dict[str, float]) -> float:
-        weights = self.weights
-        return self.bias + sum(v * weights.get(k, 0.0) for k, v in row.items())
+        get = self.weights.get
+        return self.bias + sum(v * get(k, 0.0) for k, v in row.items())
 
     def probability(self, row: dict[str, float]) -> float:
         return _sigmoid(self.logit(row))
+
+    def fast_probability(self, ev: Evidence, vector: dict[str, float], ml: float) -> float:
+        """``probability(topic_features(ev, vector, ml))`` without building the row (the hot path)."""
+        row = evidence_row(ev)
+        if not row:
+            return 0.0
+        row["ml"] = ml
+        row["ml*points"] = ml * row["ev:points"]
+        get = self.weights.get
+        z = self.bias + sum(v * get(k, 0.0) for k, v in row.items())
+        z += sum(v * get(k, 0.0) for k, v in vector.items())
+        return _sigmoid(z)
+
+    def top_words(self, vector: dict[str, float], limit: int) -> list[str]:
+        """The paper's words that pushed most towards the topic."""
+        get = self.weights.get
+        best = heapq.nlargest(limit, ((v * get(k, 0.0), k) for k, v in vector.items()))
+        words: list[str] = []
+        for share, term in best:
+            word = term[2:] if term.startswith("t:") else term
+            if share > 0 and word not in words:
+                words.append(word)
+        return words
 
     def contributions(self, row: dict[str, float]) -> list[tuple[str, float]]:
         """Each feature's share of the logit, largest magnitude first."""
@@ -117,8 +141,8 @@ class LearnedModel:
     topics: dict[str, TopicModel]
 
     def ml_probability(self, vector: dict[str, float]) -> float:
-        weights = self.ml_weights
-        return _sigmoid(self.ml_bias + sum(v * weights.get(k, 0.0) for k, v in vector.items()))
+        get = self.ml_weights.get
+        return _sigmoid(self.ml_bias + sum(v * get(k, 0.0) for k, v in vector.items()))
 
 
 def _sigmoid(z: float) -> float:

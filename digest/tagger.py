@@ -226,13 +226,11 @@ class Tagger:
                 if ev.verdict:
                     out.append(TopicAssignment(name, round(ev.points / ev.min_score, 3), _top_terms(ev.tally)))
                 continue
-            row = topic_features(ev, vector, ml)
-            probability = model.probability(row)
+            probability = model.fast_probability(ev, vector, ml)
             if probability >= model.threshold:
                 why = _top_terms(ev.tally)
                 if len(why) < MAX_WHY:
-                    why += tuple(w for w in _text_terms(model, row, positive=True, limit=MAX_WHY)
-                                 if w not in why)[: MAX_WHY - len(why)]
+                    why += tuple(w for w in model.top_words(vector, MAX_WHY) if w not in why)[: MAX_WHY - len(why)]
                 out.append(TopicAssignment(name, round(probability / model.threshold, 3), why))
         for topic in self._described:
             similarity = topic.similarity(vector)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping
+from itertools import pairwise
 
 __all__ = ["dot", "normalise_word", "term_counts", "tokens", "weighted"]
 
@@ -44,40 +45,59 @@ def normalise_word(word: str) -> str:
     return word[:-1]
 
 
+# Word -> folded word ("" for a stop word), remembered: the same few thousand words come back in every
+# abstract, and this lookup is most of the cost of tagging with the learned model.
+_FOLDED: dict[str, str] = {}
+_FOLDED_MAX = 200_000
+
+
+def _fold(word: str) -> str:
+    folded = _FOLDED.get(word)
+    if folded is None:
+        folded = "" if word in _STOP else normalise_word(word)
+        if len(_FOLDED) < _FOLDED_MAX:
+            _FOLDED[word] = folded
+    return folded
+
+
 def tokens(text: str) -> list[str]:
     """Lower-cased, plural-folded words of ``text`` without stop words."""
-    return [normalise_word(w) for w in _WORD.findall(text.lower()) if w not in _STOP]
+    folded = (_FOLDED.get(w) or _fold(w) for w in _WORD.findall(text.lower()))
+    return [w for w in folded if w]
 
 
 def term_counts(title: str, abstract: str) -> dict[str, int]:
     """Unigram and bigram counts of title + abstract, plus ``t:``-prefixed title unigrams."""
-    counts: dict[str, int] = {}
     title_words = tokens(title)
-    for part in (title_words, tokens(abstract)):
-        previous = ""
-        for word in part:
-            counts[word] = counts.get(word, 0) + 1
-            if previous:
-                pair = previous + " " + word
-                counts[pair] = counts.get(pair, 0) + 1
-            previous = word
+    words = [*title_words, "", *tokens(abstract)]  # "" keeps bigrams from spanning title and abstract
+    counts: dict[str, int] = {}
+    get = counts.get
+    for word in words:
+        if word:
+            counts[word] = get(word, 0) + 1
+    for first, second in pairwise(words):
+        if first and second:
+            pair = first + " " + second
+            counts[pair] = get(pair, 0) + 1
     for word in title_words:
         key = "t:" + word
-        counts[key] = counts.get(key, 0) + 1
+        counts[key] = get(key, 0) + 1
     return counts
 
 
 def weighted(counts: Mapping[str, int], idf: Mapping[str, float]) -> dict[str, float]:
     """Sublinear tf-idf over the known vocabulary, L2-normalised (terms outside ``idf`` are dropped)."""
+    log = math.log
+    get = idf.get
     vector: dict[str, float] = {}
     for term, n in counts.items():
-        weight = idf.get(term)
+        weight = get(term)
         if weight is not None:
-            vector[term] = (1.0 + math.log(n)) * weight
+            vector[term] = weight if n == 1 else (1.0 + log(n)) * weight
     norm = math.sqrt(sum(v * v for v in vector.values()))
     if norm > 0:
-        for term in vector:
-            vector[term] /= norm
+        scale = 1.0 / norm
+        return {term: v * scale for term, v in vector.items()}
     return vector
 
 

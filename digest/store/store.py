@@ -357,18 +357,21 @@ class Store:
     def save_tags(self, tagged: Iterable[Paper], now: datetime | None = None) -> int:
         """Replace the topics of each given paper with ``paper.topics``; return how many were saved."""
         now = now or _now()
-        count = 0
+        papers = {p.id: p for p in tagged}  # the last verdict for a paper given twice wins
+        if not papers:
+            return 0
+        ids = list(papers)
+        # Statements per batch, not per paper: re-tagging a 100,000-paper store is mostly these writes.
         with self.engine.begin() as conn:
-            for paper in tagged:
-                conn.execute(delete(t.paper_topics).where(t.paper_topics.c.paper_id == paper.id))
-                if paper.topics:
-                    conn.execute(insert(t.paper_topics), [
-                        {"paper_id": paper.id, "topic": a.topic, "score": a.score, "why": list(a.why)}
-                        for a in paper.topics
-                    ])
-                conn.execute(update(t.papers).where(t.papers.c.id == paper.id).values(tagged_at=now))
-                count += 1
-        return count
+            for start in range(0, len(ids), 500):
+                conn.execute(delete(t.paper_topics).where(t.paper_topics.c.paper_id.in_(ids[start:start + 500])))
+            rows = [{"paper_id": p.id, "topic": a.topic, "score": a.score, "why": list(a.why)}
+                    for p in papers.values() for a in p.topics]
+            if rows:
+                conn.execute(insert(t.paper_topics), rows)
+            conn.execute(update(t.papers).where(t.papers.c.id == bindparam("tagged_id")).values(tagged_at=now),
+                         [{"tagged_id": i} for i in ids])
+        return len(ids)
 
     def list_papers(
         self,
