@@ -177,6 +177,35 @@ class DemoSettings(_Section):
     subscribers_csv: str = "config/demo_subscribers.csv"
 
 
+class ImapSettings(_Section):
+    """The mailbox `digest bounces fetch` reads (and empties of what it consumed)."""
+
+    host: str = ""
+    port: int = Field(default=993, ge=1, le=65535)
+    security: Literal["none", "starttls", "ssl"] = "ssl"
+    username: str = ""
+    password_env: str = "DIGEST_IMAP_PASSWORD"
+    mailbox: str = "INBOX"
+    timeout_seconds: float = Field(default=30.0, gt=0)
+    ca_file: str = ""
+    # Messages that are neither a bounce, a complaint nor an auto-reply stay (marked read) for a person.
+    keep_unrecognised: bool = True
+
+
+class BouncesSettings(_Section):
+    """The return path (VERP) and what bounces and complaints do."""
+
+    # Envelope sender domain: bounces come back to {local_part}+{token}@{domain}; empty = the domain
+    # of [site] sender. Route it to `digest bounces ingest` (see docs/deploy.md).
+    domain: str = ""
+    local_part: str = "bounces"
+    delimiter: Literal["+", "-", "="] = "+"
+    # Soft bounces (4.x.x failures, mailbox full) suppress only after this many within the period.
+    soft_bounces_to_suppress: int = Field(default=5, ge=1)
+    soft_bounce_days: float = Field(default=30.0, gt=0)
+    imap: ImapSettings = ImapSettings()
+
+
 class LoggingSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -194,6 +223,7 @@ class Settings(_Section):
     schedule: ScheduleSettings = ScheduleSettings()
     logging: LoggingSettings = LoggingSettings()
     demo: DemoSettings = DemoSettings()
+    bounces: BouncesSettings = BouncesSettings()
 
     # Where the config came from; relative paths in it are resolved against the working directory,
     # as the SPEC's defaults (`var/outbox`, `seeds/...`) are.
@@ -232,6 +262,10 @@ class Settings(_Section):
         Only ``digest.signing_key`` reads this: it falls back to the key stored with the installation.
         """
         return self.secret(self.site.secret_env)
+
+    @property
+    def imap_password(self) -> str | None:
+        return self.secret(self.bounces.imap.password_env)
 
     @property
     def user_agent(self) -> str:

@@ -55,7 +55,34 @@ def collect_status(pipeline: Pipeline) -> dict[str, Any]:
         "due_now": due_now,
         "attention": store.deliveries_needing_attention(),
         "signing_key": describe_signing_key(pipeline.settings, store),
+        "list_health": list_health(store, now.date()),
     }
+
+
+# Mailbox providers' lines (Gmail, Yahoo): keep complaints under 0.1% (never reach 0.3%), and a hard
+# bounce rate past 2% says the list holds dead addresses.
+COMPLAINT_RATE_LIMIT = 0.001
+HARD_BOUNCE_RATE_LIMIT = 0.02
+HEALTH_DAYS = 14
+
+
+def list_health(store: Any, today: Any, days: int = HEALTH_DAYS) -> dict[str, Any]:
+    """Per recent issue: delivered, bounced hard/soft, complaints, unsubscribes; rates and warnings."""
+    from datetime import timedelta
+
+    issues = store.list_health(today - timedelta(days=days))
+    sent = sum(r["sent"] for r in issues)
+    hard = sum(r["hard"] for r in issues)
+    complaints = sum(r["complaints"] for r in issues)
+    totals = {key: sum(r[key] for r in issues) for key in ("sent", "delivered", "hard", "soft", "complaints",
+                                                          "unsubscribes")}
+    rates = {"complaint_rate": complaints / sent if sent else 0.0, "hard_bounce_rate": hard / sent if sent else 0.0}
+    warnings = []
+    if rates["complaint_rate"] > COMPLAINT_RATE_LIMIT:
+        warnings.append(f"complaint rate {rates['complaint_rate']:.2%} is above 0.1% over the last {days} days")
+    if rates["hard_bounce_rate"] > HARD_BOUNCE_RATE_LIMIT:
+        warnings.append(f"hard bounce rate {rates['hard_bounce_rate']:.2%} is above 2% over the last {days} days")
+    return {"days": days, "issues": issues, "totals": totals, **rates, "warnings": warnings}
 
 
 def _fmt(value: Any) -> str:
@@ -94,6 +121,18 @@ def format_status(report: dict[str, Any]) -> str:
     lines.append(f"due now or later today: {len(report['due'])}")
     lines.extend(f"  {d['email']} at {d['send_at']} {d['tz']}" + (" (time passed)" if d["time_passed"] else "")
                  for d in report["due"][:20])
+    health = report.get("list_health")
+    if health is not None:
+        lines.append(f"list health (issues of the last {health['days']} days):")
+        if not health["issues"]:
+            lines.append("  (nothing sent)")
+        for row in health["issues"][:10]:
+            lines.append(f"  {_fmt(row['issue_date'])}: delivered={row['delivered']} bounced hard={row['hard']} "
+                         f"soft={row['soft']} complaints={row['complaints']} unsubscribes={row['unsubscribes']}")
+        if health["issues"]:
+            lines.append(f"  complaint rate {health['complaint_rate']:.2%}, hard bounce rate "
+                         f"{health['hard_bounce_rate']:.2%}")
+        lines.extend(f"  WARNING: {w}" for w in health["warnings"])
     attention = report["attention"]
     lines.append(f"needing attention: {len(attention)}")
     lines.extend(f"  {a['email']} {a['issue_date']} {a['status']} attempts={a['attempts']}: {a['last_error']}"

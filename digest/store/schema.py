@@ -122,6 +122,15 @@ subscribers = Table(
     Column("created_at", UTCDateTime(), nullable=False),
     Column("updated_at", UTCDateTime(), nullable=False),
     Column("confirmed_at", UTCDateTime()),
+    # Bounces and complaints (migration 0005): counts, the latest one, and why the status last changed.
+    Column("soft_bounces", Integer, nullable=False, default=0, server_default="0"),
+    Column("complaints", Integer, nullable=False, default=0, server_default="0"),
+    Column("status_reason", Text),
+    Column("status_changed_at", UTCDateTime()),
+    Column("last_bounce_at", UTCDateTime()),
+    Column("last_bounce_kind", String(16)),
+    Column("last_bounce_status", String(16)),
+    Column("last_bounce_diagnostic", Text),
 )
 
 issues = Table(
@@ -171,6 +180,11 @@ deliveries = Table(
     # the daemon's rules (deliver_pending, the daemon itself) claims none past either.
     Column("due_at", UTCDateTime()),
     Column("day_ends_at", UTCDateTime()),
+    # The bounce or complaint that came back for this message, if any (migration 0005).
+    Column("bounce_kind", String(16)),
+    Column("bounce_status", String(16)),
+    Column("bounce_diagnostic", Text),
+    Column("bounced_at", UTCDateTime()),
     Index("ix_deliveries_status", "status", "next_attempt_at"),
     Index("ix_deliveries_subscriber", "subscriber_id"),
 )
@@ -208,4 +222,33 @@ address_refusals = Table(
     Column("issue_date", Date, nullable=False),
     Column("detail", Text, nullable=False),
     Column("refused_at", UTCDateTime(), nullable=False),
+)
+
+bounce_events = Table(
+    "bounce_events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    # One event per (incoming message, delivery): ingesting the same message again changes nothing.
+    Column("report_key", String(64), nullable=False, unique=True),
+    Column("received_at", UTCDateTime(), nullable=False),
+    Column("source", String(16), nullable=False),  # stdin | imap | webhook
+    Column("kind", String(16), nullable=False),  # hard | soft | delayed | refused | complaint
+    Column("action", String(16), nullable=False),  # recorded | counted | suppressed | unsubscribed
+    Column("delivery_id", Integer, ForeignKey("deliveries.id", ondelete="SET NULL")),
+    Column("subscriber_id", Integer, ForeignKey("subscribers.id", ondelete="CASCADE")),
+    Column("issue_date", Date),
+    Column("email", String(320), nullable=False),
+    Column("status", String(16)),
+    Column("diagnostic", Text, nullable=False, default="", server_default=""),
+    Index("ix_bounce_events_subscriber", "subscriber_id", "kind", "received_at"),
+    Index("ix_bounce_events_date", "issue_date"),
+)
+
+suppressions = Table(
+    "suppressions",
+    metadata,
+    Column("email", String(320), primary_key=True),
+    Column("kind", String(16), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
 )

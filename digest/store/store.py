@@ -49,6 +49,7 @@ from digest.models import (
 )
 from digest.sources.normalize import title_key
 from digest.store import schema as t
+from digest.store.bounces import BounceStore
 
 log = logging.getLogger("digest.store")
 
@@ -136,7 +137,7 @@ class AttemptEnd:
     next_attempt_at: datetime | None = None
 
 
-class Store:
+class Store(BounceStore):
     """The project's database. Construct with a SQLAlchemy URL; ``migrate()`` brings the schema up to date.
 
     Every method is a complete transaction. Datetimes must be aware; they come back in UTC.
@@ -584,9 +585,11 @@ class Store:
             rows = conn.execute(select(t.subscribers.c.status, func.count()).group_by(t.subscribers.c.status))
             return {r[0]: r[1] for r in rows}
 
-    def set_subscriber_status(self, email: str, status: SubscriberStatus, now: datetime | None = None) -> bool:
+    def set_subscriber_status(self, email: str, status: SubscriberStatus, now: datetime | None = None,
+                              reason: str | None = None) -> bool:
         now = now or _now()
-        values: dict[str, Any] = {"status": status.value, "updated_at": now}
+        values: dict[str, Any] = {"status": status.value, "updated_at": now, "status_changed_at": now,
+                                  "status_reason": reason}
         if status is SubscriberStatus.CONFIRMED:
             values["confirmed_at"] = now
         with self.engine.begin() as conn:
