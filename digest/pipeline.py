@@ -12,7 +12,7 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import closing, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from functools import cached_property, lru_cache
 from itertools import groupby, islice
@@ -47,6 +47,7 @@ from digest.store.store import AttemptEnd
 from digest.tagger import Tagger
 
 if TYPE_CHECKING:
+    from digest.bounces.verp import ReturnPath
     from digest.render_process import RenderProcess
 
 log = logging.getLogger("digest")
@@ -151,6 +152,12 @@ class Pipeline:
     def signing_key(self) -> SigningKey:
         """The installation's link-signing key (made and stored on first use, see digest.signing_key)."""
         return signing_key(self.settings, self.store)
+
+    @cached_property
+    def return_path(self) -> ReturnPath:
+        from digest.bounces.verp import return_path_for
+
+        return return_path_for(self.settings)
 
     @cached_property
     def renderer(self):  # type: ignore[no-untyped-def]
@@ -474,10 +481,13 @@ class Pipeline:
             # Unsubscribed or suppressed since the issue was built: never send it.
             return AttemptEnd(delivery.id, DeliveryStatus.FAILED, "subscriber no longer active")
         try:
-            return self.render_message(issue, delivery.message_id, self.clock())
+            message = self.render_message(issue, delivery.message_id, self.clock())
         except DigestError as err:
             log.error("render failed subscriber=%s reason=%s", sub.email, err)
             return AttemptEnd(delivery.id, DeliveryStatus.FAILED, f"render: {err}")
+        # The envelope sender names this delivery (VERP), so a bounce that comes back later through a
+        # relay finds its record even when the DSN is mangled (digest.bounces).
+        return replace(message, sender=self.return_path.address(delivery.id), delivery_id=delivery.id)
 
     def _attempt_end(self, delivery: Delivery, recipient: str, result: SendResult) -> AttemptEnd:
         """What the mailer's verdict means for the delivery record (and the log)."""

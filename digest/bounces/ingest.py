@@ -22,12 +22,11 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from email.utils import parseaddr
 
 from sqlalchemy.exc import SQLAlchemyError
 
 from digest.bounces.parse import Failure, FailureKind, Report, ReportKind, parse_report
-from digest.bounces.verp import ReturnPath, Verdict
+from digest.bounces.verp import Verdict, return_path_for
 from digest.config import Settings
 from digest.errors import DigestError, StoreError
 from digest.store import Store
@@ -82,13 +81,6 @@ class IngestResult:
         return {"kind": self.kind.value, "format": self.format, "ignored": self.ignored or None,
                 "actions": [{"email": a.email, "delivery_id": a.delivery_id, "kind": a.kind, "action": a.action,
                              "status": a.status, "diagnostic": a.diagnostic} for a in self.actions]}
-
-
-def return_path_for(settings: Settings) -> ReturnPath:
-    """The configured return path: ``[bounces] domain`` or else the sender's domain."""
-    cfg = settings.bounces
-    domain = cfg.domain or parseaddr(settings.site.sender)[1].rpartition("@")[2] or "localhost"
-    return ReturnPath(settings.secret_key, domain, cfg.local_part, cfg.delimiter)
 
 
 class BounceProcessor:

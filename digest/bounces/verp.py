@@ -14,9 +14,14 @@ import hashlib
 import hmac
 import re
 from dataclasses import dataclass
+from email.utils import parseaddr
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
-__all__ = ["ReturnPath", "TokenCheck", "Verdict"]
+if TYPE_CHECKING:
+    from digest.config import Settings
+
+__all__ = ["ReturnPath", "TokenCheck", "Verdict", "return_path_for"]
 
 _TOKEN = re.compile(r"^(\d{1,18})-([a-z2-7]{16})$")
 
@@ -79,3 +84,10 @@ class ReturnPath:
                 if check.verdict is verdict:
                     return check
         return TokenCheck(Verdict.FOREIGN)
+
+
+def return_path_for(settings: Settings) -> ReturnPath:
+    """The configured return path: ``[bounces] domain``, else the domain of ``[site] sender``."""
+    cfg = settings.bounces
+    domain = cfg.domain or parseaddr(settings.site.sender)[1].rpartition("@")[2] or "localhost"
+    return ReturnPath(settings.secret_key, domain, cfg.local_part, cfg.delimiter)

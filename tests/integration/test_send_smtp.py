@@ -93,7 +93,9 @@ def test_every_reader_gets_one_message_with_the_spec_headers(world: World) -> No
         assert delivery.status is DeliveryStatus.SENT
         assert msg["Message-ID"] == delivery.message_id
         assert msg["To"] == rcpt
-        assert got.mail_from == "digest@news.example.org"
+        # The envelope sender is the delivery's own signed return path (VERP), under the sender's domain.
+        assert got.mail_from == world.pipeline.return_path.address(delivery.id)
+        assert got.mail_from.endswith("@news.example.org")
         assert parsedate_to_datetime(msg["Date"]) == NOW
         assert msg["List-Id"] == "<paper-digest.news.example.org>"
         unsubscribe = msg["List-Unsubscribe"]
