@@ -19,21 +19,35 @@ depends_on = None
 TZ = sa.DateTime(timezone=True)
 
 
+# Plain ADD/DROP COLUMN, never a batch "move and copy": on SQLite that drops and re-creates the table,
+# and dropping ``subscribers`` with foreign keys on would cascade to every issue and delivery.
+def _subscriber_columns() -> tuple[sa.Column[object], ...]:
+    return (
+        sa.Column("soft_bounces", sa.Integer, nullable=False, server_default="0"),
+        sa.Column("complaints", sa.Integer, nullable=False, server_default="0"),
+        sa.Column("status_reason", sa.Text),
+        sa.Column("status_changed_at", TZ),
+        sa.Column("last_bounce_at", TZ),
+        sa.Column("last_bounce_kind", sa.String(16)),
+        sa.Column("last_bounce_status", sa.String(16)),
+        sa.Column("last_bounce_diagnostic", sa.Text),
+    )
+
+
+def _delivery_columns() -> tuple[sa.Column[object], ...]:
+    return (
+        sa.Column("bounce_kind", sa.String(16)),
+        sa.Column("bounce_status", sa.String(16)),
+        sa.Column("bounce_diagnostic", sa.Text),
+        sa.Column("bounced_at", TZ),
+    )
+
+
 def upgrade() -> None:
-    with op.batch_alter_table("subscribers") as batch:
-        batch.add_column(sa.Column("soft_bounces", sa.Integer, nullable=False, server_default="0"))
-        batch.add_column(sa.Column("complaints", sa.Integer, nullable=False, server_default="0"))
-        batch.add_column(sa.Column("status_reason", sa.Text))
-        batch.add_column(sa.Column("status_changed_at", TZ))
-        batch.add_column(sa.Column("last_bounce_at", TZ))
-        batch.add_column(sa.Column("last_bounce_kind", sa.String(16)))
-        batch.add_column(sa.Column("last_bounce_status", sa.String(16)))
-        batch.add_column(sa.Column("last_bounce_diagnostic", sa.Text))
-    with op.batch_alter_table("deliveries") as batch:
-        batch.add_column(sa.Column("bounce_kind", sa.String(16)))
-        batch.add_column(sa.Column("bounce_status", sa.String(16)))
-        batch.add_column(sa.Column("bounce_diagnostic", sa.Text))
-        batch.add_column(sa.Column("bounced_at", TZ))
+    for column in _subscriber_columns():
+        op.add_column("subscribers", column)
+    for column in _delivery_columns():
+        op.add_column("deliveries", column)
     op.create_table(
         "bounce_events",
         sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
@@ -63,10 +77,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_table("suppressions")
     op.drop_table("bounce_events")
-    with op.batch_alter_table("deliveries") as batch:
-        for name in ("bounced_at", "bounce_diagnostic", "bounce_status", "bounce_kind"):
-            batch.drop_column(name)
-    with op.batch_alter_table("subscribers") as batch:
-        for name in ("last_bounce_diagnostic", "last_bounce_status", "last_bounce_kind", "last_bounce_at",
-                     "status_changed_at", "status_reason", "complaints", "soft_bounces"):
-            batch.drop_column(name)
+    for column in reversed(_delivery_columns()):
+        op.drop_column("deliveries", column.name)
+    for column in reversed(_subscriber_columns()):
+        op.drop_column("subscribers", column.name)
