@@ -515,7 +515,8 @@ class Pipeline:
         if not result.bounce:
             log.error("refused subscriber=%s reason=%s (not a bounce: the reader stays)", recipient, result.detail)
             return
-        suppressed = self.store.record_hard_bounce(delivery.subscriber_id, self.settings.smtp.hard_bounces_to_suppress)
+        suppressed = self.store.record_hard_bounce(delivery.subscriber_id, self.settings.smtp.hard_bounces_to_suppress,
+                                                   result.detail)
         log.error("bounced subscriber=%s reason=%s%s", recipient, result.detail, " (suppressed)" if suppressed else "")
 
     def _dry_run(self, issue_date: date, only: str | None, now: datetime, summary: SendSummary) -> SendSummary:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import date, timedelta
 from typing import TYPE_CHECKING, Any
 
 from digest.models import SubscriberStatus
@@ -11,6 +12,7 @@ from digest.terminal import printable
 
 if TYPE_CHECKING:
     from digest.pipeline import Pipeline
+    from digest.store import Store
 
 
 def collect_status(pipeline: Pipeline) -> dict[str, Any]:
@@ -66,10 +68,8 @@ HARD_BOUNCE_RATE_LIMIT = 0.02
 HEALTH_DAYS = 14
 
 
-def list_health(store: Any, today: Any, days: int = HEALTH_DAYS) -> dict[str, Any]:
+def list_health(store: Store, today: date, days: int = HEALTH_DAYS) -> dict[str, Any]:
     """Per recent issue: delivered, bounced hard/soft, complaints, unsubscribes; rates and warnings."""
-    from datetime import timedelta
-
     issues = store.list_health(today - timedelta(days=days))
     sent = sum(r["sent"] for r in issues)
     hard = sum(r["hard"] for r in issues)

@@ -43,14 +43,16 @@ class TokenCheck:
 class ReturnPath:
     """Builds and checks return paths ``{local_part}{delimiter}{token}@{domain}``."""
 
-    def __init__(self, secret_key: str, domain: str, local_part: str = "bounces", delimiter: str = "+") -> None:
+    def __init__(self, secret_key: str, domain: str, local_part: str = "bounces", delimiter: str = "+",
+                 previous_keys: tuple[str, ...] = ()) -> None:
         self.domain = domain.strip().lower()
         self.local_part = local_part.strip().lower()
         self.delimiter = delimiter
-        self._key = hmac.new(secret_key.encode("utf-8"), b"digest.return-path", hashlib.sha256).digest()
+        # Signing uses the current key; a bounce for mail sent before a key rotation still verifies.
+        self._keys = [_derive(key) for key in (secret_key, *previous_keys)]
 
-    def _signature(self, delivery_id: int) -> str:
-        mac = hmac.new(self._key, str(int(delivery_id)).encode("ascii"), hashlib.sha256).digest()
+    def _signature(self, delivery_id: int, key: bytes | None = None) -> str:
+        mac = hmac.new(key or self._keys[0], str(int(delivery_id)).encode("ascii"), hashlib.sha256).digest()
         return base64.b32encode(mac[:10]).decode("ascii").lower()
 
     def address(self, delivery_id: int) -> str:
@@ -71,7 +73,7 @@ class ReturnPath:
         if found is None:
             return TokenCheck(Verdict.FORGED, address=address)
         delivery_id = int(found.group(1))
-        if not hmac.compare_digest(found.group(2), self._signature(delivery_id)):
+        if not any(hmac.compare_digest(found.group(2), self._signature(delivery_id, key)) for key in self._keys):
             return TokenCheck(Verdict.FORGED, address=address)
         return TokenCheck(Verdict.VALID, delivery_id, address)
 
@@ -86,8 +88,15 @@ class ReturnPath:
         return TokenCheck(Verdict.FOREIGN)
 
 
-def return_path_for(settings: Settings) -> ReturnPath:
-    """The configured return path: ``[bounces] domain``, else the domain of ``[site] sender``."""
+def _derive(secret_key: str) -> bytes:
+    """A key of its own for return paths, so a signature here never serves as one elsewhere."""
+    return hmac.new(secret_key.encode("utf-8"), b"digest.return-path", hashlib.sha256).digest()
+
+
+def return_path_for(settings: Settings, secret_key: str | None = None,
+                    previous_keys: tuple[str, ...] = ()) -> ReturnPath:
+    """The configured return path: ``[bounces] domain``, else the domain of ``[site] sender``, signed
+    with the installation's key (``secret_key``; by default the one the settings give)."""
     cfg = settings.bounces
     domain = cfg.domain or parseaddr(settings.site.sender)[1].rpartition("@")[2] or "localhost"
-    return ReturnPath(settings.secret_key, domain, cfg.local_part, cfg.delimiter)
+    return ReturnPath(secret_key or settings.secret_key, domain, cfg.local_part, cfg.delimiter, previous_keys)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -596,16 +597,23 @@ class Store(BounceStore):
             return conn.execute(update(t.subscribers).where(t.subscribers.c.email == email.lower())
                                 .values(**values)).rowcount > 0
 
-    def record_hard_bounce(self, subscriber_id: int, threshold: int) -> bool:
-        """Count one hard bounce; suppress the subscriber at ``threshold``. Returns True if suppressed."""
+    def record_hard_bounce(self, subscriber_id: int, threshold: int, reason: str = "") -> bool:
+        """Count one hard bounce; suppress the subscriber at ``threshold``. Returns True if suppressed.
+
+        ``reason`` (the server's reply) is kept as the subscriber's latest bounce and, when it
+        suppresses them, as the reason for their status."""
+        now = _now()
         with self.engine.begin() as conn:
             conn.execute(update(t.subscribers).where(t.subscribers.c.id == subscriber_id)
-                         .values(hard_bounces=t.subscribers.c.hard_bounces + 1))
+                         .values(hard_bounces=t.subscribers.c.hard_bounces + 1, last_bounce_at=now,
+                                 last_bounce_kind="hard", last_bounce_status=_enhanced_status(reason),
+                                 last_bounce_diagnostic=reason[:2000]))
             bounces = conn.execute(select(t.subscribers.c.hard_bounces)
                                    .where(t.subscribers.c.id == subscriber_id)).scalar_one()
             if bounces >= threshold:
                 conn.execute(update(t.subscribers).where(t.subscribers.c.id == subscriber_id)
-                             .values(status=SubscriberStatus.SUPPRESSED.value, updated_at=_now()))
+                             .values(status=SubscriberStatus.SUPPRESSED.value, updated_at=now, status_changed_at=now,
+                                     status_reason=f"hard bounce (smtp): {reason}"[:500]))
                 return True
         return False
 
@@ -1192,6 +1200,12 @@ _ISSUE_COLUMNS = ("subscriber_id", "issue_date", "created_at", "subject", "paper
 _ISSUE_PAPER_COLUMNS = ("issue_id", "paper_id", "position", "section", "reason", "score")
 _DELIVERY_COLUMNS = ("issue_id", "subscriber_id", "issue_date", "status", "message_id", "attempts", "in_doubt",
                      "created_at", "updated_at", "due_at", "day_ends_at")
+
+
+def _enhanced_status(reply: str) -> str | None:
+    """The RFC 3463 status in an SMTP reply (``550 5.1.1 ...`` -> ``5.1.1``), if it has one."""
+    found = re.search(r"\b([245]\.\d{1,3}\.\d{1,3})\b", reply)
+    return found.group(1) if found else None
 
 
 def _processed(row: tuple[Any, ...], processors: tuple[Any, ...]) -> tuple[Any, ...]:

@@ -130,6 +130,10 @@ def test_permanent_refusal_fails_and_suppresses_only_that_reader(world: World) -
     grace = world.store.get_subscriber("grace@example.com")
     assert grace is not None and grace.status is SubscriberStatus.SUPPRESSED
     assert world.store.get_subscriber("ada@example.com").status is SubscriberStatus.CONFIRMED  # type: ignore[union-attr]
+    # Why, when and what the server said, on the reader (as `digest subscribers list --json` shows it).
+    info = world.store.bounce_info()["grace@example.com"]
+    assert info["hard_bounces"] == 1 and info["last_bounce"]["status"] == "5.1.1"
+    assert info["status_reason"].startswith("hard bounce (smtp): 550 5.1.1") and info["status_changed_at"]
 
 
 def test_a_spam_filter_refusal_fails_the_message_but_keeps_the_reader(world: World) -> None:

@@ -57,3 +57,11 @@ def test_forged_unsigned_foreign(rp: ReturnPath) -> None:
 ])
 def test_classify_status(status: str | None, diagnostic: str, action: str, kind: FailureKind) -> None:
     assert classify_status(status, diagnostic, action)[0] is kind
+
+
+def test_a_rotated_key_still_verifies_old_return_paths() -> None:
+    old = ReturnPath("old-key" * 5, "b.example.org").address(9)
+    rotated = ReturnPath("new-key" * 5, "b.example.org", previous_keys=("old-key" * 5,))
+    assert rotated.check(old).verdict is Verdict.VALID
+    assert rotated.address(9) != old  # new mail is signed with the new key
+    assert ReturnPath("new-key" * 5, "b.example.org").check(old).verdict is Verdict.FORGED
