@@ -539,7 +539,9 @@ def bounces_ingest(app: App, recipient: str | None, as_json: bool) -> None:
         # the message and retries, where exit 2 or 1 would have it bounce the bounce.
         click.echo(f"error: {err} (try again later)", err=True)
         sys.exit(EX_TEMPFAIL)
-    except SQLAlchemyError as err:
+    except Exception as err:
+        if not _is_database_error(err):
+            raise
         reason = str(getattr(err, "orig", None) or err).strip().splitlines()[0]
         click.echo(f"error: database: {reason} (try again later)", err=True)
         sys.exit(EX_TEMPFAIL)

@@ -239,6 +239,8 @@ def test_fetch_reports_an_unreachable_server(tmp_path: Path) -> None:
     config = tmp_path / "digest.toml"
     from tests.integration.mta import free_port
 
+    Store(f"sqlite:///{tmp_path / 'd.sqlite3'}").close()
+
     config.write_text(f'[database]\nurl = "sqlite:///{tmp_path / "d.sqlite3"}"\n[demo]\nsubscribers_csv = ""\n'
                       f'[bounces.imap]\nhost = "127.0.0.1"\nport = {free_port()}\nsecurity = "none"\n')
     proc = subprocess.run([DIGEST, "--config", str(config), "bounces", "fetch"], capture_output=True, text=True,
