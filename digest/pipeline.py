@@ -157,7 +157,7 @@ class Pipeline:
     def return_path(self) -> ReturnPath:
         from digest.bounces.verp import return_path_for
 
-        return return_path_for(self.settings)
+        return return_path_for(self.settings, self.signing_key)
 
     @cached_property
     def renderer(self):  # type: ignore[no-untyped-def]

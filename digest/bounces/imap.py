@@ -65,6 +65,8 @@ def _connect(cfg: ImapSettings, password: str | None) -> Iterator[imaplib.IMAP4]
 
 
 def _text(err: BaseException) -> str:
+    if isinstance(err, OSError) and err.strerror:
+        return err.strerror  # "Connection refused", not the errno alone
     text = err.args[0] if err.args else err
     if isinstance(text, bytes):
         text = text.decode("utf-8", "replace")

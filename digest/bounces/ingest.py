@@ -90,7 +90,9 @@ class BounceProcessor:
         self.settings = settings
         self.store = store
         self.clock = clock or (lambda: datetime.now(UTC))
-        self.return_path = return_path_for(settings)
+        from digest.signing_key import signing_key
+
+        self.return_path = return_path_for(settings, signing_key(settings, store))
         cfg = settings.bounces
         self.policy = BouncePolicy(hard_to_suppress=settings.smtp.hard_bounces_to_suppress,
                                    soft_to_suppress=cfg.soft_bounces_to_suppress,

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from digest.config import Settings
+    from digest.signing_key import SigningKey
 
 __all__ = ["ReturnPath", "TokenCheck", "Verdict", "return_path_for"]
 
@@ -93,10 +94,9 @@ def _derive(secret_key: str) -> bytes:
     return hmac.new(secret_key.encode("utf-8"), b"digest.return-path", hashlib.sha256).digest()
 
 
-def return_path_for(settings: Settings, secret_key: str | None = None,
-                    previous_keys: tuple[str, ...] = ()) -> ReturnPath:
+def return_path_for(settings: Settings, key: SigningKey) -> ReturnPath:
     """The configured return path: ``[bounces] domain``, else the domain of ``[site] sender``, signed
-    with the installation's key (``secret_key``; by default the one the settings give)."""
+    with the installation's key (``digest.signing_key``; its retired keys still verify)."""
     cfg = settings.bounces
     domain = cfg.domain or parseaddr(settings.site.sender)[1].rpartition("@")[2] or "localhost"
-    return ReturnPath(secret_key or settings.secret_key, domain, cfg.local_part, cfg.delimiter, previous_keys)
+    return ReturnPath(key.current, domain, cfg.local_part, cfg.delimiter, tuple(key.previous))

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from digest.bounces import return_path_for
 from digest.config import Settings
+from digest.signing_key import signing_key
 from digest.store import Store
 
 SHAPES = Path(__file__).resolve().parent.parent / "fixtures" / "bounces" / "shapes"
@@ -35,5 +36,5 @@ def bounce_for(settings: Settings, store: Store, name: str, email: str, day: dat
                recipient: str | None = None) -> bytes:
     """Corpus message ``name`` as it would come back for ``email``'s delivery dated ``day``."""
     delivery_id, message_id = delivery_of(store, email, day)
-    return shape(name, return_path=return_path_for(settings).address(delivery_id),
+    return shape(name, return_path=return_path_for(settings, signing_key(settings, store)).address(delivery_id),
                  recipient=recipient or email, message_id=message_id)

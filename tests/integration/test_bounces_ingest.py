@@ -17,6 +17,7 @@ from digest.config import Settings
 from digest.mail import MemoryMailer
 from digest.models import SubscriberStatus
 from digest.pipeline import Pipeline
+from digest.signing_key import signing_key
 from digest.store import Store
 from tests.conftest import make_settings
 from tests.integration.bounce_helpers import bounce_for, delivery_of
@@ -127,7 +128,8 @@ def test_forged_and_foreign_reports_change_nothing(world: tuple[Settings, Store,
     settings, store, _ = world
     processor = BounceProcessor(settings, store)
     delivery_id, message_id = delivery_of(store, READERS[0], DAY)
-    good = return_path_for(settings).address(delivery_id)
+    return_path = return_path_for(settings, signing_key(settings, store))
+    good = return_path.address(delivery_id)
     before = _status(store)
     cases = {
         # a token signed with another key
@@ -135,7 +137,7 @@ def test_forged_and_foreign_reports_change_nothing(world: tuple[Settings, Store,
         # our bounce address without a token
         "unsigned": "bounces@bounces.example.org",
         # a signed address of another delivery than the one the DSN names
-        "other": return_path_for(settings).address(delivery_of(store, READERS[1], DAY)[0]),
+        "other": return_path.address(delivery_of(store, READERS[1], DAY)[0]),
     }
     from tests.integration.bounce_helpers import shape
 
@@ -246,8 +248,11 @@ def test_status_reports_health_and_warns(world: tuple[Settings, Store, MemoryMai
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
     assert "list_health" in report
-    text = format_status({"papers": 0, "subscribers": {}, "sources": [], "last_send": None, "next_runs": {},
-                          "due": [], "attention": [], "now": datetime.now(UTC), "list_health": health})
+    from digest.status import collect_status
+
+    report = collect_status(Pipeline(settings, store, clock=lambda: datetime(2026, 8, 20, 9, 0, tzinfo=UTC)))
+    assert report["list_health"]["totals"] == health["totals"]
+    text = format_status(report)
     assert "delivered=5 bounced hard=1 soft=0 complaints=1 unsubscribes=1" in text
     assert "WARNING: complaint rate 16.67% is above 0.1%" in text
     assert "WARNING: hard bounce rate 16.67% is above 2%" in text
