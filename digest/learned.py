@@ -37,6 +37,7 @@ __all__ = [
     "TopicModel",
     "evidence_features",
     "load_model",
+    "sigmoid",
     "topic_features",
 ]
 
@@ -102,30 +103,19 @@ class TopicModel:
         return self.bias + sum(v * get(k, 0.0) for k, v in row.items())
 
     def probability(self, row: dict[str, float]) -> float:
-        return _sigmoid(self.logit(row))
+        return sigmoid(self.logit(row))
 
-    def fast_probability(self, ev: Evidence, vector: dict[str, float], ml: float) -> float:
-        """``probability(topic_features(ev, vector, ml))`` without building the row (the hot path)."""
+    def fast_probability(self, ev: Evidence, words_logit: float, ml: float) -> float:
+        """``probability(topic_features(ev, vector, ml))`` given the words' share of the logit
+        (``LearnedModel.word_logits``), without building the row (the hot path)."""
         row = evidence_row(ev)
         if not row:
             return 0.0
         row["ml"] = ml
         row["ml*points"] = ml * row["ev:points"]
         get = self.weights.get
-        z = self.bias + sum(v * get(k, 0.0) for k, v in row.items())
-        z += sum(v * get(k, 0.0) for k, v in vector.items())
-        return _sigmoid(z)
+        return sigmoid(self.bias + sum(v * get(k, 0.0) for k, v in row.items()) + words_logit)
 
-    def top_words(self, vector: dict[str, float], limit: int) -> list[str]:
-        """The paper's words that pushed most towards the topic."""
-        get = self.weights.get
-        best = heapq.nlargest(limit, ((v * get(k, 0.0), k) for k, v in vector.items()))
-        words: list[str] = []
-        for share, term in best:
-            word = term[2:] if term.startswith("t:") else term
-            if share > 0 and word not in words:
-                words.append(word)
-        return words
 
     def contributions(self, row: dict[str, float]) -> list[tuple[str, float]]:
         """Each feature's share of the logit, largest magnitude first."""
@@ -139,13 +129,69 @@ class LearnedModel:
     ml_bias: float
     ml_weights: dict[str, float]
     topics: dict[str, TopicModel]
+    # The hot path in one lookup per word: term -> (idf, ml weight, weight per topic of topic_order).
+    table: dict[str, tuple[float, ...]]
+    topic_order: tuple[str, ...]
+    # First words of the known bigrams: term_counts need not build any other pair.
+    bigram_heads: frozenset[str]
 
     def ml_probability(self, vector: dict[str, float]) -> float:
         get = self.ml_weights.get
-        return _sigmoid(self.ml_bias + sum(v * get(k, 0.0) for k, v in vector.items()))
+        return sigmoid(self.ml_bias + sum(v * get(k, 0.0) for k, v in vector.items()))
+
+    def word_logits(self, counts: dict[str, int]) -> tuple[float, dict[str, float]]:
+        """The ML logit and, per topic, the words' share of the topic logit, straight from the term
+        counts: the same numbers as ``weighted`` + dot products, without building the vector."""
+        get = self.table.get
+        log = math.log
+        width = len(self.topic_order) + 1
+        sums = [0.0] * width
+        norm2 = 0.0
+        if width == 5:  # the shipped model (four topics): unrolled, the inner loop is most of the cost
+            s0 = s1 = s2 = s3 = s4 = 0.0
+            for term, n in counts.items():
+                entry = get(term)
+                if entry is not None:
+                    idf, w0, w1, w2, w3, w4 = entry
+                    raw = idf if n == 1 else (1.0 + log(n)) * idf
+                    norm2 += raw * raw
+                    s0 += raw * w0
+                    s1 += raw * w1
+                    s2 += raw * w2
+                    s3 += raw * w3
+                    s4 += raw * w4
+            sums = [s0, s1, s2, s3, s4]
+        else:
+            for term, n in counts.items():
+                entry = get(term)
+                if entry is None:
+                    continue
+                raw = entry[0] if n == 1 else (1.0 + log(n)) * entry[0]
+                norm2 += raw * raw
+                for i in range(width):
+                    sums[i] += raw * entry[i + 1]
+        scale = 1.0 / math.sqrt(norm2) if norm2 > 0 else 0.0
+        return (self.ml_bias + sums[0] * scale,
+                {name: sums[i + 1] * scale for i, name in enumerate(self.topic_order)})
+
+    def top_words(self, counts: dict[str, int], topic: str, limit: int) -> list[str]:
+        """The paper's words that pushed most towards ``topic`` (from the term counts)."""
+        column = self.topic_order.index(topic) + 2
+        get = self.table.get
+        shares = []
+        for term, n in counts.items():
+            entry = get(term)
+            if entry is not None and entry[column] > 0:
+                shares.append(((1.0 + math.log(n)) * entry[0] * entry[column], term))
+        words: list[str] = []
+        for _share, term in heapq.nlargest(limit, shares):
+            word = term[2:] if term.startswith("t:") else term
+            if word not in words:
+                words.append(word)
+        return words
 
 
-def _sigmoid(z: float) -> float:
+def sigmoid(z: float) -> float:
     if z < -60:
         return 0.0
     return 1.0 / (1.0 + math.exp(-z))
@@ -157,4 +203,11 @@ def load_model() -> LearnedModel:
     raw = gzip.decompress(resources.files("digest").joinpath(MODEL_FILE).read_bytes())
     data = json.loads(raw)
     topics = {name: TopicModel(t["bias"], t["w"], t["threshold"]) for name, t in data["topics"].items()}
-    return LearnedModel(data["idf"], data["ml"]["bias"], data["ml"]["w"], topics)
+    order = tuple(topics)
+    idf: dict[str, float] = data["idf"]
+    ml_weights: dict[str, float] = data["ml"]["w"]
+    weights = [topics[name].weights for name in order]
+    table = {term: (value, ml_weights.get(term, 0.0), *(w.get(term, 0.0) for w in weights))
+             for term, value in idf.items()}
+    heads = frozenset(term.split(" ", 1)[0] for term in idf if " " in term)
+    return LearnedModel(idf, data["ml"]["bias"], ml_weights, topics, table, order, heads)

@@ -24,7 +24,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 from digest.described import DescribedTopic, ExampleLookup
-from digest.learned import Evidence, LearnedModel, TopicModel, load_model, topic_features
+from digest.learned import Evidence, LearnedModel, TopicModel, load_model, sigmoid, topic_features
 from digest.matching import PhraseSet, lower_same_length
 from digest.models import Paper, TopicAssignment
 from digest.textfeatures import term_counts, weighted
@@ -213,24 +213,31 @@ class Tagger:
         paper, present = self._paper(title, abstract)
         found = self._evidence(paper, present)
         out: list[TopicAssignment] = []
-        needs_words = bool(self._described) or any(name in self._learned for name in found)
+        learned_found = any(name in self._learned for name in found)
+        counts: dict[str, int] = {}
         vector: dict[str, float] = {}
         ml = 0.0
-        if needs_words and self._model is not None:
-            vector = weighted(term_counts(title, abstract), self._model.idf)
-            if any(name in self._learned for name in found):
-                ml = self._model.ml_probability(vector)
+        word_logits: dict[str, float] = {}
+        model_data = self._model
+        if model_data is not None and (learned_found or self._described):
+            counts = term_counts(title, abstract, None if self._described else model_data.bigram_heads)
+            if learned_found:
+                ml_logit, word_logits = model_data.word_logits(counts)
+                ml = sigmoid(ml_logit)
+            if self._described:
+                vector = weighted(counts, model_data.idf)
         for name, ev in found.items():
             model = self._learned.get(name)
             if model is None:
                 if ev.verdict:
                     out.append(TopicAssignment(name, round(ev.points / ev.min_score, 3), _top_terms(ev.tally)))
                 continue
-            probability = model.fast_probability(ev, vector, ml)
+            probability = model.fast_probability(ev, word_logits.get(name, 0.0), ml)
             if probability >= model.threshold:
                 why = _top_terms(ev.tally)
-                if len(why) < MAX_WHY:
-                    why += tuple(w for w in model.top_words(vector, MAX_WHY) if w not in why)[: MAX_WHY - len(why)]
+                if len(why) < MAX_WHY and model_data is not None:
+                    words = model_data.top_words(counts, name, MAX_WHY)
+                    why += tuple(w for w in words if w not in why)[: MAX_WHY - len(why)]
                 out.append(TopicAssignment(name, round(probability / model.threshold, 3), why))
         for topic in self._described:
             similarity = topic.similarity(vector)
