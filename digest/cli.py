@@ -97,6 +97,9 @@ def _setup_logging(level: str, verbose: int) -> None:
                                            "%Y-%m-%dT%H:%M:%S"))
         handler._digest = True  # type: ignore[attr-defined]
         root.addHandler(handler)
+    from digest import redact
+
+    redact.install()  # link tokens never reach a log line, whoever logs them
     root.setLevel(chosen)
     for noisy in ("httpx", "httpcore", "cssutils", "CSSUTILS", "alembic", "apscheduler.scheduler",
                   "apscheduler.executors.default"):

@@ -1,4 +1,4 @@
-"""Signed, scoped links in mail and on the web: confirm, preferences, unsubscribe, archive."""
+"""Signed, scoped links in mail and on the web: confirm, preferences, unsubscribe, a reader's own issue."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from base64 import urlsafe_b64encode as _urlsafe_b64encode
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from urllib.parse import quote
+from typing import Any
 
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 
@@ -21,6 +21,8 @@ class Scope(StrEnum):
     CONFIRM = "confirm"
     PREFERENCES = "preferences"
     UNSUBSCRIBE = "unsubscribe"
+    # A reader's own issue ("view in the browser"): the payload is the issue id, not an address.
+    ISSUE = "issue"
 
 
 # How long each kind of token lives, in seconds. Links in sent mail must keep working for a long time
@@ -29,6 +31,7 @@ MAX_AGE: dict[Scope, int | None] = {
     Scope.CONFIRM: 3 * 24 * 3600,
     Scope.PREFERENCES: 365 * 24 * 3600,
     Scope.UNSUBSCRIBE: None,
+    Scope.ISSUE: None,
 }
 
 
@@ -92,16 +95,26 @@ class Signer:
 
     def verify(self, scope: Scope, token: str, max_age: int | None = None) -> str:
         """Return the email the token was made for; raise TokenError if it is not valid for ``scope``."""
+        value = self.verify_payload(scope, token, max_age)
+        if isinstance(value, dict):  # a confirm token that carries the subscribe form's preferences
+            value = value.get("email")
+        if not isinstance(value, str):
+            raise TokenError("invalid link")
+        return value
+
+    def sign_payload(self, scope: Scope, payload: dict[str, Any]) -> str:
+        """A token carrying a small JSON object (itsdangerous compresses it when that is shorter)."""
+        return self._serializer(scope).dumps(payload)
+
+    def verify_payload(self, scope: Scope, token: str, max_age: int | None = None) -> object:
+        """The JSON value a token of ``scope`` carries; TokenError if forged, expired or of another scope."""
         age = max_age if max_age is not None else MAX_AGE[scope]
         try:
-            value = self._serializer(scope).loads(token, max_age=age)
+            return self._serializer(scope).loads(token, max_age=age)
         except SignatureExpired as err:
             raise TokenError("link expired", expired=True) from err
         except BadSignature as err:
             raise TokenError("invalid link") from err
-        if not isinstance(value, str):
-            raise TokenError("invalid link")
-        return value
 
 
 def _b64(data: bytes) -> bytes:
@@ -139,6 +152,11 @@ class LinkBuilder:
     def confirm(self, email: str) -> str:
         return self._link(Scope.CONFIRM, self.signer.sign(Scope.CONFIRM, email))
 
+    def confirm_url(self, token: str) -> str:
+        """The double opt-in link for a confirm token (one that may carry a subscribe form's preferences,
+        see ``Signer.sign_payload``)."""
+        return self._link(Scope.CONFIRM, token)
+
     def preferences(self, email: str) -> str:
         return self._link(Scope.PREFERENCES, self.signer.sign(Scope.PREFERENCES, email))
 
@@ -149,11 +167,15 @@ class LinkBuilder:
         return f"{self.base_url}/{scope.value}/{token}"
 
     def archive(self, issue_key: str | None = None) -> str:
+        """The public archive, or with ``issue_key`` (an issue id) that reader's own signed issue link:
+        personal issues are never at a guessable address."""
         if not issue_key:
             return f"{self.base_url}/archive"
-        # An issue id is digits: nothing to quote (quote() costs more than the rest of a reader's links).
-        plain = issue_key.isascii() and issue_key.isdigit()
-        return f"{self.base_url}/archive/{issue_key if plain else quote(issue_key)}"
+        return self.issue(issue_key)
+
+    def issue(self, issue_key: str) -> str:
+        # Tokens are URL-safe base64 and dots: nothing to quote.
+        return f"{self.base_url}/issue/{self.signer.sign(Scope.ISSUE, issue_key)}"
 
     def for_subscriber(self, email: str, issue_key: str | None = None) -> PersonalLinks:
         token, preferences = self.signer.sign_all(_MAIL_SCOPES, email)

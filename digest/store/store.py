@@ -160,6 +160,20 @@ class Store(BounceStore):
         if migrate:
             self.migrate()
 
+    def set_busy_timeout(self, seconds: float) -> None:
+        """How long an SQLite statement waits for another process's write lock before failing with
+        "database is locked" (default 30 s, right for batch jobs; the web app answers sooner). Applies
+        to connections opened from now on (the pool is emptied). No effect on PostgreSQL."""
+        if not self.url.startswith("sqlite"):
+            return
+        millis = max(0, int(seconds * 1000))
+
+        def _busy_timeout(dbapi_conn: Any, _record: Any) -> None:
+            dbapi_conn.execute(f"PRAGMA busy_timeout={millis}")
+
+        event.listen(self.engine, "connect", _busy_timeout)
+        self.engine.dispose()
+
     @staticmethod
     def _make_engine(url: str, echo: bool) -> Engine:
         if url.startswith("sqlite"):

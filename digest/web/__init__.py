@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
+from digest import redact
 from digest.web.app import create_app
-from digest.web.security import RedactTokens
 from digest.web.service import unsubscribe_by_token
 
 if TYPE_CHECKING:
@@ -26,7 +26,10 @@ def serve(pipeline: Pipeline, host: str, port: int) -> None:
     import uvicorn
 
     app = create_app(pipeline)
-    logging.getLogger("uvicorn.access").addFilter(RedactTokens())
+    # Tokens never reach a log line, uvicorn's included (its loggers propagate to the root handler;
+    # any handler of their own gets the filter too).
+    redact.install(logging.getLogger("uvicorn"), logging.getLogger("uvicorn.access"),
+                   logging.getLogger("uvicorn.error"))
     log.info("serving on http://%s:%d (links in mail use %s)", host, port, pipeline.settings.site.base_url)
     # log_config=None keeps the CLI's one-line log format for uvicorn's messages too.
     uvicorn.run(app, host=host, port=port, proxy_headers=True, log_config=None, server_header=False)

@@ -3,26 +3,32 @@
 from __future__ import annotations
 
 import logging
-from datetime import datetime
+import re
+from datetime import date, datetime
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 from zoneinfo import available_timezones
 
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.applications import Starlette
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from digest.errors import DigestError, UsageError
 from digest.links import Scope as LinkScope
+from digest.links import TokenError
 from digest.models import Subscriber, SubscriberStatus
-from digest.web.archive import Archive
+from digest.redact import redact
+from digest.web.archive import MAX_ISSUE_ID, Archive
+from digest.web.middleware import BodyLimit, ErrorPages, SecurityHeaders
 from digest.web.security import (
     ARCHIVE_HEADERS,
     CSRF_FIELD,
@@ -43,30 +49,15 @@ log = logging.getLogger("digest.web")
 
 # Subscribe requests one client IP may make (per process; see SlidingWindowLimiter).
 IP_LIMIT = Limit(count=10, seconds=600)
+# The largest request body read at all (a form is a few KB); see middleware.BodyLimit.
 MAX_FORM_BYTES = 64 * 1024
+# How long a request waits for another process's SQLite write lock before answering 503 (a send
+# holds it only for short transactions; a reader should not wait 30 s for a page).
+DB_WAIT_SECONDS = 3.0
+# Hosts always accepted besides [site] base_url's (a local check, a proxy passing its upstream's name).
+LOCAL_HOSTS = ("localhost", "127.0.0.1")
+_DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
 WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
-
-
-class SecurityHeaders:
-    """Adds the page security headers to every response that does not set its own."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-        self._defaults = [(k.lower().encode(), v.encode()) for k, v in PAGE_HEADERS.items()]
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-
-        async def with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                present = {name.lower() for name, _ in message.get("headers", [])}
-                extra = [(k, v) for k, v in self._defaults if k not in present]
-                message["headers"] = [*message.get("headers", []), *extra]
-            await send(message)
-
-        await self.app(scope, receive, with_headers)
 
 
 class WebApp:
@@ -127,17 +118,19 @@ class WebApp:
         return self.problem(request, err.status, err.title, err.message)
 
     async def read_form(self, request: Request) -> FormData:
-        length = request.headers.get("content-length", "")
-        if length.isdigit() and int(length) > MAX_FORM_BYTES:
-            raise HTTPException(413, "The form is too large.")
+        # The body is already whole and at most MAX_FORM_BYTES (BodyLimit, around the app).
         return await request.form(max_files=0, max_fields=200)
+
+    def absolute(self, path: str) -> str:
+        """An absolute URL on this site, from [site] base_url only (never the request's Host)."""
+        return self.pipeline.links.base_url + path
 
     def check_csrf(self, request: Request, form: FormData) -> HTMLResponse | None:
         value = form.get(CSRF_FIELD)
         try:
             self.csrf.check(request, value if isinstance(value, str) else None)
         except CsrfError as err:
-            log.warning("csrf check failed path=%s reason=%s", request.url.path, err)
+            log.warning("csrf check failed path=%s reason=%s", redact(request.url.path), err)
             return self.problem(request, 403, "This form could not be accepted",
                                 f"For your safety it was refused: {err}. Go back, reload the page and try again.")
         return None
@@ -148,21 +141,13 @@ class WebApp:
                                                                          frequency="daily"),
                 "email": email, "error": error, "time_zones": self.time_zones, "weekdays": WEEKDAYS}
 
-    def personal_paths(self, request: Request, email: str) -> dict[str, str]:
-        """In-page links for a reader who proved their address (relative: they work behind any host)."""
-        signer = self.service.signer
-        return {
-            "preferences_path": request.url_for("preferences", token=signer.sign(LinkScope.PREFERENCES, email)).path,
-            "unsubscribe_path": request.url_for("unsubscribe", token=signer.sign(LinkScope.UNSUBSCRIBE, email)).path,
-        }
-
     # ---- subscribe ------------------------------------------------------------------------------
 
     async def home(self, request: Request) -> Response:
         return self.page(request, "subscribe.html", self.subscribe_context(), form=True)
 
     async def subscribe_get(self, request: Request) -> Response:
-        return RedirectResponse(request.url_for("home").path, status_code=303)
+        return RedirectResponse(self.absolute("/"), status_code=303)
 
     async def subscribe(self, request: Request) -> Response:
         form = await self.read_form(request)
@@ -192,17 +177,14 @@ class WebApp:
     # ---- confirm --------------------------------------------------------------------------------
 
     async def confirm_get(self, request: Request) -> Response:
-        token = request.path_params["token"]
+        """Never confirms (mail scanners follow links): shows the button that POSTs."""
         try:
-            sub = await run_in_threadpool(self.service.subscriber_for, LinkScope.CONFIRM, token)
-            if sub.status not in (SubscriberStatus.PENDING, SubscriberStatus.CONFIRMED):
-                self.service.confirm(sub)  # raises the 410 it deserves
+            wanted, sub = await run_in_threadpool(self.service.confirmation_for, request.path_params["token"])
+            self.service.check_confirmable(wanted, sub)
         except LinkProblem as err:
             return self.link_problem(request, err)
         if sub.status is SubscriberStatus.CONFIRMED:
-            return self.page(request, "confirmed.html",
-                             {"email": sub.email, "already": True, **self.personal_paths(request, sub.email)},
-                             private=True)
+            return self.page(request, "confirmed.html", {"email": sub.email, "already": True}, private=True)
         return self.page(request, "confirm.html", {"email": sub.email}, form=True, private=True)
 
     async def confirm_post(self, request: Request) -> Response:
@@ -210,16 +192,15 @@ class WebApp:
         refused = self.check_csrf(request, form)
         if refused is not None:
             return refused
-        token = request.path_params["token"]
         try:
-            sub = await run_in_threadpool(self.service.subscriber_for, LinkScope.CONFIRM, token)
+            wanted, sub = await run_in_threadpool(self.service.confirmation_for, request.path_params["token"])
             already = sub.status is SubscriberStatus.CONFIRMED
-            sub = await run_in_threadpool(self.service.confirm, sub)
+            sub = await run_in_threadpool(self.service.confirm, wanted, sub)
         except LinkProblem as err:
             return self.link_problem(request, err)
-        return self.page(request, "confirmed.html",
-                         {"email": sub.email, "already": already, **self.personal_paths(request, sub.email)},
-                         private=True)
+        # No preferences or unsubscribe link here: a confirm token confirms, nothing else (every issue
+        # carries the reader's own links).
+        return self.page(request, "confirmed.html", {"email": sub.email, "already": already}, private=True)
 
     # ---- preferences ----------------------------------------------------------------------------
 
@@ -228,7 +209,6 @@ class WebApp:
         return self.page(request, "preferences.html", {
             "sub": sub, "values": values or PreferenceForm.of(sub), "error": error, "saved": saved,
             "topics": self.topics, "time_zones": self.time_zones, "weekdays": WEEKDAYS,
-            **self.personal_paths(request, sub.email),
         }, status=status, form=True, private=True)
 
     async def preferences_get(self, request: Request) -> Response:
@@ -249,8 +229,14 @@ class WebApp:
                                           request.path_params["token"])
         except LinkProblem as err:
             return self.link_problem(request, err)
-        if form.get("action") == "resubscribe":
-            await run_in_threadpool(self.service.resubscribe, sub)
+        action = form.get("action")
+        if action == "resubscribe":
+            # Coming back goes through a new confirmation email, like any subscription.
+            message = await run_in_threadpool(self.service.request_return, sub)
+            task = BackgroundTask(self.service.send, message) if message is not None else None
+            return self.page(request, "subscribe_sent.html", {"email": sub.email}, private=True, background=task)
+        if action == "unsubscribe":
+            await run_in_threadpool(self.service.leave, sub)
         else:
             values: PreferenceForm | None = None
             try:
@@ -259,7 +245,8 @@ class WebApp:
             except UsageError as err:
                 return self.preferences_page(request, sub, values, str(err), status=400)
         # Post/redirect/get: a reload does not send the form again.
-        return RedirectResponse(f"{request.url.path}?saved=1", status_code=303, headers=PRIVATE_HEADERS)
+        return RedirectResponse(self.absolute(f"{request.url.path}?saved=1"), status_code=303,
+                                headers=PRIVATE_HEADERS)
 
     # ---- unsubscribe ----------------------------------------------------------------------------
 
@@ -288,11 +275,13 @@ class WebApp:
 
     def unsubscribe_page(self, request: Request, template: str, email: str, sub: Subscriber | None,
                          already: bool) -> HTMLResponse:
-        can_resubscribe = sub is not None and sub.status is SubscriberStatus.UNSUBSCRIBED
+        """An unsubscribe token does nothing but unsubscribe: no preferences link, no way back in but
+        the subscribe form (and so a new confirmation email)."""
+        can_resubscribe = sub is None or sub.status is SubscriberStatus.UNSUBSCRIBED
         return self.page(request, template, {
             "email": email, "already": already, "can_resubscribe": can_resubscribe,
-            "mailto": self.service.links.mailto, **self.personal_paths(request, email),
-        }, form=can_resubscribe, private=True)
+            "mailto": self.service.links.mailto,
+        }, private=True)
 
     async def unsubscribe_help(self, request: Request) -> Response:
         return self.page(request, "help.html", {"topic": "unsubscribe", "mailto": self.service.links.mailto})
@@ -303,16 +292,46 @@ class WebApp:
     # ---- archive --------------------------------------------------------------------------------
 
     async def archive_index(self, request: Request) -> Response:
-        days = await run_in_threadpool(self.archive.days)
+        days = await run_in_threadpool(self.archive.days, self.pipeline.clock())
         feeds = [(label, request.url_for("feed_topic", topic=name).path) for name, label in self.topics]
         return self.page(request, "archive.html", {"days": days, "feeds": feeds})
 
-    async def archive_issue(self, request: Request) -> Response:
-        html = await run_in_threadpool(self.archive.issue_html, request.path_params["issue_id"])
+    async def archive_entry(self, request: Request) -> Response:
+        """``/archive/YYYY-MM-DD``: that day's public edition. ``/archive/N`` (the numbered links of
+        older mail) leads to the edition of issue N's day, never to anyone's issue."""
+        key: str = request.path_params["key"]
+        if _DAY.fullmatch(key):
+            try:
+                day = date.fromisoformat(key)
+            except ValueError:
+                day = None
+            edition = await run_in_threadpool(self.archive.edition, day) if day is not None else None
+            if edition is not None:
+                return self.page(request, "edition.html", {"edition": edition})
+        elif key.isascii() and key.isdigit() and len(key) <= len(str(MAX_ISSUE_ID)):
+            sent = await run_in_threadpool(self.archive.sent_issue_date, int(key))
+            if sent is not None:
+                return RedirectResponse(self.absolute(f"/archive/{sent.isoformat()}"), status_code=301)
+        return self.problem(request, 404, "Nothing here",
+                            "There is no edition at this address. See the archive for the ones there are.")
+
+    async def reader_issue(self, request: Request) -> Response:
+        """A reader's own issue, as their email showed it, through the signed link in that email."""
+        token = request.path_params["token"]
+        try:
+            issue_id = self.service.signer.verify(LinkScope.ISSUE, token)
+        except TokenError as err:
+            return self.problem(request, 400, "This link is not valid",
+                                "The link is incomplete or was not made by this site. Copy the whole link "
+                                "from the email.") if not err.expired else self.problem(
+                                    request, 410, "This link has expired", "See the public archive.")
+        html = None
+        if issue_id.isascii() and issue_id.isdigit() and len(issue_id) <= len(str(MAX_ISSUE_ID)):
+            html = await run_in_threadpool(self.archive.reader_issue_html, int(issue_id),
+                                           self.absolute(request.url.path))
         if html is None:
-            return self.problem(request, 404, "No such issue",
-                                "There is no sent issue with this number. See the archive for the ones there are.")
-        return HTMLResponse(html, headers=ARCHIVE_HEADERS)
+            return self.problem(request, 404, "No such issue", "This issue is no longer here.")
+        return HTMLResponse(html, headers={**ARCHIVE_HEADERS, **PRIVATE_HEADERS})
 
     async def feed_all(self, request: Request) -> Response:
         return await self._feed(request, None)
@@ -337,16 +356,37 @@ class WebApp:
 
     async def http_error(self, request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
+        status = exc.status_code
+        path = request.url.path
+        if status == 404 and request.method in ("GET", "HEAD") and len(path) > 1 and path.endswith("/"):
+            # Starlette's own slash redirect would build the URL from the Host header.
+            return RedirectResponse(self.absolute(path.rstrip("/") or "/"), status_code=308)
         titles = {404: "Page not found", 405: "Method not allowed", 413: "Too large", 400: "Bad request"}
         messages = {404: "There is nothing at this address.", 405: "This page does not accept that request."}
-        status = exc.status_code
         return self.problem(request, status, titles.get(status, "Request refused"),
                             messages.get(status, str(exc.detail)), headers=dict(exc.headers or {}))
 
+    async def error_page(self, status: int, request: Request) -> Response:
+        """The page for a request refused or failed outside the routes (too large, unexpected error)."""
+        if status == 413:
+            return self.problem(request, 413, "Too large", "The form is too large.", headers=PAGE_HEADERS)
+        return self.problem(request, status, "Something went wrong",
+                            "Something went wrong on our side. Please try again later.", headers=PAGE_HEADERS)
+
     async def digest_error(self, request: Request, exc: Exception) -> Response:
-        log.error("request failed path=%s reason=%s", request.url.path, exc)
+        log.error("request failed path=%s reason=%s", redact(request.url.path), exc)
         return self.problem(request, 503, "Temporarily unavailable",
-                            "Something went wrong on our side. Nothing was changed; please try again later.")
+                            "Something went wrong on our side. Nothing was changed; please try again later.",
+                            headers={"Retry-After": "30"})
+
+    async def database_error(self, request: Request, exc: Exception) -> Response:
+        # Typically "database is locked": another process held SQLite's write lock past DB_WAIT_SECONDS.
+        # Every change is one transaction, so a failed one changed nothing.
+        log.error("request failed path=%s reason=database: %s", redact(request.url.path),
+                  str(getattr(exc, "orig", None) or exc).splitlines()[0])
+        return self.problem(request, 503, "Busy, please try again",
+                            "The site is busy right now and nothing was changed. Please try again in a minute.",
+                            headers={"Retry-After": "30"})
 
 
 def create_app(pipeline: Pipeline, *, ip_limit: Limit = IP_LIMIT, address_limit: Limit = ADDRESS_LIMIT,
@@ -354,8 +394,10 @@ def create_app(pipeline: Pipeline, *, ip_limit: Limit = IP_LIMIT, address_limit:
     """The web app over ``pipeline`` (its settings, store, link signer, mailer and renderer).
 
     ``ip_limit`` bounds subscribe requests per client IP, ``address_limit`` the confirmation emails
-    per address; both are counted in this process's memory.
+    per address; both are counted in this process's memory. Requests must name [site] base_url's host
+    or a local one (``LOCAL_HOSTS``); absolute URLs (redirects, links) are built from base_url alone.
     """
+    pipeline.store.set_busy_timeout(DB_WAIT_SECONDS)
     web = WebApp(pipeline, ip_limit, address_limit)
     routes = [
         Route("/", web.home, methods=["GET"], name="home"),
@@ -369,17 +411,26 @@ def create_app(pipeline: Pipeline, *, ip_limit: Limit = IP_LIMIT, address_limit:
         Route("/unsubscribe", web.unsubscribe_help, methods=["GET"], name="unsubscribe_help"),
         Route("/unsubscribe/{token}", web.unsubscribe_get, methods=["GET"], name="unsubscribe"),
         Route("/unsubscribe/{token}", web.unsubscribe_post, methods=["POST"]),
+        Route("/issue/{token}", web.reader_issue, methods=["GET"], name="reader_issue"),
         Route("/archive", web.archive_index, methods=["GET"], name="archive_index"),
         Route("/archive/feed.atom", web.feed_all, methods=["GET"], name="feed_all"),
         Route("/archive/feed/{topic}.atom", web.feed_topic, methods=["GET"], name="feed_topic"),
-        Route("/archive/{issue_id:int}", web.archive_issue, methods=["GET"], name="archive_issue"),
+        Route("/archive/{key}", web.archive_entry, methods=["GET"], name="archive_entry"),
         Route("/healthz", web.health, methods=["GET"], name="health"),
         Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
     ]
     app = Starlette(debug=debug, routes=routes, exception_handlers={
         HTTPException: web.http_error,
         DigestError: web.digest_error,
+        SQLAlchemyError: web.database_error,
     })
+    app.router.redirect_slashes = False
+    host = urlsplit(pipeline.links.base_url).hostname
+    # The last added is the outermost: headers on every answer, then errors, hosts, body size.
+    app.add_middleware(BodyLimit, max_bytes=MAX_FORM_BYTES, refuse=web.error_page)
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=[h for h in (host, *LOCAL_HOSTS) if h],
+                       www_redirect=False)
+    app.add_middleware(ErrorPages, page=web.error_page)
     app.add_middleware(SecurityHeaders)
     app.state.web = web
     return app

@@ -1,40 +1,60 @@
-"""The public archive: sent issues as web pages (the email's own HTML), an index, and Atom feeds."""
+"""The archive: the public daily editions (the day's papers by topic) and Atom feeds, which show
+nothing of any reader, and each reader's own issue behind their signed link."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import TYPE_CHECKING
 from urllib.parse import quote, urlsplit
 
 from digest.email_view import clean_text, safe_url, summarize
 from digest.links import PersonalLinks
-from digest.models import DeliveryStatus, Paper
+from digest.models import DeliveryStatus, Paper, rank_order
 
 if TYPE_CHECKING:
     from digest.pipeline import Pipeline
 
-# Who an archived issue says it was sent to: never the real reader.
+# Who a reader's issue page says it was sent to: the page is theirs, but a link can be forwarded.
 PUBLIC_RECIPIENT = "a reader"
 FEED_DAYS = 30
 FEED_ENTRIES = 50
-INDEX_ISSUES = 200
+INDEX_DAYS = 90
+# An edition lists at most this many papers per topic (a busy arXiv day has hundreds).
+EDITION_PER_TOPIC = 50
+# Beyond SQLite's and PostgreSQL's integer range: no issue has such an id (and asking would overflow).
+MAX_ISSUE_ID = 2**63 - 1
+OTHER = "Other papers"
 
 
 @dataclass(frozen=True, slots=True)
-class IssueLink:
-    id: int
-    papers: int
-    sent_at: datetime | None
-    subject: str = ""
+class EditionPaper:
+    title: str
+    url: str
+    authors: str
+    summary: str
 
 
 @dataclass(frozen=True, slots=True)
-class ArchiveDay:
-    """The sent issues of one date (each reader's issue is their own selection)."""
+class EditionSection:
+    label: str
+    papers: tuple[EditionPaper, ...]
+    more: int
+
+
+@dataclass(frozen=True, slots=True)
+class Edition:
+    """The non-personal edition of one day: every paper first seen that day (UTC), by topic."""
 
     date: date
-    issues: tuple[IssueLink, ...]
+    count: int
+    sections: tuple[EditionSection, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class EditionDay:
+    date: date
+    count: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,18 +80,22 @@ class Feed:
 
 
 class Archive:
-    """Reads sent issues and recent papers from the store and shapes them for the public pages."""
+    """Reads papers and sent issues from the store and shapes them for the archive pages."""
 
     def __init__(self, pipeline: Pipeline) -> None:
         self.pipeline = pipeline
         self.base_url = pipeline.links.base_url
-        # Links in an archived issue lead to public pages, never to anyone's preferences or unsubscribe.
+        # Links on a reader's issue page lead to public pages, never to anyone's preferences or
+        # unsubscribe: the issue link is for reading, and may be forwarded.
         self.public_links = PersonalLinks(preferences=f"{self.base_url}/preferences",
                                           unsubscribe=f"{self.base_url}/unsubscribe",
                                           unsubscribe_mailto="", archive=f"{self.base_url}/archive")
 
-    def issue_html(self, issue_id: int) -> str | None:
-        """The HTML of a sent issue as its email showed it, with public links; None if not sent."""
+    def reader_issue_html(self, issue_id: int, url: str) -> str | None:
+        """The HTML of a sent issue as its email showed it (``url``: the reader's own link to it), with
+        public links and no address; None if there is no such sent issue."""
+        if not 0 < issue_id <= MAX_ISSUE_ID:
+            return None
         store = self.pipeline.store
         delivery = store.delivery_for_issue(issue_id)
         if delivery is None or delivery.status is not DeliveryStatus.SENT:
@@ -80,18 +104,66 @@ class Archive:
         if issue is None:
             return None
         public = replace(issue, subscriber=replace(issue.subscriber, email=PUBLIC_RECIPIENT, name=""))
-        url = f"{self.base_url}/archive/{issue_id}"
-        return self.pipeline.renderer.render(public, self.public_links, full_issue_url=url).html
+        html: str = self.pipeline.renderer.render(public, self.public_links, full_issue_url=url).html
+        return html
 
-    def days(self, limit: int = INDEX_ISSUES) -> list[ArchiveDay]:
-        """Recent sent issues grouped by date, newest first."""
-        grouped: dict[date, list[IssueLink]] = {}
-        for row in self.pipeline.store.list_issues(limit=limit):
-            if row["status"] != DeliveryStatus.SENT.value:
-                continue
-            grouped.setdefault(row["issue_date"], []).append(
-                IssueLink(row["id"], row["paper_count"] or 0, row["sent_at"], row["subject"] or ""))
-        return [ArchiveDay(day, tuple(issues)) for day, issues in grouped.items()]
+    def sent_issue_date(self, issue_id: int) -> date | None:
+        """The date of a sent issue (an old numbered link leads to that day's public edition)."""
+        if not 0 < issue_id <= MAX_ISSUE_ID:
+            return None
+        delivery = self.pipeline.store.delivery_for_issue(issue_id)
+        if delivery is None or delivery.status is not DeliveryStatus.SENT:
+            return None
+        issue = self.pipeline.store.load_issue(issue_id, self.pipeline.labels)
+        return issue.date if issue is not None else None
+
+    def days(self, now: datetime, limit: int = INDEX_DAYS) -> list[EditionDay]:
+        """The days of the last ``limit`` with new papers, newest first, and how many each had."""
+        since = datetime.combine(now.date() - timedelta(days=limit), time(0), tzinfo=UTC)
+        counts: dict[date, int] = {}
+        for paper in self.pipeline.store.list_papers(since=since):
+            if paper.first_seen is not None:
+                day = _utc(paper.first_seen).date()
+                counts[day] = counts.get(day, 0) + 1
+        return [EditionDay(day, n) for day, n in sorted(counts.items(), reverse=True)]
+
+    def edition(self, day: date) -> Edition | None:
+        """The day's papers by topic (each paper under each of its topics, best first); None if none.
+
+        Built from the papers alone, never from what anyone was sent, so it says nothing about readers.
+        """
+        start = datetime.combine(day, time(0), tzinfo=UTC)
+        papers = self.pipeline.store.list_papers(since=start, until=start + timedelta(days=1))
+        if not papers:
+            return None
+        labels = self.pipeline.labels
+        by_topic: dict[str, list[tuple[float, Paper]]] = {name: [] for name in labels}
+        other: list[tuple[float, Paper]] = []
+        for paper in papers:
+            placed = False
+            for topic in paper.topics:
+                if topic.topic in by_topic:
+                    by_topic[topic.topic].append((topic.score, paper))
+                    placed = True
+            if not placed:
+                other.append((0.0, paper))
+        sections = [self._section(clean_text(labels[name]) or name, entries)
+                    for name, entries in by_topic.items() if entries]
+        if other:
+            sections.append(self._section(OTHER, other))
+        return Edition(day, len(papers), tuple(sections))
+
+    @staticmethod
+    def _section(label: str, entries: list[tuple[float, Paper]]) -> EditionSection:
+        entries.sort(key=lambda e: rank_order(e[0], e[1].id))
+        shown = tuple(
+            EditionPaper(title=clean_text(p.title) or "(untitled)",
+                         url=safe_url(p.link) or safe_url(p.pdf_url),
+                         authors=", ".join(a for a in (clean_text(a) for a in p.authors[:6]) if a)
+                         + (" et al." if len(p.authors) > 6 else ""),
+                         summary=summarize(p))
+            for _, p in entries[:EDITION_PER_TOPIC])
+        return EditionSection(label, shown, max(0, len(entries) - EDITION_PER_TOPIC))
 
     def feed(self, topic: str | None, now: datetime) -> Feed:
         """Recent papers (of one topic, or all), newest first, as an Atom feed's content."""
@@ -121,6 +193,10 @@ class Archive:
             summary=summarize(paper, limit=600),
             categories=tuple(clean_text(labels.get(t, t)) for t in paper.topic_names),
         )
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 def _rfc3339(moment: datetime) -> str:

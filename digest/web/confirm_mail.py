@@ -18,10 +18,13 @@ from digest.web.templating import html_env, text_env
 _NO_LIST_LINKS = PersonalLinks(preferences="", unsubscribe="", unsubscribe_mailto="", archive="")
 
 
-def confirmation_message(settings: Settings, links: LinkBuilder, email: str, now: datetime) -> OutgoingMessage:
-    """The double opt-in email: one signed link to /confirm/<token>, valid for MAX_AGE[CONFIRM]."""
+def confirmation_message(settings: Settings, links: LinkBuilder, email: str, now: datetime, *,
+                         confirm_url: str | None = None) -> OutgoingMessage:
+    """The double opt-in email: one signed link to /confirm/<token> (``confirm_url``, or one for the
+    bare address), valid for MAX_AGE[CONFIRM]."""
     title = settings.site.title
-    context = {"kind": "confirm", "site_title": title, "email": email, "confirm_url": links.confirm(email),
+    context = {"kind": "confirm", "site_title": title, "email": email,
+               "confirm_url": confirm_url or links.confirm(email),
                "valid_days": (MAX_AGE[Scope.CONFIRM] or 0) // 86400, "home_url": links.base_url + "/",
                "postal": settings.site.postal_address}
     return _message(settings, email, f"Confirm your subscription to {title}", context, now)
@@ -32,9 +35,10 @@ def already_subscribed_message(settings: Settings, links: LinkBuilder, email: st
     """Sent instead of a confirmation when the address is already confirmed: their personal links."""
     personal = links.for_subscriber(email)
     title = settings.site.title
-    context = {"kind": "already", "site_title": title, "email": email, "preferences_url": personal.preferences,
-               "unsubscribe_url": personal.unsubscribe, "home_url": links.base_url + "/",
-               "postal": settings.site.postal_address}
+    context: dict[str, object] = {
+        "kind": "already", "site_title": title, "email": email, "preferences_url": personal.preferences,
+        "unsubscribe_url": personal.unsubscribe, "home_url": links.base_url + "/",
+        "postal": settings.site.postal_address}
     return _message(settings, email, f"Your {title} subscription", context, now)
 
 

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import hmac
-import logging
-import re
 import secrets
 import threading
 import time
@@ -158,18 +156,3 @@ class SlidingWindowLimiter:
 
     def __len__(self) -> int:
         return len(self._events)
-
-
-_TOKEN_PATH = re.compile(r"/(confirm|preferences|unsubscribe)/[^/?\s\"]+")
-
-
-class RedactTokens(logging.Filter):
-    """Hides link tokens in access-log lines: a token is a key to someone's subscription."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.args, tuple):
-            record.args = tuple(_TOKEN_PATH.sub(r"/\1/[token]", a) if isinstance(a, str) else a
-                                for a in record.args)
-        elif isinstance(record.msg, str):
-            record.msg = _TOKEN_PATH.sub(r"/\1/[token]", record.msg)
-        return True

@@ -79,6 +79,19 @@ class PreferenceForm:
                    authors="; ".join(sub.authors), frequency=sub.frequency.value, weekday=str(sub.weekday),
                    send_at=sub.send_at.strftime("%H:%M"), tz=sub.tz, paused=sub.paused)
 
+    def carried(self) -> dict[str, Any]:
+        """The fields as a confirmation token carries them (only those given, to keep links short)."""
+        return {name: (list(value) if isinstance(value, tuple) else value)
+                for name in _CARRIED if (value := getattr(self, name))}
+
+    @classmethod
+    def from_carried(cls, values: Mapping[str, Any]) -> PreferenceForm:
+        """The form back from a confirmation token (made by ``carried``, so signed by this site)."""
+        kept = {name: values[name] for name in _CARRIED if isinstance(values.get(name), str | list)}
+        if "topics" in kept:
+            kept["topics"] = tuple(t for t in kept["topics"] if isinstance(t, str))
+        return cls(**kept)
+
     def options(self) -> dict[str, Any]:
         """Keyword arguments for ``apply_preferences``: every list is replaced, empty fields clear it."""
         for value, sep in ((self.keywords, ","), (self.exclude, ","), (self.authors, ";")):
@@ -92,6 +105,19 @@ class PreferenceForm:
         return {"topics": self.topics, "keywords": self.keywords, "exclude": self.exclude,
                 "authors": self.authors, "frequency": self.frequency or None, "send_at": self.send_at or None,
                 "tz": self.tz or None, "weekday": weekday}
+
+
+_CARRIED = ("topics", "keywords", "exclude", "authors", "frequency", "weekday", "send_at", "tz")
+
+
+@dataclass(frozen=True, slots=True)
+class Confirmation:
+    """What a confirm link says: the address, the preferences its form asked for (None: keep the
+    stored ones), and whether it was asked for after the address had left the list."""
+
+    email: str
+    preferences: PreferenceForm | None
+    returning: bool
 
 
 class Subscriptions:
@@ -118,11 +144,14 @@ class Subscriptions:
     def request_subscription(self, address: str, form: PreferenceForm) -> OutgoingMessage | None:
         """Record a subscription request and return the one email to send for it (or None).
 
-        Validates everything first (UsageError, nothing stored). Then, by the address's state: new,
-        pending or unsubscribed -> stored as pending with these preferences and a confirmation email;
-        confirmed -> nothing changes, an email with their preferences link; suppressed (it bounced) or
-        past the per-address limit -> nothing. The caller shows the same answer in every case, so the
-        page never tells whether an address is subscribed.
+        Validates everything first (UsageError, nothing stored), and builds the email before anything
+        is written, so a request either fails whole or is stored and answered. By the address's state:
+        new -> stored as pending with these preferences, and a confirmation email; pending or
+        unsubscribed -> nothing stored changes (a stranger may be filling in the form), and a
+        confirmation email whose link carries this form's preferences, which take effect only if that
+        link is followed; confirmed -> nothing changes, an email with their preferences link;
+        suppressed (it bounced) or past the per-address limit -> nothing. The caller shows the same
+        answer in every case, so the page never tells whether an address is subscribed.
         """
         email = validate_email(address)
         wanted = apply_preferences(self.settings, new_subscriber(self.settings, email), **form.options())
@@ -131,18 +160,34 @@ class Subscriptions:
             return None
         existing = self.store.get_subscriber(email)
         if existing is None:
+            message = self.confirmation(email, form, returning=False)
             # UsageError: a concurrent request added it a moment ago; it is pending, like this one.
             with contextlib.suppress(UsageError):
                 self.store.add_subscriber(replace(wanted, status=SubscriberStatus.PENDING), now=self.now())
-            return confirmation_message(self.settings, self.links, email, self.now())
+            return message
         if existing.status in (SubscriberStatus.PENDING, SubscriberStatus.UNSUBSCRIBED):
-            self.store.save_subscriber(replace(wanted, name=existing.name, status=SubscriberStatus.PENDING),
-                                       now=self.now())
-            return confirmation_message(self.settings, self.links, email, self.now())
+            return self.confirmation(email, form, returning=existing.status is SubscriberStatus.UNSUBSCRIBED)
         if existing.status is SubscriberStatus.CONFIRMED:
             return already_subscribed_message(self.settings, self.links, email, self.now())
         log.info("subscribe: address is suppressed after hard bounces; no email sent")
         return None
+
+    def request_return(self, sub: Subscriber) -> OutgoingMessage | None:
+        """An unsubscribed reader asks to come back (from their preferences page): a new confirmation
+        email, keeping their stored preferences; nothing changes until its link is followed."""
+        if sub.status is not SubscriberStatus.UNSUBSCRIBED:
+            return None
+        if self.address_limiter.hit(sub.email) is not None:
+            log.warning("resubscribe: too many requests for one address; no email sent")
+            return None
+        return self.confirmation(sub.email, None, returning=True)
+
+    def confirmation(self, email: str, form: PreferenceForm | None, returning: bool) -> OutgoingMessage:
+        carried: dict[str, Any] = {"email": email, "returning": returning}
+        if form is not None:
+            carried["prefs"] = form.carried()
+        url = self.links.confirm_url(self.signer.sign_payload(Scope.CONFIRM, carried))
+        return confirmation_message(self.settings, self.links, email, self.now(), confirm_url=url)
 
     def send(self, message: OutgoingMessage) -> bool:
         """Hand one transactional email to the configured mailer; failures are logged, never raised."""
@@ -164,11 +209,7 @@ class Subscriptions:
         try:
             return self.signer.verify(scope, token)
         except TokenError as err:
-            if err.expired:
-                raise LinkProblem(410, "This link has expired", _EXPIRED[scope]) from err
-            raise LinkProblem(400, "This link is not valid",
-                              "The link is incomplete or was not made by this site. Copy the whole link "
-                              "from the email, or use the most recent email you received.") from err
+            raise _link_problem(scope, err) from err
 
     def subscriber_for(self, scope: Scope, token: str) -> Subscriber:
         """The subscriber a link belongs to; LinkProblem as ``email_for``, or 404 if there is none."""
@@ -178,29 +219,65 @@ class Subscriptions:
                               "This address is not on the list (any more). You can subscribe again.")
         return sub
 
-    def confirm(self, sub: Subscriber) -> Subscriber:
-        """Pending -> confirmed; confirmed stays confirmed; otherwise LinkProblem 410. Idempotent."""
-        if sub.status is SubscriberStatus.PENDING:
-            self.store.set_subscriber_status(sub.email, SubscriberStatus.CONFIRMED, now=self.now())
-            log.info("subscriber confirmed")
-            return replace(sub, status=SubscriberStatus.CONFIRMED)
-        if sub.status is SubscriberStatus.CONFIRMED:
-            return sub
+    def confirmation_for(self, token: str) -> tuple[Confirmation, Subscriber]:
+        """What a confirm link carries and the subscriber it is for (LinkProblem as ``subscriber_for``)."""
+        try:
+            value = self.signer.verify_payload(Scope.CONFIRM, token)
+        except TokenError as err:
+            raise _link_problem(Scope.CONFIRM, err) from err
+        if isinstance(value, str):  # a link made before links carried preferences
+            wanted = Confirmation(value, None, returning=False)
+        elif isinstance(value, dict) and isinstance(value.get("email"), str):
+            prefs = value.get("prefs")
+            wanted = Confirmation(value["email"], PreferenceForm.from_carried(prefs) if isinstance(prefs, dict)
+                                  else None, returning=value.get("returning") is True)
+        else:
+            raise _link_problem(Scope.CONFIRM, TokenError("invalid link"))
+        sub = self.store.get_subscriber(wanted.email)
+        if sub is None:
+            raise LinkProblem(404, "No such subscription",
+                              "This address is not on the list (any more). You can subscribe again.")
+        return wanted, sub
+
+    @staticmethod
+    def check_confirmable(wanted: Confirmation, sub: Subscriber) -> None:
+        """LinkProblem 410 unless following this link may (still) confirm ``sub``."""
+        if sub.status in (SubscriberStatus.PENDING, SubscriberStatus.CONFIRMED):
+            return
+        if sub.status is SubscriberStatus.UNSUBSCRIBED and wanted.returning:
+            return
         raise LinkProblem(410, "This confirmation link is no longer valid",
                           "This address has left the list since the link was sent. Subscribe again to get "
                           "a new confirmation email.")
+
+    def confirm(self, wanted: Confirmation, sub: Subscriber) -> Subscriber:
+        """Pending (or unsubscribed, for a link asked for after leaving) -> confirmed, with the
+        preferences the link carries; confirmed stays as it is (the reader's later changes stand);
+        otherwise LinkProblem 410. Idempotent."""
+        self.check_confirmable(wanted, sub)
+        if sub.status is SubscriberStatus.CONFIRMED:
+            return sub
+        changed = sub
+        if wanted.preferences is not None:
+            try:
+                changed = apply_preferences(self.settings, sub, **wanted.preferences.options())
+            except UsageError as err:  # e.g. a topic disabled since the form was sent: keep what is stored
+                log.warning("confirm: the link's preferences no longer apply (%s); keeping the stored ones", err)
+        changed = replace(changed, status=SubscriberStatus.CONFIRMED)
+        saved = self.store.save_subscriber(changed, now=self.now())
+        log.info("subscriber confirmed")
+        return saved
 
     def save_preferences(self, sub: Subscriber, form: PreferenceForm) -> Subscriber:
         """Apply the preferences form (UsageError for invalid values, nothing saved)."""
         changed = replace(apply_preferences(self.settings, sub, **form.options()), paused=form.paused)
         return self.store.save_subscriber(changed, now=self.now())
 
-    def resubscribe(self, sub: Subscriber) -> Subscriber:
-        """Unsubscribed -> confirmed (the personal link proves the mailbox); suppressed stays as it is."""
-        if sub.status is SubscriberStatus.UNSUBSCRIBED:
-            self.store.set_subscriber_status(sub.email, SubscriberStatus.CONFIRMED, now=self.now())
-            return replace(sub, status=SubscriberStatus.CONFIRMED)
-        return sub
+    def leave(self, sub: Subscriber) -> None:
+        """The preferences page's own "unsubscribe" (its token manages the whole subscription)."""
+        if sub.status in (SubscriberStatus.PENDING, SubscriberStatus.CONFIRMED):
+            self.store.set_subscriber_status(sub.email, SubscriberStatus.UNSUBSCRIBED, now=self.now())
+            log.info("subscriber unsubscribed")
 
     def unsubscribe(self, token: str) -> str:
         """Unsubscribe the link's address at once (see ``unsubscribe_by_token``)."""
@@ -212,12 +289,21 @@ class Subscriptions:
         return email
 
 
+def _link_problem(scope: Scope, err: TokenError) -> LinkProblem:
+    if err.expired:
+        return LinkProblem(410, "This link has expired", _EXPIRED[scope])
+    return LinkProblem(400, "This link is not valid",
+                       "The link is incomplete or was not made by this site. Copy the whole link "
+                       "from the email, or use the most recent email you received.")
+
+
 _EXPIRED = {
-    Scope.CONFIRM: (f"Confirmation links work for {MAX_AGE[Scope.CONFIRM] // 86400} days. Subscribe again "
+    Scope.CONFIRM: (f"Confirmation links work for {(MAX_AGE[Scope.CONFIRM] or 0) // 86400} days. Subscribe again "
                     "to get a new one."),
     Scope.PREFERENCES: "Use the preferences link in a recent issue, or subscribe again with the same address "
                        "to get a new link by email.",
     Scope.UNSUBSCRIBE: "Use the unsubscribe link in a recent issue.",
+    Scope.ISSUE: "Use the link in a recent issue, or see the public archive.",
 }
 
 

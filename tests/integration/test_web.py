@@ -30,7 +30,7 @@ from tests.conftest import NOW, make_settings
 
 BASE_URL = "https://digest.example.org"
 SECRET_ENV = "DIGEST_TEST_WEB_SECRET"
-ORIGIN = {"origin": "http://testserver", "sec-fetch-site": "same-origin"}  # what a browser's form POST sends
+ORIGIN = {"origin": BASE_URL, "sec-fetch-site": "same-origin"}  # what a browser's form POST sends
 
 
 @dataclass
@@ -80,7 +80,7 @@ def make_web(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **limits: Limit) -
     mailer = MemoryMailer()
     pipeline = Pipeline(settings, store, mailer=mailer, clock=lambda: NOW)
     app = create_app(pipeline, **limits)
-    return Web(pipeline, store, mailer, app, TestClient(app, follow_redirects=False))
+    return Web(pipeline, store, mailer, app, TestClient(app, base_url=BASE_URL, follow_redirects=False))
 
 
 @pytest.fixture
@@ -144,7 +144,7 @@ def test_plain_post_without_browser_headers_works_as_the_spec_says(web: Web) -> 
 
 def test_get_subscribe_redirects_to_the_form(web: Web) -> None:
     answer = web.client.get("/subscribe")
-    assert answer.status_code == 303 and answer.headers["location"] == "/"
+    assert answer.status_code == 303 and answer.headers["location"] == f"{BASE_URL}/"
 
 
 @pytest.mark.parametrize(("fields", "message"), [
@@ -188,7 +188,10 @@ def test_same_answer_whatever_the_state_of_the_address(web: Web) -> None:
                          "unsubscribed@example.org"}  # nothing to an address that bounced
     for address in ("new@example.org", "pending@example.org", "unsubscribed@example.org"):
         assert "/confirm/" in sent[address].get_body(("plain",)).get_content()  # type: ignore[union-attr]
-        assert web.status(address) is SubscriberStatus.PENDING
+    # An anonymous form changes nothing stored about an address already known (issue 16, item 5).
+    assert web.status("new@example.org") is SubscriberStatus.PENDING
+    assert web.status("pending@example.org") is SubscriberStatus.PENDING
+    assert web.status("unsubscribed@example.org") is SubscriberStatus.UNSUBSCRIBED
     # A confirmed reader is told how to manage their subscription; an anonymous form changes nothing.
     notice = sent["confirmed@example.org"].get_body(("plain",)).get_content()  # type: ignore[union-attr]
     assert "already" in notice and "/preferences/" in notice and "/confirm/" not in notice
@@ -241,7 +244,7 @@ def test_csrf_refuses_browser_posts_without_a_valid_token(web: Web) -> None:
         assert answer.status_code == 403, name
         assert "refused" in answer.text
     # A token from another browser (another cookie) does not fit this one.
-    other = TestClient(web.app)
+    other = TestClient(web.app, base_url=BASE_URL)
     stolen = re.search(r'name="csrf_token" value="([^"]+)"', other.get("/").text).group(1)  # type: ignore[union-attr]
     answer = web.client.post("/subscribe", data={"email": "x6@example.org", "csrf_token": stolen}, headers=ORIGIN)
     assert answer.status_code == 403
@@ -280,8 +283,7 @@ def test_confirm_get_asks_and_post_confirms_idempotently(web: Web) -> None:
     done = web.client.post(path, data={"csrf_token": token}, headers=ORIGIN)
     assert done.status_code == 200 and "You are subscribed" in done.text
     assert web.status("c@example.org") is SubscriberStatus.CONFIRMED
-    prefs = re.search(r'href="(/preferences/[^"]+)"', done.text).group(1)  # type: ignore[union-attr]
-    assert web.client.get(prefs).status_code == 200
+    assert "/preferences/" not in done.text and "/unsubscribe/" not in done.text  # a confirm token only confirms
     again = web.client.post(path, data={"csrf_token": token}, headers=ORIGIN)
     assert again.status_code == 200 and "already subscribed" in again.text
     assert "already subscribed" in web.client.get(path).text
@@ -390,14 +392,14 @@ def test_preferences_change_everything_and_pause(web: Web) -> None:
             "keywords": "mixture of experts, moe", "authors": "Ada Lovelace; Alan Turing", "exclude": "medical",
             "frequency": "weekly", "weekday": "4", "send_at": "18:45:00", "tz": "America/New_York", "paused": "1"}
     saved = web.client.post(path, data=form, headers=ORIGIN)
-    assert saved.status_code == 303 and saved.headers["location"] == f"{path}?saved=1"
+    assert saved.status_code == 303 and saved.headers["location"] == f"{BASE_URL}{path}?saved=1"
     sub = web.store.get_subscriber("me@example.org")
     assert sub is not None
     assert sub.topics == ("pruning", "diffusion") and sub.keywords == ("mixture of experts", "moe")
     assert sub.authors == ("Ada Lovelace", "Alan Turing") and sub.exclude == ("medical",)
     assert (sub.frequency, sub.weekday, sub.send_at.strftime("%H:%M"), sub.tz, sub.paused) == (
         Frequency.WEEKLY, 4, "18:45", "America/New_York", True)
-    after = web.client.get(saved.headers["location"])
+    after = web.client.get(saved.headers["location"].removeprefix(BASE_URL))
     assert "Saved" in after.text and "Paused" in after.text
 
     # Unticking everything: follow every topic again, and resume.
@@ -418,13 +420,28 @@ def test_invalid_preferences_are_refused_and_nothing_saved(web: Web) -> None:
     assert web.store.get_subscriber("me@example.org").topics == ("nas",)  # type: ignore[union-attr]
 
 
-def test_preferences_resubscribe_after_unsubscribing(web: Web) -> None:
-    web.add("back@example.org", SubscriberStatus.UNSUBSCRIBED)
+def test_preferences_resubscribe_goes_through_a_new_confirmation(web: Web) -> None:
+    web.add("back@example.org", SubscriberStatus.UNSUBSCRIBED, topics=("nas",))
     path = f"/preferences/{web.token(Scope.PREFERENCES, 'back@example.org')}"
     assert "You are unsubscribed" in web.client.get(path).text
     answer = web.client.post(path, data={"csrf_token": web.csrf(path), "action": "resubscribe"}, headers=ORIGIN)
+    assert answer.status_code == 200 and "Check your inbox" in answer.text
+    assert web.status("back@example.org") is SubscriberStatus.UNSUBSCRIBED  # not until the link is followed
+    confirm = _link(web.mails()[-1], "/confirm/").removeprefix(BASE_URL)
+    done = web.client.post(confirm, data={"csrf_token": web.csrf(confirm)}, headers=ORIGIN)
+    assert done.status_code == 200 and "You are subscribed" in done.text
+    sub = web.store.get_subscriber("back@example.org")
+    assert sub is not None and sub.status is SubscriberStatus.CONFIRMED and sub.topics == ("nas",)
+
+
+def test_preferences_page_can_leave_without_an_unsubscribe_token(web: Web) -> None:
+    web.add("leaving@example.org")
+    path = f"/preferences/{web.token(Scope.PREFERENCES, 'leaving@example.org')}"
+    page = web.client.get(path)
+    assert "/unsubscribe/" not in page.text  # no token of another scope is handed out
+    answer = web.client.post(path, data={"csrf_token": web.csrf(path), "action": "unsubscribe"}, headers=ORIGIN)
     assert answer.status_code == 303
-    assert web.status("back@example.org") is SubscriberStatus.CONFIRMED
+    assert web.status("leaving@example.org") is SubscriberStatus.UNSUBSCRIBED
 
 
 # ---- unsubscribe --------------------------------------------------------------------------------
@@ -445,7 +462,7 @@ def test_unsubscribe_get_never_unsubscribes(web: Web) -> None:
 def test_one_click_post_unsubscribes_at_once_idempotently_without_cookie_or_csrf(web: Web) -> None:
     web.add("u@example.org")
     path = f"/unsubscribe/{web.token(Scope.UNSUBSCRIBE, 'u@example.org')}"
-    provider = TestClient(web.app)  # a mailbox provider's server: no cookie, no token, no Origin
+    provider = TestClient(web.app, base_url=BASE_URL)  # a mailbox provider's server: no cookie, no token, no Origin
     body = "List-Unsubscribe=One-Click"
     first = provider.post(path, content=body, headers={"content-type": "application/x-www-form-urlencoded"})
     assert first.status_code == 200 and "You are unsubscribed" in first.text
@@ -507,39 +524,62 @@ def sent_issue(web: Web, seed_papers: list[Paper]) -> tuple[int, Subscriber]:
     return row["id"], sub
 
 
-def test_archive_index_and_issue_page(web: Web, sent_issue: tuple[int, Subscriber]) -> None:
+def test_archive_index_and_public_edition(web: Web, sent_issue: tuple[int, Subscriber]) -> None:
     issue_id, sub = sent_issue
+    day = (NOW - timedelta(hours=2)).date().isoformat()
     index = web.client.get("/archive")
-    assert index.status_code == 200 and f'href="/archive/{issue_id}"' in index.text
+    assert index.status_code == 200 and f'href="/archive/{day}"' in index.text
     assert 'href="/archive/feed/pruning.atom"' in index.text
-    page = web.client.get(f"/archive/{issue_id}")
+    assert f"/archive/{issue_id}" not in index.text
+    page = web.client.get(f"/archive/{day}")
     assert page.status_code == 200
+    # Every paper of the day, by topic: not what any reader got.
+    papers = web.store.list_papers(since=NOW - timedelta(days=1))
+    assert papers
+    for paper in papers[:10]:
+        assert html.escape(clean_text(paper.title)) in page.text
+    assert "Pruning" in page.text
+    assert sub.email not in page.text and "Why:" not in page.text
+    assert "default-src 'none'" in page.headers["content-security-policy"]
+    assert web.client.get("/archive/2001-01-01").status_code == 404
+    assert web.client.get("/archive/2001-13-45").status_code == 404
+
+
+def test_the_emails_archive_link_is_the_readers_own_issue(web: Web, sent_issue: tuple[int, Subscriber]) -> None:
+    issue_id, sub = sent_issue
     mail = email.message_from_bytes(web.mailer.outbox[0].data, policy=email.policy.default)
-    # The index names each issue by the subject its email had.
-    assert mail["Subject"] in html.unescape(index.text)
+    link = _link(mail, "/issue/")
+    assert web.signer.verify(Scope.ISSUE, link.rsplit("/", 1)[1]) == str(issue_id)
+    page = web.client.get(link.removeprefix(BASE_URL))
+    assert page.status_code == 200
+    assert page.headers["cache-control"] == "no-store" and "noindex" in page.headers["x-robots-tag"]
     mail_html = mail.get_body(("html",)).get_content()  # type: ignore[union-attr]
     issue = web.store.load_issue(issue_id, web.pipeline.labels)
     assert issue is not None and issue.count > 0
     for entry in issue.entries:  # the same content as the email
         shown = html.escape(clean_text(entry.paper.title), quote=False)
         assert shown in mail_html and shown in page.text
-    # Public: nothing personal, no script allowed.
+    # The page may be forwarded: no address, no preferences or unsubscribe token.
     assert sub.email not in page.text
     assert "/unsubscribe/" not in page.text and "/preferences/" not in page.text
-    assert f"{BASE_URL}/unsubscribe" in page.text
     assert "script-src" not in page.headers["content-security-policy"]
-    assert "default-src 'none'" in page.headers["content-security-policy"]
 
 
-def test_archive_shows_only_sent_issues(web: Web, sent_issue: tuple[int, Subscriber]) -> None:
+def test_numbered_archive_links_lead_to_the_public_edition_only(web: Web, sent_issue: tuple[int, Subscriber]) -> None:
+    """Old mail linked /archive/N (sequential): it now leads to the day's public edition, nothing personal."""
     issue_id, _ = sent_issue
-    assert web.client.get(f"/archive/{issue_id + 1}").status_code == 404
+    moved = web.client.get(f"/archive/{issue_id}")
+    assert moved.status_code == 301
+    assert moved.headers["location"] == f"{BASE_URL}/archive/{NOW.date().isoformat()}"
+    for n in (issue_id + 1, 0, 10**30):
+        answer = web.client.get(f"/archive/{n}")
+        assert answer.status_code == 404 and "default-src 'none'" in answer.headers["content-security-policy"]
     assert web.client.get("/archive/not-a-number").status_code == 404
     pending = web.add("later@example.org")
     issue = replace(web.pipeline.build_issue(pending, NOW.date(), NOW), subscriber=pending)
     unsent = web.store.create_issue(issue, subject="", message_id=lambda i: f"<u.{i}@example.org>", now=NOW)
     assert web.client.get(f"/archive/{unsent}").status_code == 404
-    assert f'href="/archive/{unsent}"' not in web.client.get("/archive").text
+    assert web.client.get(f"/issue/{web.token(Scope.ISSUE, str(unsent))}").status_code == 404
 
 
 def test_atom_feeds_parse_and_list_recent_papers(web: Web, sent_issue: tuple[int, Subscriber]) -> None:
@@ -651,6 +691,11 @@ subscribers_csv = ""
             assert answer.status_code == 200 and "Check your inbox" in answer.text
             token = Signer("serve-secret").sign(Scope.UNSUBSCRIBE, "served@example.org")
             assert client.get(f"/unsubscribe/{token}").status_code == 200
+            # A refused CSRF post logs its path (issue 16, item 7: it logged the whole token).
+            prefs = Signer("serve-secret").sign(Scope.PREFERENCES, "served@example.org")
+            refused = client.post(f"/preferences/{prefs}", data={"topics": ["nas"]},
+                                  headers={"origin": "https://evil.example", "sec-fetch-site": "cross-site"})
+            assert refused.status_code == 403
             deadline = time.monotonic() + 10
             while not list((tmp_path / "outbox").glob("*.eml")) and time.monotonic() < deadline:
                 time.sleep(0.1)
@@ -664,4 +709,5 @@ subscribers_csv = ""
     assert proc.returncode in (0, -signal.SIGTERM), log
     assert "Finished server process" in log
     assert "GET /unsubscribe/[token]" in log
-    assert token not in log
+    assert "csrf check failed path=/preferences/[token]" in log
+    assert token not in log and prefs not in log

@@ -78,12 +78,12 @@ def _browser_or_skip():  # type: ignore[no-untyped-def]
     return sync_api.sync_playwright()
 
 
-def _wait_for_mail(outbox: Path, recipient: str, timeout: float = 10.0) -> EmailMessage:
+def _wait_for_mail(outbox: Path, recipient: str, timeout: float = 10.0, subject: str = "Confirm") -> EmailMessage:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for path in sorted(outbox.glob("*.eml")):
             message = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
-            if message["To"] == recipient and "Confirm" in str(message["Subject"]):
+            if message["To"] == recipient and subject in str(message["Subject"]):
                 return message  # type: ignore[return-value]
         time.sleep(0.05)
     raise AssertionError(f"no confirmation email for {recipient} in {outbox}")
@@ -96,9 +96,9 @@ class Shots:
         self.folder = folder
         self.taken: list[Path] = []
 
-    def __call__(self, page, name: str) -> None:  # type: ignore[no-untyped-def]
+    def __call__(self, page, name: str, full_page: bool = True) -> None:  # type: ignore[no-untyped-def]
         path = self.folder / f"web-{name}.png"
-        page.screenshot(path=str(path), full_page=True)
+        page.screenshot(path=str(path), full_page=full_page)
         assert path.stat().st_size > 5_000, f"screenshot {path.name} looks empty"
         self.taken.append(path)
 
@@ -167,8 +167,13 @@ def test_subscribe_confirm_preferences_unsubscribe_in_chromium(
             shots(page, "5-confirmed")
             assert site.store.get_subscriber(reader).status is SubscriberStatus.CONFIRMED  # type: ignore[union-attr]
 
-            # Preferences: fewer topics, an author, weekly on Friday at 07:15.
-            page.click("text=Manage preferences")
+            # A confirm token confirms and nothing else: no preferences or unsubscribe link on that page.
+            assert page.locator('a[href*="/preferences/"], a[href*="/unsubscribe/"]').count() == 0
+
+            # Preferences, through the link every issue carries: fewer topics, an author, weekly on
+            # Friday at 07:15.
+            links = site.pipeline.links.for_subscriber(reader)
+            page.goto(links.preferences)
             page.wait_for_selector("text=Your preferences")
             page.uncheck('input[name="topics"][value="diffusion"]')
             page.check('input[name="topics"][value="nas"]')
@@ -184,25 +189,44 @@ def test_subscribe_confirm_preferences_unsubscribe_in_chromium(
             assert sub.topics == ("pruning", "nas") and sub.authors == ("Song Han",)
             assert (sub.frequency, sub.weekday, sub.send_at.strftime("%H:%M"), sub.tz) == (
                 Frequency.WEEKLY, 4, "07:15", "Europe/Paris")
+            assert page.url.startswith(site.url + "/preferences/")  # the redirect is built from base_url
 
-            # Unsubscribe: the page asks, the button does it.
-            page.click("text=Unsubscribe from")
+            # Unsubscribe, through the issue's link: the page asks, the button does it, and neither
+            # offers a way into the preferences (an unsubscribe token only unsubscribes).
+            page.goto(links.unsubscribe)
             page.wait_for_selector('button:has-text("Unsubscribe")')
+            assert page.locator('a[href*="/preferences/"]').count() == 0
             shots(page, "7-unsubscribe")
             assert site.store.get_subscriber(reader).status is SubscriberStatus.CONFIRMED  # type: ignore[union-attr]
             page.click('button:has-text("Unsubscribe")')
             page.wait_for_selector("text=You are unsubscribed")
             shots(page, "8-unsubscribed")
             assert site.store.get_subscriber(reader).status is SubscriberStatus.UNSUBSCRIBED  # type: ignore[union-attr]
+            assert page.locator('a[href*="/preferences/"], form[action*="/preferences/"]').count() == 0
+            # Coming back is the subscribe form, and so a new confirmation email.
+            page.click("text=Subscribe again")
+            page.wait_for_selector('input[name="email"]')
 
-            # The public archive and one issue in it.
+            # The public archive: days, and one day's edition (papers by topic, nobody's issue).
             page.goto(site.url + "/archive")
-            page.wait_for_selector(f'a[href="/archive/{issue_id}"]')
+            day_link = page.locator('a[href^="/archive/2"]').first
+            day_link.wait_for()
+            assert page.locator(f'a[href="/archive/{issue_id}"]').count() == 0
             shots(page, "9-archive")
-            page.click(f'a[href="/archive/{issue_id}"]')
+            day_link.click()
+            page.wait_for_selector("h2")
+            assert "demo.reader@example.org" not in page.content() and "Why:" not in page.content()
+            shots(page, "10-archive-day", full_page=False)  # a whole day is many screens long
+
+            # The demo reader's own issue, through the link in their email only.
+            issue_mail = _wait_for_mail(site.outbox, "demo.reader@example.org", subject="")
+            own = re.search(re.escape(site.url) + r"/issue/[A-Za-z0-9_.\-]+",
+                            issue_mail.get_body(("plain",)).get_content())  # type: ignore[union-attr]
+            assert own, "no link to the reader's own issue in their email"
+            page.goto(own.group(0))
             page.wait_for_load_state()
             assert "demo.reader@example.org" not in page.content()
-            shots(page, "10-archive-issue")
+            assert page.locator("a").count() > 0 and page.locator('a[href*="/unsubscribe/"]').count() == 0
 
             # The subscribe page on a phone.
             phone = browser.new_context(viewport={"width": 390, "height": 844}, device_scale_factor=2,

@@ -79,7 +79,9 @@ def test_personal_links_carry_scoped_tokens() -> None:
     preferences = links.preferences.rsplit("/", 1)[1]
     assert links.unsubscribe.startswith("https://digest.example.org/unsubscribe/")
     assert links.unsubscribe_mailto == f"mailto:leave@example.org?subject=unsubscribe%20{unsubscribe}"
-    assert links.archive == "https://digest.example.org/archive/42"
+    # The "view in the browser" link is the reader's own signed link, never a guessable /archive/42.
+    assert links.archive.startswith("https://digest.example.org/issue/")
+    assert reference(Scope.ISSUE).loads(links.archive.rsplit("/", 1)[1]) == "42"
     assert reference(Scope.UNSUBSCRIBE).loads(unsubscribe) == "reader@example.org"
     assert reference(Scope.PREFERENCES).loads(preferences) == "reader@example.org"
 
@@ -96,10 +98,28 @@ def test_tokens_signed_together_each_verify_for_their_own_scope_only() -> None:
         signer.verify(Scope.UNSUBSCRIBE, preferences)
 
 
-def test_archive_keys_are_quoted_unless_they_are_digits() -> None:
-    builder = LinkBuilder("https://d.example", Signer(SECRET), "x@d.example")
-    assert builder.archive("42") == "https://d.example/archive/42"
-    assert builder.archive("2026-11-27") == "https://d.example/archive/2026-11-27"
-    assert builder.archive("a b/c") == "https://d.example/archive/a%20b/c"
-    assert builder.archive("٤٢") == "https://d.example/archive/%D9%A4%D9%A2"  # digits, but not ASCII ones
+def test_issue_links_are_signed_and_scoped() -> None:
+    signer = Signer(SECRET)
+    builder = LinkBuilder("https://d.example", signer, "x@d.example")
+    link = builder.archive("42")
+    assert link.startswith("https://d.example/issue/") and "42" not in link.removeprefix("https://d.example/issue/")
+    token = link.rsplit("/", 1)[1]
+    assert signer.verify(Scope.ISSUE, token) == "42"
+    for other in (Scope.CONFIRM, Scope.PREFERENCES, Scope.UNSUBSCRIBE):
+        with pytest.raises(TokenError):
+            signer.verify(other, token)
+        with pytest.raises(TokenError):
+            signer.verify(Scope.ISSUE, signer.sign(other, "42"))
     assert builder.archive(None) == "https://d.example/archive"
+
+
+def test_confirm_tokens_can_carry_a_form_and_stay_scoped() -> None:
+    signer = Signer(SECRET)
+    token = signer.sign_payload(Scope.CONFIRM, {"email": "a@example.org", "prefs": {"topics": ["nas"]}})
+    assert signer.verify(Scope.CONFIRM, token) == "a@example.org"
+    assert signer.verify_payload(Scope.CONFIRM, token) == {"email": "a@example.org", "prefs": {"topics": ["nas"]}}
+    for other in (Scope.PREFERENCES, Scope.UNSUBSCRIBE, Scope.ISSUE):
+        with pytest.raises(TokenError):
+            signer.verify(other, token)
+    with pytest.raises(TokenError):
+        signer.verify(Scope.CONFIRM, token[:-2] + "xx")

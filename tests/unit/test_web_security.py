@@ -7,7 +7,8 @@ import logging
 import pytest
 from starlette.requests import Request
 
-from digest.web.security import CSRF_COOKIE, Csrf, CsrfError, Limit, RedactTokens, SlidingWindowLimiter
+from digest.redact import RedactTokens
+from digest.web.security import CSRF_COOKIE, Csrf, CsrfError, Limit, SlidingWindowLimiter
 
 
 class FakeClock:
@@ -89,3 +90,37 @@ def test_access_log_lines_never_show_link_tokens() -> None:
     plain = logging.LogRecord("x", logging.INFO, __file__, 1, "POST /unsubscribe/abc.def done", None, None)
     RedactTokens().filter(plain)
     assert plain.getMessage() == "POST /unsubscribe/[token] done"
+
+
+def test_every_log_line_hides_tokens_wherever_they_appear() -> None:
+    """Issue 16, item 7: CSRF refusals, errors, mailto subjects and tracebacks, not only access lines."""
+    from digest.links import Scope, Signer
+
+    signer = Signer("redaction-test")
+    token = signer.sign(Scope.PREFERENCES, "reader@example.org")
+    carried = signer.sign_payload(Scope.CONFIRM, {"email": "reader@example.org", "prefs": {"topics": ["nas"]}})
+    lines = [
+        ("csrf check failed path=%s reason=%s", (f"/preferences/{token}", "bad")),
+        ("request failed path=%s reason=%s", (f"/confirm/{carried}", "x")),
+        ("mail hook got %r", (f"mailto:leave@example.org?subject=unsubscribe%20{token}",)),
+        ("token %s in free text, %s too", (token, carried)),
+        ("issue page %s", (f"/issue/{signer.sign(Scope.ISSUE, '42')}",)),
+    ]
+    for msg, args in lines:
+        record = logging.LogRecord("digest.web", logging.WARNING, __file__, 1, msg, args, None)
+        assert RedactTokens().filter(record)
+        shown = record.getMessage()
+        assert token not in shown and carried not in shown and "[token]" in shown, shown
+    try:
+        raise ValueError(f"bad link /unsubscribe/{token}")
+    except ValueError:
+        import sys
+
+        record = logging.LogRecord("digest.web", logging.ERROR, __file__, 1, "failed", None, sys.exc_info())
+    RedactTokens().filter(record)
+    formatted = logging.Formatter().format(record)
+    assert token not in formatted and "/unsubscribe/[token]" in formatted
+    # Addresses, versions, paper ids and hostnames are left alone.
+    plain = logging.LogRecord("x", logging.INFO, __file__, 1, "first.last@example.org 2403.12345 v1.2.3", None, None)
+    RedactTokens().filter(plain)
+    assert plain.getMessage() == "first.last@example.org 2403.12345 v1.2.3"
