@@ -62,7 +62,8 @@ def stores() -> Iterator[list[Store]]:
 
 
 # A signed link carries the second it was signed in (payload.timestamp.signature).
-_TOKEN = re.compile(r"(InJ[A-Za-z0-9_-]+)\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
+# Signed tokens: a JSON string payload (an address, or an issue id) base64-encoded starts with "I".
+_TOKEN = re.compile(r"(I[A-Za-z0-9_-]+)\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
 
 
 def canonical(data: bytes) -> list[str]:
