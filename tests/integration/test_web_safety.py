@@ -340,7 +340,10 @@ def test_the_cli_applies_the_same_address_check(tmp_path: Path) -> None:
     csv = tmp_path / "in.csv"
     csv.write_text("email\nimported@münchen.example\nünicode@example.org\n", encoding="utf-8")
     imported = runner.invoke(cli, ["--config", str(config), "subscribers", "import", str(csv)])
-    assert "before the @" in imported.output and ":3:" in imported.output
+    assert imported.exit_code != 0 and "before the @" in imported.output and ":3:" in imported.output
+    csv.write_text("email\nimported@münchen.example\n", encoding="utf-8")  # a bad file imports nothing
+    imported = runner.invoke(cli, ["--config", str(config), "subscribers", "import", str(csv)])
+    assert imported.exit_code == 0, imported.output
     store = Store(f"sqlite:///{db}")
     try:
         assert sorted(s.email for s in store.list_subscribers()) == ["imported@xn--mnchen-3ya.example",
