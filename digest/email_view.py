@@ -20,7 +20,7 @@ from urllib.parse import quote, urlsplit
 from digest.config import Settings
 from digest.latex import to_unicode
 from digest.links import PersonalLinks
-from digest.models import Issue, IssueEntry, Paper
+from digest.models import OTHER_SECTION, Issue, IssueEntry, Paper
 
 __all__ = [
     "CardView",
@@ -167,8 +167,12 @@ class PaperView:
 
 @dataclass(frozen=True, slots=True)
 class LinkView:
+    """A link under a card; its text names the paper (``PDF of paper 3``), so it makes sense alone, as a
+    screen reader's list of links reads it. The number is the card's, put in when the card is numbered."""
+
     label: str
     url: str
+    number: int | str
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,8 +190,8 @@ class CardView:
 
     @property
     def links(self) -> tuple[LinkView, ...]:
-        pairs = (("Code", self.code_url), ("Project page", self.project_url), ("PDF", self.pdf_url))
-        return tuple(LinkView(label, url) for label, url in pairs if url)
+        pairs = (("Code for", self.code_url), ("Project page of", self.project_url), ("PDF of", self.pdf_url))
+        return tuple(LinkView(label, url, self.number) for label, url in pairs if url)
 
     @property
     def has_meta(self) -> bool:
@@ -204,9 +208,22 @@ class SectionView:
 
 @dataclass(frozen=True, slots=True)
 class TocView:
-    href: str
+    """One section in the header's "In this issue" line: its label and paper count, as text. (Not a
+    link: local anchors do nothing in Gmail for iOS, Outlook for iOS and Android, Yahoo's and Samsung's
+    apps, and the archive's copy is one more click away than scrolling.)"""
+
     label: str
     count: int
+
+
+@dataclass(frozen=True, slots=True)
+class TopView:
+    """The top pick, shown once: its title and link up top, and where its card is (``where``)."""
+
+    title: str
+    url: str
+    number: int
+    where: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,7 +244,7 @@ class EmailView:
     date_long: str
     count: int
     count_line: str
-    top: CardView | None
+    top: TopView | None
     toc: tuple[TocView, ...]
     sections: tuple[SectionView, ...]
     hidden_count: int
@@ -371,21 +388,25 @@ def build_view(settings: Settings, issue: Issue, links: PersonalLinks, full_issu
     more_url = archive if own_archive(links, full_issue_url) else (safe_url(full_issue_url) or archive)
     number = 0
     sections: list[SectionView] = []
+    top: TopView | None = None
+    others = 0
+    top_id = issue.top_pick.paper.id if issue.top_pick is not None else None
     for index, section in enumerate(s for s in issue.sections if s.entries):
         cards = []
+        label = clean_text(section.label) or clean_text(section.topic) or "Papers"
         for entry in section.entries:
             number += 1
             cards.append(_card(entry, number, more_url))
-        label = clean_text(section.label) or clean_text(section.topic) or "Papers"
+            if top is None and entry.paper.id == top_id:
+                top = TopView(cards[-1].title, cards[-1].url, number, f"No. {number} below, in {label}")
+        if section.topic == OTHER_SECTION:
+            others += len(cards)
         sections.append(SectionView(_anchor(section.topic, index + 1), label, len(cards), tuple(cards)))
     count = number
-    top = _card(issue.top_pick, 0, more_url) if issue.top_pick is not None else None
-    toc = tuple(TocView("#" + s.anchor, s.label, s.count) for s in sections)
-    if count:
-        topics = _plural(len(sections), "topic")
-        count_line = f"{_plural(count, 'paper')} picked for you in {topics}"
-    else:
-        count_line = "No new papers today"
+    if top is None and issue.top_pick is not None:  # a top pick outside the sections: shown up top only
+        card = _card(issue.top_pick, 0, more_url)
+        top = TopView(card.title, card.url, 0, "")
+    toc = tuple(TocView(s.label, s.count) for s in sections)
     bits = [f"Top pick: {top.title}"] if top else []
     bits.append(", ".join(f"{s.label} ({s.count})" for s in sections) or "No new papers this time")
     return EmailView(
@@ -395,7 +416,7 @@ def build_view(settings: Settings, issue: Issue, links: PersonalLinks, full_issu
         preheader=_truncate(" — ".join(bits), PREHEADER_CHARS),
         date_long=long_date(issue.date),
         count=count,
-        count_line=count_line,
+        count_line=count_line(count, len(sections) - (1 if others else 0), others),
         top=top,
         toc=toc,
         sections=tuple(sections),
@@ -406,6 +427,19 @@ def build_view(settings: Settings, issue: Issue, links: PersonalLinks, full_issu
         postal=clean_text(settings.site.postal_address),
         links=LinksView(personal[1], personal[2], archive),
     )
+
+
+def count_line(count: int, topics: int, others: int) -> str:
+    """``12 papers picked for you in 2 topics``; papers of no followed topic are not a topic:
+    ``12 papers picked for you: 9 in 2 topics, 3 other papers``."""
+    if not count:
+        return "No new papers today"
+    head = f"{_plural(count, 'paper')} picked for you"
+    if not topics:
+        return head
+    if not others:
+        return f"{head} in {_plural(topics, 'topic')}"
+    return f"{head}: {count - others} in {_plural(topics, 'topic')}, {_plural(others, 'other paper')}"
 
 
 def own_archive(links: PersonalLinks, full_issue_url: str | None) -> bool:
@@ -437,8 +471,9 @@ def keep_first(view: EmailView, keep: int) -> EmailView:
         shown += len(cards)
         if cards:
             sections.append(replace(s, cards=cards))
-    kept = {s.anchor for s in sections}
-    toc = tuple(t if t.href[1:] in kept else replace(t, href=view.more_url) for t in view.toc)
     hidden = view.count - shown
     line = f"{_plural(hidden, 'more paper')} in the full issue" if hidden else ""
-    return replace(view, sections=tuple(sections), toc=toc, hidden_count=hidden, hidden_line=line)
+    top = view.top
+    if top is not None and top.number > shown:
+        top = replace(top, where="In the full issue")
+    return replace(view, sections=tuple(sections), top=top, hidden_count=hidden, hidden_line=line)

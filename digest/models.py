@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta
 from enum import StrEnum
@@ -9,6 +10,13 @@ from urllib.parse import quote_plus
 from zoneinfo import ZoneInfo
 
 OTHER_SECTION = "other"
+OTHER_LABEL = "Other papers"
+
+
+def section_label(name: str, labels: Mapping[str, str]) -> str:
+    """The one label a section shows everywhere (selection, a stored issue loaded again, preview, mail):
+    the topic's configured label, "Other papers" for papers of no followed topic, else the name."""
+    return labels.get(name) or (OTHER_LABEL if name == OTHER_SECTION else name)
 
 
 @dataclass(frozen=True, slots=True)

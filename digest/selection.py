@@ -21,6 +21,7 @@ from digest.models import (
     Paper,
     Subscriber,
     rank_order,
+    section_label,
 )
 
 # Weights of the ranking. A followed author outranks everything (the issue promises "followed authors
@@ -284,7 +285,7 @@ def select(
     for name in order:
         entries = tuple(IssueEntry(c.paper, c.reason, c.score) for c in kept if c.section == name)
         if entries:
-            label = ctx.labels.get(name, "Other papers" if name == OTHER_SECTION else name)
+            label = section_label(name, ctx.labels)
             sections.append(IssueSection(name, label, entries))
     top = IssueEntry(kept[0].paper, kept[0].reason, kept[0].score) if kept else None
     return Issue(subscriber=sub, date=issue_date, sections=tuple(sections), top_pick=top)

@@ -47,6 +47,7 @@ from digest.models import (
     SubscriberStatus,
     TopicAssignment,
     rank_order,
+    section_label,
 )
 from digest.sources.normalize import title_key
 from digest.store import schema as t
@@ -777,7 +778,7 @@ class Store(BounceStore):
                 paper = cache.get(e["paper_id"])
                 if paper is not None:
                     sections.setdefault(e["section"], []).append(IssueEntry(paper, e["reason"], e["score"]))
-            built = tuple(IssueSection(name, labels.get(name, name.title()), tuple(es))
+            built = tuple(IssueSection(name, section_label(name, labels), tuple(es))
                           for name, es in sections.items())
             # The selection's top pick: the entry that ranks first.
             top = min((e for s in built for e in s.entries), key=lambda e: rank_order(e.score, e.paper.id),

@@ -13,7 +13,7 @@ from lxml import html as lxml_html
 
 from digest.bench_render import issue_of, sample_links
 from digest.config import Settings
-from digest.email_view import clean_text, safe_url, summarize
+from digest.email_view import clean_text, count_line, safe_url, summarize
 from digest.errors import RenderError
 from digest.models import Issue, IssueEntry, IssueSection, Paper, Subscriber
 from digest.render import HTML_BUDGET, TEMPLATES_DIR, Renderer
@@ -79,13 +79,49 @@ def test_header_toc_and_top_pick(renderer: Renderer) -> None:
     email = renderer.render(issue, LINKS)
     text = visible_text(email.html)
     assert "Friday, 27 November 2026" in text
-    assert "12 papers picked for you in 3 topics" in text
-    assert "Top pick" in text and issue.top_pick is not None
-    assert issue.top_pick.paper.title in text.split("In this issue")[0]
+    assert "12 papers picked for you: 8 in 2 topics, 4 other papers" in text
     assert "In this issue: Pruning & sparsity (4) · Efficient LLMs (4) · Other papers (4)" in text
-    anchors = [a.get("href") for a in dom(email.html).iter("a") if (a.get("href") or "").startswith("#")]
-    ids = {el.get("id") for el in dom(email.html).iter() if el.get("id")}
-    assert len(anchors) == 3 and all(a[1:] in ids for a in anchors)
+    # No jump links: local anchors do nothing in half the mobile clients.
+    assert not [a for a in dom(email.html).iter("a") if (a.get("href") or "").startswith("#")]
+    assert not [el for el in dom(email.html).iter() if el.get("id")]
+
+
+def test_the_top_pick_is_shown_once(renderer: Renderer) -> None:
+    issue = three_sections()
+    pick = issue.top_pick
+    assert pick is not None
+    number = 1 + [e.paper.id for e in issue.entries].index(pick.paper.id)
+    email = renderer.render(issue, LINKS)
+    page = dom(email.html)
+    for hidden in [*page.find_class("preheader"), *page.iter("title", "style")]:
+        hidden.drop_tree()
+    text = " ".join(page.text_content().split())
+    assert "Top pick" in text and f"No. {number} below, in Other papers" in text
+    # Its summary, authors and links appear once, in its card; only the title is named up top.
+    summary = summarize(pick.paper)
+    assert text.count(summary) == 1
+    assert text.count(pick.paper.title) == 2
+    hrefs = [a.get("href") for a in dom(email.html).iter("a")]
+    assert hrefs.count(pick.paper.link) == 2
+    assert email.text.count(summary[:40]) == 1
+    assert f"TOP PICK\n    {pick.paper.title}\n    No. {number} below, in Other papers\n" in email.text
+
+
+def test_a_top_pick_cut_from_an_oversized_issue_says_so() -> None:
+    papers = [paper(i, abstract=LONG_ABSTRACT, ai_summary=LONG_ABSTRACT[:300]) for i in range(1, 41)]
+    papers[-1] = paper(99, upvotes=10_000, title="The most upvoted paper")
+    issue = issue_of([("t", "Topic", papers)])
+    email = Renderer(SETTINGS, html_budget=20_000).render(issue, LINKS)
+    text = visible_text(email.html)
+    assert "The most upvoted paper" in text and "In the full issue" in text
+
+
+def test_count_line_counts_only_topics() -> None:
+    assert count_line(0, 0, 0) == "No new papers today"
+    assert count_line(1, 1, 0) == "1 paper picked for you in 1 topic"
+    assert count_line(12, 2, 0) == "12 papers picked for you in 2 topics"
+    assert count_line(12, 1, 3) == "12 papers picked for you: 9 in 1 topic, 3 other papers"
+    assert count_line(3, 0, 3) == "3 papers picked for you"
 
 
 def test_cards_show_authors_et_al_upvotes_code_summary_and_why(renderer: Renderer) -> None:
@@ -97,6 +133,7 @@ def test_cards_show_authors_et_al_upvotes_code_summary_and_why(renderer: Rendere
     assert "A one-line AI summary." in text
     assert "Why: matches topic" in text
     assert "https://github.com/x/y" in {a.get("href") for a in dom(email.html).iter("a")}
+    assert "Code for paper 1" in {a.text_content() for a in dom(email.html).iter("a")}
     assert "Code: https://github.com/x/y" in email.text
 
 
@@ -125,6 +162,7 @@ def test_text_part_is_written_for_people(renderer: Renderer) -> None:
     assert numbered == [str(i) for i in range(1, 13)]
     assert "== PRUNING & SPARSITY (4) ==" in email.text
     assert "TOP PICK" in email.text and "IN THIS ISSUE" in email.text
+    assert "    Other papers (4)" in email.text
     assert max(len(line) for line in email.text.splitlines() if "http" not in line) <= 76
 
 
@@ -214,7 +252,7 @@ def test_email_client_features_survive_inlining(renderer: Renderer) -> None:
     assert ".summary { font-size" not in styles and "font-size: 15px" not in styles
     summary = page.xpath("//p[@class='summary']")[0]
     assert "font-size:15px" in summary.get("style").replace(" ", "")
-    preheader = page.xpath("//body/div[1]")[0]
+    [preheader] = page.find_class("preheader")
     assert "display:none" in preheader.get("style").replace(" ", "")
     assert preheader.text_content().startswith("Top pick: ")
 
