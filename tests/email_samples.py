@@ -23,8 +23,8 @@ from digest.subscribers import import_csv
 
 REPO = Path(__file__).resolve().parent.parent
 FIXTURES = REPO / "tests" / "fixtures"
-SEED_FILE = REPO / "seeds" / "hf_papers_search.txt"
-DEMO_CSV = REPO / "config" / "demo_subscribers.csv"
+SEED_FILE = REPO / "digest" / "defaults" / "hf_papers_search.txt"
+DEMO_CSV = REPO / "digest" / "defaults" / "demo_subscribers.csv"
 HF_DAY = date(2026, 8, 18)
 HF_DAY_FILE = FIXTURES / "days" / f"{HF_DAY.isoformat()}.json"
 
