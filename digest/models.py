@@ -212,6 +212,16 @@ class Delivery:
 
 
 @dataclass(frozen=True, slots=True)
+class AttemptEnd:
+    """The end of one delivery attempt: what the send engine records for it (``Store.settle``)."""
+
+    delivery_id: int
+    status: DeliveryStatus
+    detail: str | None = None
+    next_attempt_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class RenderedEmail:
     """The two bodies of one email, before headers are added."""
 

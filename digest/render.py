@@ -56,7 +56,8 @@ from digest.message import MAX_LINE, Base64Body, MimeBody, MimeEmail, Utf8Body, 
 from digest.models import Issue, RenderedEmail
 from digest.packaged import templates_dir
 
-__all__ = ["CARD_LOOP_OPEN", "HTML_BUDGET", "TEMPLATES_DIR", "Renderer", "compile_mjml", "inline_css"]
+__all__ = ["CARD_LOOP_OPEN", "HTML_BUDGET", "TEMPLATES_DIR", "ReferenceRenderer", "Renderer", "compile_mjml",
+           "inline_css"]
 
 TEMPLATES_DIR = templates_dir()
 # Gmail clips an HTML part above about 102 KB (and hides the unsubscribe link with it); stay clear.
@@ -285,6 +286,10 @@ class Renderer:
     def view(self, issue: Issue, links: PersonalLinks, full_issue_url: str | None = None) -> EmailView:
         return build_view(self.settings, issue, links, full_issue_url)
 
+    def reference(self) -> ReferenceRenderer:
+        """The plain path over the same templates, as a renderer of its own (for digest.compose.Composer)."""
+        return ReferenceRenderer(self)
+
     # -- internals ----------------------------------------------------------------------------------
 
     def _card_parts(self, card: CardView) -> _CardParts:
@@ -428,6 +433,17 @@ class Renderer:
             keep = max(0, min(keep - 1, keep - (size - self.html_budget) // per_card))
             body = to_html(keep_first(without_summaries(view, dropped), keep))
         return body
+
+
+class ReferenceRenderer:
+    """The plain reference path (Jinja -> MJML -> premailer for every email): same ``mime`` interface as
+    Renderer, same bytes, many times slower. Inject it into a Composer to check or time the fast path."""
+
+    def __init__(self, renderer: Renderer) -> None:
+        self.renderer = renderer
+
+    def mime(self, issue: Issue, links: PersonalLinks, *, full_issue_url: str | None = None) -> MimeEmail:
+        return self.renderer.mime_naive(issue, links, full_issue_url=full_issue_url)
 
 
 def _page_context(view: EmailView) -> dict[str, Any]:

@@ -19,16 +19,15 @@ import socket
 import subprocess
 import sys
 from collections import deque
-from datetime import UTC, datetime
+from datetime import datetime
 from multiprocessing.connection import Connection
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from digest.models import Delivery, OutgoingMessage
+from digest.models import AttemptEnd, Delivery, OutgoingMessage, Paper
 from digest.terminal import SafeFormatter
 
 if TYPE_CHECKING:
     from digest.config import Settings
-    from digest.store.store import AttemptEnd
 
 __all__ = ["RenderProcess", "serve"]
 
@@ -95,14 +94,14 @@ def serve(fd: int) -> None:
     handler.setFormatter(SafeFormatter("%(asctime)s %(levelname)s %(name)s (render process): %(message)s"))
     logging.basicConfig(level=level, handlers=[handler])
 
-    from digest.pipeline import Pipeline
+    from digest.compose import Composer
+    from digest.signing_key import signing_key
     from digest.store import Store
 
     store = Store(settings.database.url, migrate=False)
-    clock: list[datetime] = [datetime.now(UTC)]
-    pipeline = Pipeline(settings, store, clock=lambda: clock[0])
-    pipeline.renderer  # noqa: B018 (compiled before saying ready)
-    papers: dict[str, Any] = {}  # one Paper object per paper for the run: shared bodies need it
+    composer = Composer(settings, signing_key(settings, store))
+    composer.renderer  # noqa: B018 (compiled before saying ready)
+    papers: dict[str, Paper] = {}  # one Paper object per paper for the run: shared bodies need it
     gc.collect()
     gc.freeze()  # what this process holds for its one run is never garbage (see digest.gcpause)
     try:
@@ -112,9 +111,8 @@ def serve(fd: int) -> None:
                 now, deliveries = conn.recv()
             except (EOFError, OSError):
                 return  # the sender is done (or gone)
-            clock[0] = now
-            issues = store.load_issues([d.issue_id for d in deliveries], pipeline.labels, papers)
-            conn.send([pipeline.prepare_message(d, issues.get(d.issue_id)) for d in deliveries])
+            issues = store.load_issues([d.issue_id for d in deliveries], composer.labels, papers)
+            conn.send([composer.prepare(d, issues.get(d.issue_id), now) for d in deliveries])
     except OSError:
         return  # the sender went away while this was rendering
     finally:

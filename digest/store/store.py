@@ -36,6 +36,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 from digest.config import check_database_url, parse_hhmm
 from digest.errors import ConfigError, StoreError, UsageError
 from digest.models import (
+    AttemptEnd,
     Delivery,
     DeliveryStatus,
     Frequency,
@@ -127,16 +128,6 @@ class IssueHistory:
     delivery: DeliveryStatus | None = None  # the status of that issue's delivery record
     received: frozenset[str] = frozenset()  # papers sent (or on their way) to them in other issues
     last_issue_at: datetime | None = None  # when their latest issue before that date was built
-
-
-@dataclass(frozen=True, slots=True)
-class AttemptEnd:
-    """The end of one delivery attempt, as ``Store.mark_outcome`` takes it (for ``Store.settle``)."""
-
-    delivery_id: int
-    status: DeliveryStatus
-    detail: str | None = None
-    next_attempt_at: datetime | None = None
 
 
 class Store(BounceStore):

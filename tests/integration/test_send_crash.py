@@ -200,19 +200,19 @@ def test_sigterm_finishes_messages_in_flight_and_leaves_nothing_in_doubt(
 
 
 def test_a_killed_local_sender_is_recognised_as_dead() -> None:
-    from digest.pipeline import _is_dead_local_worker, _worker_id
+    from digest.send_engine import is_dead_local_worker, worker_id
 
-    mine = _worker_id()
-    assert not _is_dead_local_worker(mine)  # this very process
+    mine = worker_id()
+    assert not is_dead_local_worker(mine)  # this very process
     child = subprocess.Popen([sys.executable, "-c", "pass"])
     child.wait()  # gone and reaped
     host, namespace, _, tag = mine.split(":")
-    assert _is_dead_local_worker(f"{host}:{namespace}:{child.pid}:{tag}")
+    assert is_dead_local_worker(f"{host}:{namespace}:{child.pid}:{tag}")
     # Anything it cannot be sure about counts as alive, so only the lease can free its records.
-    assert not _is_dead_local_worker(f"another-host:{namespace}:{child.pid}:{tag}")
-    assert not _is_dead_local_worker(f"{host}:1:{child.pid}:{tag}")
-    assert not _is_dead_local_worker(f"{host}:{child.pid}:{tag}")  # the old format, without namespace
-    assert not _is_dead_local_worker(f"{host}:{namespace}:1:{tag}")  # pid 1 exists
+    assert not is_dead_local_worker(f"another-host:{namespace}:{child.pid}:{tag}")
+    assert not is_dead_local_worker(f"{host}:1:{child.pid}:{tag}")
+    assert not is_dead_local_worker(f"{host}:{child.pid}:{tag}")  # the old format, without namespace
+    assert not is_dead_local_worker(f"{host}:{namespace}:1:{tag}")  # pid 1 exists
 
 
 def test_dry_run_through_smtp_config_sends_and_records_nothing(

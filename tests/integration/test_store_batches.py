@@ -8,9 +8,17 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 
 from digest.errors import UsageError
-from digest.models import DeliveryStatus, Issue, IssueEntry, IssueSection, Paper, Subscriber, TopicAssignment
+from digest.models import (
+    AttemptEnd,
+    DeliveryStatus,
+    Issue,
+    IssueEntry,
+    IssueSection,
+    Paper,
+    Subscriber,
+    TopicAssignment,
+)
 from digest.store import Store
-from digest.store.store import AttemptEnd
 
 NOW = datetime(2026, 8, 19, 12, 0, tzinfo=UTC)
 DAYS = [date(2026, 8, 17), date(2026, 8, 18), date(2026, 8, 19)]

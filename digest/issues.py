@@ -1,0 +1,147 @@
+"""Building issues: who gets which papers on a date, stored as an issue and a pending delivery record.
+
+Selection itself is pure (digest.selection); this module reads what the store knows of each reader
+(papers already received, the last issue), runs selection over the candidate papers, and writes the
+issues a send will deliver. It renders and sends nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import closing
+from datetime import date, datetime, timedelta
+from itertools import groupby
+
+from digest.compose import Composer
+from digest.config import Settings
+from digest.models import DeliveryStatus, Issue, Paper, Subscriber
+from digest.selection import Pool, SelectionContext, select, window_start
+from digest.send_engine import SendSummary
+from digest.store import Store
+
+__all__ = ["IssueBuilder"]
+
+log = logging.getLogger("digest")
+
+# Subscribers (by id) whose issues one sender builds under one lock: enough to make the lock cheap,
+# few enough that senders starting together soon spread over different chunks.
+_BUILD_CHUNK = 100
+
+
+class IssueBuilder:
+    """Selects and stores issues; ``stop_requested`` ends a long build between chunks."""
+
+    def __init__(self, settings: Settings, store: Store, context: SelectionContext, composer: Composer,
+                 stop_requested: threading.Event) -> None:
+        self.settings = settings
+        self.store = store
+        self.context = context
+        self.composer = composer  # message ids and subjects are stored with the issue
+        self.stop_requested = stop_requested
+
+    def candidates_since(self, now: datetime) -> datetime:
+        """The oldest first-seen time of a paper an issue built at ``now`` may hold."""
+        return now - timedelta(days=max(7, self.settings.selection.daily_window_days))
+
+    def candidate_papers(self, now: datetime) -> list[Paper]:
+        return self.store.list_papers(since=self.candidates_since(now))
+
+    def build(self, sub: Subscriber, issue_date: date, now: datetime,
+              papers: list[Paper] | Pool | None = None) -> Issue:
+        """Select ``sub``'s issue as it would be built now (pure apart from reading the store); pass a
+        Pool of the candidate papers when building many."""
+        if sub.id is None:
+            received: set[str] = set()
+            last = None
+        else:
+            received = self.store.received_paper_ids(sub.id, exclude_date=issue_date)
+            last = self.store.last_issue_time(sub.id, before=issue_date)
+        since = window_start(sub, now, last, self.context)
+        pool = papers if papers is not None else self.candidate_papers(now)
+        return select(pool, sub, received, now, issue_date, self.context, since=since)
+
+    def store_issues(
+        self, targets: Iterator[Subscriber], issue_date: date, now: datetime, summary: SendSummary,
+        only: str | None, built: Callable[[int], None] = lambda count: None,
+    ) -> int | None:
+        """Store an issue and a pending delivery record for each target who has none for the date yet;
+        the id of the subscriber named ``only`` if one was among them.
+
+        By chunks of neighbouring subscribers: what the store knows of a chunk (issues built, papers
+        received, last issue) is read in three queries and its new issues written in one transaction;
+        selection runs on the candidate papers prepared once for the whole run. ``built`` hears the
+        running count of issues stored.
+        """
+        pool: Pool | None = None
+        papers_since = self.candidates_since(now)
+        only_id: int | None = None
+        created = 0
+        with closing(self._building_order(targets, issue_date)) as order:
+            for subs in order:
+                if self.stop_requested.is_set():
+                    break
+                if only is not None and subs:
+                    only_id = subs[0].id
+                histories = self.store.issue_histories([sub.id or 0 for sub in subs], issue_date, papers_since)
+                new: list[Issue] = []
+                for sub in subs:
+                    assert sub.id is not None
+                    history = histories[sub.id]
+                    if history.issue_id is not None:
+                        if history.delivery is not None and history.delivery is not DeliveryStatus.PENDING:
+                            summary.skipped += 1
+                        continue
+                    if pool is None:
+                        pool = Pool(self.candidate_papers(now), self.context)
+                    since = window_start(sub, now, history.last_issue_at, self.context)
+                    issue = select(pool, sub, set(history.received), now, issue_date, self.context, since=since)
+                    if issue.count == 0 and not sub.send_empty:
+                        log.info("no issue subscriber=%s reason=nothing new matches their preferences", sub.email)
+                        summary.skipped += 1
+                        continue
+                    new.append(issue)
+                if new:
+                    created += self.store.create_issues(
+                        new, message_id=lambda i, s: self.composer.message_id(i, s.email), now=now,
+                        subject=self.composer.subject)
+                    built(created)
+        return only_id
+
+    def _building_order(self, targets: Iterator[Subscriber], issue_date: date) -> Iterator[list[Subscriber]]:
+        """``targets`` by chunks of neighbouring ids, each yielded while this sender holds its build lock.
+
+        Chunks another sender is building come last, when their issues are mostly stored: senders
+        running at once share the building instead of all selecting the same issues.
+        """
+        put_off: list[list[Subscriber]] = []
+        for chunk, group in groupby(targets, key=lambda sub: (sub.id or 0) // _BUILD_CHUNK):
+            subs = list(group)
+            with self.store.building(issue_date, chunk) as ours:
+                if ours:
+                    yield subs
+                else:
+                    put_off.append(subs)
+        yield from put_off
+
+    def plan(self, targets: Iterator[Subscriber], issue_date: date, now: datetime, summary: SendSummary) -> None:
+        """What a send would do (``--dry-run``): each target's paper count in ``summary.planned``, stored
+        issues as they are, nothing written."""
+        papers = Pool(self.candidate_papers(now), self.context)
+        for sub in targets:
+            assert sub.id is not None
+            existing = self.store.issue_id_for(sub.id, issue_date)
+            issue: Issue | None
+            if existing is not None:
+                delivery = self.store.delivery_for_issue(existing)
+                if delivery is not None and delivery.status is not DeliveryStatus.PENDING:
+                    summary.skipped += 1
+                    continue
+                issue = self.store.load_issue(existing, self.composer.labels)
+            else:
+                issue = self.build(sub, issue_date, now, papers)
+            if issue is None or (issue.count == 0 and not sub.send_empty):
+                summary.skipped += 1
+                continue
+            summary.planned.append((sub.email, issue.count))

@@ -1,0 +1,163 @@
+"""The shape of the package, kept by tests: no import circles, small modules, no reaching into another
+module's private names, the pipeline only wiring (docs/architecture.md says why)."""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[2] / "digest"
+
+# Modules allowed past MAX_LINES for now, with the reason; the list only ever shrinks.
+OVERSIZE = {
+    "digest.store.store": "all SQL in one class; to be split by table group",
+    "digest.cli": "every command in one module; to be split into a package by command group",
+}
+MAX_LINES = 800
+PIPELINE_MAX_LINES = 400
+
+# Private names of other modules that are used on purpose (documented APIs spelled with an underscore,
+# or a marker this package sets on its own object).
+ALLOWED_PRIVATE = {
+    "os._exit",  # the documented way to leave a forked child without running the parent's cleanup
+    "etree._Element",  # lxml's documented element type
+    "handler._digest",  # cli marks the log handler it installed itself
+    "re._parser",  # matching.py: CPython's regex parser, to go (issue 18)
+    "re._constants",
+}
+
+
+def _modules() -> dict[str, Path]:
+    found = {}
+    for path in PACKAGE.rglob("*.py"):
+        parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+        name = ".".join(parts).removesuffix(".__init__")
+        found[name] = path
+    return found
+
+
+MODULES = _modules()
+
+
+def _imports(name: str, path: Path) -> Iterator[tuple[str, str]]:
+    """(module imported, name imported) for every import in the file, top level and inside functions
+    (a lazy import closes a circle as well). Imports under ``if TYPE_CHECKING:`` are left out: they
+    name types only and never run (digest.learned names digest.tagger's Tagger that way)."""
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    typing_only = {id(n) for node in ast.walk(tree)
+                   if isinstance(node, ast.If) and ast.unparse(node.test) in ("TYPE_CHECKING", "typing.TYPE_CHECKING")
+                   for stmt in node.body for n in ast.walk(stmt)}
+    for node in ast.walk(tree):
+        if id(node) in typing_only:
+            continue
+        if isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*parts, base] if base else parts)
+            for alias in node.names:
+                yield base, alias.name
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                yield alias.name, ""
+
+
+def _graph() -> dict[str, set[str]]:
+    graph: dict[str, set[str]] = {name: set() for name in MODULES}
+    for name, path in MODULES.items():
+        for base, imported in _imports(name, path):
+            target = f"{base}.{imported}" if f"{base}.{imported}" in MODULES else base
+            if target in MODULES and target != name:
+                graph[name].add(target)
+    return graph
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components with more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in sorted(graph[v]):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_the_graph_sees_imports() -> None:
+    graph = _graph()
+    assert "digest.compose" in graph["digest.pipeline"]
+    assert "digest.compose" in graph["digest.render_process"]  # a lazy import counts too
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_no_import_circles() -> None:
+    assert _cycles(_graph()) == []
+
+
+def test_the_render_process_builds_a_composer_not_a_pipeline() -> None:
+    assert "digest.pipeline" not in _graph()["digest.render_process"]
+
+
+@pytest.mark.parametrize("name", sorted(MODULES))
+def test_modules_stay_small(name: str) -> None:
+    lines = len(MODULES[name].read_text(encoding="utf-8").splitlines())
+    limit = PIPELINE_MAX_LINES if name == "digest.pipeline" else MAX_LINES
+    if name in OVERSIZE:
+        pytest.skip(f"{name}: {OVERSIZE[name]}")
+    assert lines < limit, f"{name} has {lines} lines (limit {limit}): split it by concern"
+
+
+def test_the_oversize_list_only_names_modules_still_oversize() -> None:
+    for name in OVERSIZE:
+        assert len(MODULES[name].read_text(encoding="utf-8").splitlines()) >= MAX_LINES, f"drop {name} from OVERSIZE"
+
+
+def test_no_module_uses_another_modules_private_names() -> None:
+    """A leading underscore means "mine": calling it from elsewhere couples two modules' insides."""
+    found = []
+    for name, path in MODULES.items():
+        for base, imported in _imports(name, path):
+            private = imported.startswith("_") and not imported.startswith("__")
+            if private and f"{base}.{imported}" not in ALLOWED_PRIVATE:
+                found.append(f"{name}: from {base} import {imported}")
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if (isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__")
+                    and not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls"))
+                    and ast.unparse(node) not in ALLOWED_PRIVATE):
+                found.append(f"{name}: {ast.unparse(node)}")
+    assert found == []
+
+
+def test_config_names_exactly_the_mailers_mail_registers() -> None:
+    from digest.config import MAILER_BACKENDS
+    from digest.mail import MAILERS
+
+    assert set(MAILERS) == MAILER_BACKENDS
