@@ -548,7 +548,8 @@ def bounces_ingest(app: App, recipient: str | None, as_json: bool) -> None:
         reason = str(getattr(err, "orig", None) or err).strip().splitlines()[0]
         click.echo(f"error: database: {reason} (try again later)", err=True)
         sys.exit(EX_TEMPFAIL)
-    click.echo(json.dumps(result.as_json()) if as_json else result.line())
+    # What a bounce says is a stranger's text: printable only.
+    click.echo(json.dumps(result.as_json()) if as_json else printable(result.line()))
 
 
 @bounces.command("fetch")
@@ -570,7 +571,7 @@ def bounces_fetch(app: App, as_json: bool) -> None:
     from digest.bounces.imap import fetch_mailbox
 
     def show(result: Any) -> None:
-        click.echo(json.dumps(result.as_json()) if as_json else result.line())
+        click.echo(json.dumps(result.as_json()) if as_json else printable(result.line()))
 
     summary = fetch_mailbox(app.settings, BounceProcessor(app.settings, app.store), show)
     click.echo(summary.line())
@@ -592,8 +593,8 @@ def bounces_list(app: App, limit: int, as_json: bool) -> None:
         if as_json:
             click.echo(json.dumps(event, default=str))
         else:
-            click.echo(f"{event['received_at']:%Y-%m-%d %H:%M} {event['email']}\t{event['kind']}\t{event['action']}\t"
-                       f"{event['status'] or '-'}\t{event['diagnostic'][:80]}")
+            click.echo(f"{event['received_at']:%Y-%m-%d %H:%M} {printable(event['email'])}\t{event['kind']}\t"
+                       f"{event['action']}\t{printable(event['status'] or '-')}\t{printable(event['diagnostic'][:80])}")
 
 
 # ---- papers -------------------------------------------------------------------------------------

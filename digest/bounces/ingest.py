@@ -142,7 +142,8 @@ class BounceProcessor:
             return IngestResult(report.kind, report.format,
                                 ignored=f"delivery {target.delivery_id} went to another address, not {others}")
         failure = _worst(mine or list(report.failures))
-        event = BounceEvent(f"{key}:{target.delivery_id}", target, failure.kind.value, source, failure.status,
+        status = failure.status[:16] if failure.status else None  # an RFC 3463 code: "5.1.1", at most "5.123.123"
+        event = BounceEvent(f"{key}:{target.delivery_id}", target, failure.kind.value, source, status,
                             failure.diagnostic)
         action = self.store.record_bounce(event, self.policy, self.clock())
         return IngestResult(report.kind, report.format, (Action(target.email, target.delivery_id, event.kind, action,

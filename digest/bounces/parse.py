@@ -109,17 +109,18 @@ def classify_status(status: str | None, diagnostic: str = "", action: str = "fai
     """
     code = _ENHANCED.search(status or "")
     if action.lower() == "delayed":
-        return FailureKind.DELAYED, code.group(0) if code else status
+        return FailureKind.DELAYED, code.group(0) if code else None
     found = _ENHANCED.search(diagnostic)
     if found and (code is None or (code.group(2), code.group(3)) == ("0", "0")):
         code = found
     if code is None:
+        # No RFC 3463 code anywhere (the status stays None: what the field held is in no standard form).
         smtp = _SMTP_CODE.search(diagnostic)
         if smtp is None:
-            return FailureKind.REFUSED, status
+            return FailureKind.REFUSED, None
         if smtp.group(1) == "4":
-            return FailureKind.SOFT, status
-        return (FailureKind.HARD if _UNKNOWN_USER.search(diagnostic) else FailureKind.REFUSED), status
+            return FailureKind.SOFT, None
+        return (FailureKind.HARD if _UNKNOWN_USER.search(diagnostic) else FailureKind.REFUSED), None
     klass, subject, detail = code.group(1), int(code.group(2)), int(code.group(3))
     used = f"{klass}.{subject}.{detail}"
     if klass == "4":
@@ -166,8 +167,12 @@ def parse_report(raw: bytes) -> Report:
     return Report(ReportKind.UNRECOGNISED, "none", addressed_to=addressed, subject=subject)
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
 def _one_line(value: str, limit: int = 500) -> str:
-    return " ".join(value.split())[:limit]
+    """``value`` on one line, without control characters (it is a stranger's text, shown to operators)."""
+    return " ".join(_CONTROL.sub(" ", value).split())[:limit]
 
 
 def _address(value: str | None) -> str | None:

@@ -256,3 +256,24 @@ def test_status_reports_health_and_warns(world: tuple[Settings, Store, MemoryMai
     assert "delivered=5 bounced hard=1 soft=0 complaints=1 unsubscribes=1" in text
     assert "WARNING: complaint rate 16.67% is above 0.1%" in text
     assert "WARNING: hard bounce rate 16.67% is above 2%" in text
+
+
+def test_strange_fields_on_postgresql(tmp_path: Path, postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """PostgreSQL checks column widths (SQLite does not): a DSN with long, odd fields is still recorded."""
+    monkeypatch.setenv("DIGEST_SECRET_KEY", SECRET)
+    settings = make_settings(tmp_path, database={"url": postgres_url}, bounces={"domain": "bounces.example.org"})
+    store = Store(postgres_url)
+    from digest.subscribers import new_subscriber
+
+    store.add_subscriber(new_subscriber(settings, READERS[0]))
+    pipeline = Pipeline(settings, store, mailer=MemoryMailer(), clock=lambda: datetime(2026, 8, 19, 9, 0, tzinfo=UTC))
+    pipeline.fetch(["seed"])
+    assert pipeline.send(DAY).sent == 1
+    raw = bounce_for(settings, store, "postfix_unknown_user.eml", READERS[0], DAY)
+    raw = raw.replace(b"Status: 5.1.1", b"Status: failed permanently, see the diagnostic \x1b[31mbelow")
+    raw = raw.replace(b"Diagnostic-Code: smtp; 550 5.1.1", b"Diagnostic-Code: smtp; 550 5.1.1 " + b"x" * 5000)
+    result = BounceProcessor(settings, store).ingest(raw, "stdin")
+    assert [(a.action, a.status) for a in result.actions] == [("suppressed", "5.1.1")]
+    [event] = store.bounce_events()
+    assert "\x1b" not in event["diagnostic"] and len(event["diagnostic"]) <= 2000
+    store.close()

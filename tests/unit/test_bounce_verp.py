@@ -65,3 +65,10 @@ def test_a_rotated_key_still_verifies_old_return_paths() -> None:
     assert rotated.check(old).verdict is Verdict.VALID
     assert rotated.address(9) != old  # new mail is signed with the new key
     assert ReturnPath("new-key" * 5, "b.example.org").check(old).verdict is Verdict.FORGED
+
+
+def test_a_status_field_in_no_standard_form_is_not_kept() -> None:
+    # It would not fit the 16 characters a status is stored in, and means nothing anyway.
+    kind, used = classify_status("failed, very badly indeed (see below)", "554 rejected", "failed")
+    assert (kind, used) == (FailureKind.REFUSED, None)
+    assert classify_status("4.4.7 (delivery time expired)", "", "delayed")[1] == "4.4.7"
