@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import replace
 from datetime import date, datetime
@@ -240,12 +240,18 @@ def tag(app: App, input_path: str | None, output_path: str, retag_all: bool, exp
             dst.write(line + "\n")
 
 
-def _tagger(app: App) -> Any:
+def _tagger(app: App, known: Mapping[str, tuple[str, str]] | None = None) -> Any:
     """The configured tagger; the store is opened only to look up example ids of topics defined in
-    words (so tagging a file needs no database otherwise)."""
+    words (so tagging a file needs no database otherwise). ``known`` (papers at hand, such as the
+    labelled file of tagger-eval) is asked first, so an evaluation runs where nothing was fetched yet."""
     from digest.tagger import Tagger
 
     def example_text(paper_id: str) -> tuple[str, str] | None:
+        if known is not None and paper_id in known:
+            return known[paper_id]
+        database = app.settings.database.sqlite_path
+        if database is not None and not database.exists():
+            return None  # no database yet: the example is reported missing, not a database made
         found = app.store.list_papers(ids=[paper_id])
         return (found[0].title, found[0].abstract) if found else None
 
@@ -330,7 +336,8 @@ def tagger_eval(app: App, labels_path: str, as_json: bool) -> None:
     """
     from digest.tagger_eval import evaluate, format_report, load_labelled, report_json
 
-    report = evaluate(_tagger(app), load_labelled(Path(labels_path)))
+    labelled = load_labelled(Path(labels_path))
+    report = evaluate(_tagger(app, {p.id: (p.title, p.abstract) for p in labelled}), labelled)
     if as_json:
         click.echo(json.dumps(report_json(report)))
         click.echo(f"macro_f1={report.macro_f1:.3f}")

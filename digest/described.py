@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import gzip
 import json
+import logging
 import math
+import re
 import statistics
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -39,6 +41,12 @@ PREVALENCE_PART = 0.3
 
 # Looks an arXiv id up (in the store): (title, abstract) or None when unknown.
 ExampleLookup = Callable[[str], "tuple[str, str] | None"]
+
+log = logging.getLogger(__name__)
+
+# "arXiv:2401.01234v2", "https://arxiv.org/abs/2401.01234v2" -> "2401.01234" (also old-style ids).
+_ARXIV_ID = re.compile(r"(?:arxiv\.org/(?:abs|pdf)/|arxiv:)?([a-z-]+(?:\.[a-z]{2})?/\d{7}|\d{4}\.\d{4,5})(?:v\d+)?",
+                       re.IGNORECASE)
 
 
 def _centroid(vectors: list[dict[str, float]]) -> dict[str, float]:
@@ -80,13 +88,19 @@ class DescribedTopic:
     @classmethod
     def build(cls, name: str, spec: TopicSpec, idf: Mapping[str, float],
               lookup: ExampleLookup | None = None) -> DescribedTopic:
-        """Raises UsageError for an example id the store does not know."""
-        texts = [_example_text(name, ex, lookup) for ex in spec.examples]
+        """An example id that ``lookup`` does not know is left out with a warning (the store may not
+        have fetched it yet: a topic must not stop a run for that); raises UsageError when nothing
+        with known words is left."""
+        found = [_example_text(name, ex, lookup) for ex in spec.examples]
+        texts = [text for text in found if text is not None]
         vectors = [weighted(term_counts(title, abstract), idf) for title, abstract in texts]
         if spec.description.strip():
             vectors.append(weighted(term_counts(spec.label, spec.description), idf))
         vectors = [v for v in vectors if v]
         if not vectors:
+            if found and not texts:
+                raise UsageError(f"topic {name!r}: none of its examples is in the store and its description has "
+                                 "no known words (fetch the days that list them, or give { title, abstract })")
             raise UsageError(f"topic {name!r}: its description and examples have no known words")
         centroid = _centroid(vectors)
         if len(vectors) > 1:
@@ -118,11 +132,19 @@ class DescribedTopic:
         return tuple(words)
 
 
-def _example_text(name: str, example: str | TopicExample, lookup: ExampleLookup | None) -> tuple[str, str]:
+def example_id(example: str) -> str:
+    """The bare arXiv id of an example written as an id, ``arXiv:`` id or abs/pdf URL, version dropped."""
+    match = _ARXIV_ID.search(example.strip())
+    return match.group(1) if match else example.strip()
+
+
+def _example_text(name: str, example: str | TopicExample, lookup: ExampleLookup | None) -> tuple[str, str] | None:
     if not isinstance(example, str):
         return example.title, example.abstract
-    found = lookup(example) if lookup is not None else None
+    found = None
+    if lookup is not None:
+        found = lookup(example.strip()) or lookup(example_id(example))
     if found is None:
-        raise UsageError(f"topic {name!r}: example {example} is not in the store (fetch it first, or give "
-                         "{ title = \"...\", abstract = \"...\" })")
+        log.warning("topic %r: example %s is not in the store; it is left out until it is (fetch the day "
+                    "that lists it, or give { title = \"...\", abstract = \"...\" })", name, example)
     return found

@@ -216,9 +216,15 @@ def test_topic_in_words_explain_and_retag_all(demo_dir: Path) -> None:
     assert {t["topic"] for t in as_json["topics"]} == {"pruning", "diffusion", "subspace", "nas"}
     missing = digest(demo_dir, "tag", "--explain", "0000.00000", check=False)
     assert missing.returncode == 2 and "no stored paper" in missing.stderr
-    (demo_dir / "bad.toml").write_text('[topics.x]\nlabel = "X"\ndescription = "d"\nexamples = ["9999.99999"]\n')
+    # An example not fetched yet is left out with a warning: the run goes on from the description.
+    (demo_dir / "later.toml").write_text('[topics.x]\nlabel = "X"\ndescription = "Diffusion models for images"'
+                                         '\nexamples = ["9999.99999"]\n')
+    later = digest(demo_dir, "--config", "later.toml", "tag", "--all")
+    assert "example 9999.99999 is not in the store" in later.stderr
+    (demo_dir / "bad.toml").write_text('[topics.x]\nlabel = "X"\ndescription = ""\nexamples = ["9999.99999"]\n')
     bad = digest(demo_dir, "--config", "bad.toml", "tag", "--all", check=False)
-    assert bad.returncode == 2 and "example 9999.99999 is not in the store" in bad.stderr
+    assert bad.returncode == 2 and "none of its examples is in the store" in bad.stderr
+    assert sum(line.startswith("error:") for line in bad.stderr.splitlines()) == 1
 
 
 def test_dry_run_records_nothing(demo_dir: Path) -> None:
@@ -245,3 +251,16 @@ def test_every_command_has_help_with_an_example() -> None:
         result = runner.invoke(cli, [*command, "--help"])
         assert result.exit_code == 0, command
         assert "Example" in result.output, f"digest {' '.join(command)} --help has no example"
+
+
+def test_tagger_eval_finds_examples_in_its_labelled_file_without_a_database(tmp_path: Path) -> None:
+    """An evaluation of a topic defined by example ids runs in an empty folder: the examples are looked
+    up in the labelled file first, and no database is created for it."""
+    (tmp_path / "words.toml").write_text(
+        '[topics.gen]\nlabel = "Generative diffusion"\ndescription = "Diffusion models."\n'
+        'examples = ["seed-09", "seed-12", "seed-15"]\n')
+    labels = REPO / "tests" / "fixtures" / "labels" / "seed_topics.jsonl"
+    proc = digest(tmp_path, "--config", "words.toml", "tagger-eval", "--labels", str(labels), "--json")
+    assert "not in the store" not in proc.stderr
+    assert "gen" in json.loads(proc.stdout.splitlines()[0])["topics"]
+    assert not (tmp_path / "var").exists()

@@ -9,6 +9,7 @@ import pytest
 from pydantic import ValidationError
 
 from digest.config import Settings
+from digest.described import example_id
 from digest.errors import UsageError
 from digest.learned import load_model
 from digest.tagger import Tagger
@@ -106,13 +107,38 @@ def test_topic_defined_in_words_tags_by_similarity() -> None:
     assert verdict.kind == "described" and not verdict.assigned
 
 
-def test_example_ids_are_looked_up_and_unknown_ones_refused() -> None:
-    spec = TopicSpec.model_validate({**QUANT, "examples": ["2307.13304", *QUANT["examples"][:2]]})
+def test_example_ids_are_looked_up_and_unknown_ones_left_out_with_a_warning(
+        caplog: pytest.LogCaptureFixture) -> None:
+    spec = TopicSpec.model_validate({**QUANT, "examples": ["arXiv:2307.13304v2", *QUANT["examples"][:2]]})
     texts = {"2307.13304": ("QuIP: 2-bit quantization", "Quantization of LLM weights to 2 bits.")}
-    tagger = Tagger({"quant": spec}, examples=texts.get)
-    assert tagger.topic_names == ["quant"]
-    with pytest.raises(UsageError, match=r"example 2307\.13304 is not in the store"):
-        Tagger({"quant": spec}, examples=lambda _id: None)
+    asked: list[str] = []
+
+    def lookup(paper_id: str) -> tuple[str, str] | None:
+        asked.append(paper_id)
+        return texts.get(paper_id)
+
+    tagger = Tagger({"quant": spec}, examples=lookup)
+    assert tagger.topic_names == ["quant"] and asked == ["arXiv:2307.13304v2", "2307.13304"]
+    assert not caplog.records
+    # Not fetched yet: the topic still works from its description and other examples, and says so.
+    without = Tagger({"quant": spec}, examples=lambda _id: None)
+    assert "example arXiv:2307.13304v2 is not in the store" in caplog.text
+    assert [a.topic for a in without.tag("4-bit quantization of LLM weights",
+                                         "We quantize large language model weights to 4 bits.")] == ["quant"]
+
+
+def test_a_topic_with_only_unknown_examples_and_no_words_is_refused() -> None:
+    spec = TopicSpec.model_validate({"label": "X", "description": "", "examples": ["2307.13304"]})
+    with pytest.raises(UsageError, match=r"none of its examples is in the store"):
+        Tagger({"x": spec}, examples=lambda _id: None)
+
+
+@pytest.mark.parametrize(("written", "bare"), [
+    ("2401.01234", "2401.01234"), ("arXiv:2401.01234v3", "2401.01234"),
+    ("https://arxiv.org/abs/2401.01234v2", "2401.01234"), ("https://arxiv.org/pdf/2401.0123", "2401.0123"),
+    ("hep-th/9901001v1", "hep-th/9901001"), ("not an id", "not an id")])
+def test_example_ids_are_read_as_arxiv_ids(written: str, bare: str) -> None:
+    assert example_id(written) == bare
 
 
 def test_described_topic_from_config_merges_with_builtins() -> None:
