@@ -159,6 +159,12 @@ class Subscriptions:
             log.warning("subscribe: too many requests for one address; no email sent")
             return None
         existing = self.store.get_subscriber(email)
+        confirmed = existing is not None and existing.status is SubscriberStatus.CONFIRMED
+        if not confirmed and self.store.is_suppressed(email):
+            # The suppression list outlives subscriber rows and statuses (a removed reader whose mail
+            # bounced hard, a reader unsubscribed by a complaint): not mailing them is its whole point.
+            log.info("subscribe: address is on the suppression list; no email sent")
+            return None
         if existing is None:
             message = self.confirmation(email, form, returning=False)
             # UsageError: a concurrent request added it a moment ago; it is pending, like this one.

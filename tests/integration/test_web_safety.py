@@ -286,6 +286,25 @@ def test_subscribe_for_a_known_address_changes_nothing_until_its_own_link_is_fol
     assert web.store.get_subscriber(victim) == stored
 
 
+@pytest.mark.parametrize("row", [None, SubscriberStatus.UNSUBSCRIBED, SubscriberStatus.PENDING])
+def test_a_suppressed_address_gets_no_mail_from_the_form(web: Web, row: SubscriberStatus | None) -> None:
+    """The suppression list outlives subscriber rows: an address that bounced hard or complained and
+    was then removed (row None) or unsubscribed is not mailed a confirmation by whoever fills the form."""
+    gone = "gone@example.org"
+    if row is not None:
+        web.store.add_subscriber(Subscriber(email=gone, status=row, topics=("nas",)))
+    with sqlite3.connect(web.db_path) as db:
+        db.execute("INSERT INTO suppressions (email, kind, reason, created_at) VALUES (?, 'complaint', 'test', ?)",
+                   (gone, NOW.isoformat(sep=" ")))
+    assert web.subscribe(gone, topics=("nas",)).status_code == 200  # type: ignore[attr-defined]
+    assert web.mails() == []
+    stored = web.store.get_subscriber(gone)
+    assert (stored.status if stored is not None else None) == row
+    # Another address is still welcome.
+    web.subscribe("fresh@example.org", topics=("nas",))
+    assert [m["To"] for m in web.mails()] == ["fresh@example.org"]
+
+
 def test_the_readers_own_link_confirms_the_readers_own_choices(web: Web) -> None:
     web.subscribe("me@example.org", topics=("nas",), tz="Europe/Paris", send_at="07:30")
     web.subscribe("me@example.org", topics=("diffusion",), keywords="spam", tz="Asia/Tokyo")  # someone else
