@@ -80,6 +80,22 @@ class SubscriberStatus(StrEnum):
     SUPPRESSED = "suppressed"
 
 
+class Verdict(StrEnum):
+    """What a reader said of a paper: more like it, or less (a paper of their own library counts as more)."""
+
+    MORE = "more"
+    LESS = "less"
+
+
+@dataclass(frozen=True, slots=True)
+class Feedback:
+    """One reader's latest verdict on one paper, and when they gave it."""
+
+    paper_id: str
+    verdict: Verdict
+    at: datetime
+
+
 class Frequency(StrEnum):
     DAILY = "daily"
     WEEKLY = "weekly"

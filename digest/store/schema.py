@@ -252,3 +252,16 @@ suppressions = Table(
     Column("reason", Text, nullable=False),
     Column("created_at", UTCDateTime(), nullable=False),
 )
+
+# What each reader told the digest about a paper ("more like this" / "less like this", or a paper of
+# their own library, counted as "more"): one row per (reader, paper), a later verdict replacing an
+# earlier one; it goes with the reader (and with the paper, should one ever be deleted).
+feedback = Table(
+    "feedback",
+    metadata,
+    Column("subscriber_id", Integer, ForeignKey("subscribers.id", ondelete="CASCADE"), primary_key=True),
+    Column("paper_id", String(64), ForeignKey("papers.id", ondelete="CASCADE", onupdate="CASCADE"),
+           primary_key=True),
+    Column("verdict", String(8), nullable=False),  # more | less
+    Column("at", UTCDateTime(), nullable=False),
+)

@@ -53,6 +53,7 @@ from digest.models import (
 from digest.sources.normalize import title_key
 from digest.store import schema as t
 from digest.store.bounces import BounceStore
+from digest.store.feedback import FeedbackStore
 
 log = logging.getLogger("digest.store")
 
@@ -130,7 +131,7 @@ class IssueHistory:
     last_issue_at: datetime | None = None  # when their latest issue before that date was built
 
 
-class Store(BounceStore):
+class Store(BounceStore, FeedbackStore):
     """The project's database. Construct with a SQLAlchemy URL; ``migrate()`` brings the schema up to date.
 
     Every method is a complete transaction. Datetimes must be aware; they come back in UTC.
@@ -551,6 +552,7 @@ class Store(BounceStore):
                 return False
             issue_ids = select(t.issues.c.id).where(t.issues.c.subscriber_id == sub_id)
             conn.execute(delete(t.deliveries).where(t.deliveries.c.subscriber_id == sub_id))
+            conn.execute(delete(t.feedback).where(t.feedback.c.subscriber_id == sub_id))
             conn.execute(delete(t.issue_papers).where(t.issue_papers.c.issue_id.in_(issue_ids)))
             conn.execute(delete(t.issues).where(t.issues.c.subscriber_id == sub_id))
             conn.execute(delete(t.subscribers).where(t.subscribers.c.id == sub_id))

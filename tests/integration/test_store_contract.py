@@ -258,3 +258,32 @@ def test_exclusive_lock_admits_one_holder(any_store: Store) -> None:
             pass
     finally:
         other.close()
+
+
+def test_feedback_one_verdict_per_reader_and_paper_gone_with_the_reader(any_store: Store) -> None:
+    from digest.models import Verdict
+
+    any_store.upsert_papers([p("2408.00001"), p("2408.00002"), p("2408.00003")], NOW)
+    ada = any_store.add_subscriber(Subscriber(email="ada@example.org"), NOW)
+    bob = any_store.add_subscriber(Subscriber(email="bob@example.org"), NOW)
+    assert ada.id is not None and bob.id is not None
+    later = NOW + timedelta(hours=1)
+    assert any_store.set_feedback(ada.id, [("2408.00001", Verdict.MORE), ("2408.00002", Verdict.LESS)], NOW) == 2
+    assert any_store.set_feedback(ada.id, [("2408.00001", Verdict.MORE)], later) == 0  # same again: no change
+    assert any_store.set_feedback(ada.id, [("2408.00002", Verdict.MORE)], later) == 1  # replaces
+    any_store.set_feedback(bob.id, [("2408.00003", Verdict.LESS)], NOW)
+    got = any_store.list_feedback(ada.id)
+    assert [(f.paper_id, f.verdict, f.at) for f in got] == [("2408.00001", Verdict.MORE, NOW),
+                                                            ("2408.00002", Verdict.MORE, later)]
+    assert set(any_store.feedback_of([ada.id, bob.id, 999])) == {ada.id, bob.id}
+    assert any_store.clear_feedback(ada.id, "2408.00002") == 1
+    assert any_store.clear_feedback(ada.id, "2408.00002") == 0
+    assert any_store.paper_ids_known(["2408.00001", "9999.00001"]) == {"2408.00001"}
+    assert any_store.paper_ids_by_title_key([title_key("Title 2408.00003")]) == {
+        title_key("Title 2408.00003"): "2408.00003"}
+    assert any_store.remove_subscriber("ada@example.org")
+    with any_store.engine.connect() as conn:
+        from digest.store import schema
+
+        rows = conn.execute(schema.feedback.select()).all()
+    assert [(r.subscriber_id, r.paper_id) for r in rows] == [(bob.id, "2408.00003")]
