@@ -76,7 +76,7 @@ BIBTEX = r"""
 RIS = """TY  - JOUR
 TI  - Something else entirely
 UR  - https://arxiv.org/pdf/2401.00003v2.pdf
-ER  - 
+ER  -
 """
 
 
