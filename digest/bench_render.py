@@ -66,10 +66,13 @@ def sample_key(settings: Settings) -> str:
     return settings.env_signing_key or _SAMPLE_KEY
 
 
-def sample_links(settings: Settings, email: str, issue_key: str | None = None) -> PersonalLinks:
-    """The links a real send would put in ``email``'s message (signed like real links, see sample_key)."""
+def sample_links(settings: Settings, email: str, issue_key: str | None = None,
+                 subscriber_id: int | None = 1) -> PersonalLinks:
+    """The links a real send would put in ``email``'s message (signed like real links, see sample_key),
+    feedback links included unless ``subscriber_id`` is None."""
     mailto = settings.site.unsubscribe_mailto or "digest@localhost"
-    return LinkBuilder(settings.site.base_url, Signer(sample_key(settings)), mailto).for_subscriber(email, issue_key)
+    return LinkBuilder(settings.site.base_url, Signer(sample_key(settings)), mailto).for_subscriber(
+        email, issue_key, subscriber_id)
 
 
 def issue_of(sections: Sequence[tuple[str, str, Sequence[Paper]]], *, email: str = "reader@example.org",
@@ -151,7 +154,7 @@ def make_jobs(papers: Sequence[Paper], settings: Settings, count: int, day: date
                 base = issues_by_prefs[(chosen, limit)] = sample_issue(papers, subscriber, day, settings)
             issue = Issue(subscriber=subscriber, date=day, sections=base.sections, top_pick=base.top_pick,
                           id=i + 1)
-        jobs.append(RenderJob(issue, sample_links(settings, email, day.isoformat())))
+        jobs.append(RenderJob(issue, sample_links(settings, email, day.isoformat(), i + 1)))
     return jobs
 
 

@@ -807,7 +807,7 @@ def preview(app: App, email: str, day: str | None, fmt: str, out_path: str | Non
     if fmt == "eml":
         content: str | bytes = pipeline.render_message(issue, message_id, pipeline.clock()).data
     else:
-        links = pipeline.links.for_subscriber(sub.email, str(issue.id) if issue.id else None)
+        links = pipeline.links.for_subscriber(sub.email, str(issue.id) if issue.id else None, sub.id)
         rendered = pipeline.renderer.render(issue, links, full_issue_url=links.archive)
         content = rendered.html if fmt == "html" else rendered.text
     if out_path or open_browser:

@@ -99,7 +99,7 @@ class Composer:
         cannot be made (an unusable address, a template error)."""
         sub = issue.subscriber
         key = str(issue.id) if issue.id is not None else None
-        links = self.links.for_subscriber(sub.email, key)
+        links = self.links.for_subscriber(sub.email, key, sub.id)
         rendered = self.renderer.mime(issue, links, full_issue_url=links.archive)
         data, wire_ready = build_message_wire(rendered, sender=self.settings.site.sender, recipient=sub.email,
                                               message_id=message_id, date=now, list_id=list_id_for(self.settings),

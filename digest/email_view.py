@@ -11,6 +11,7 @@ from __future__ import annotations
 import html as html_lib
 import re
 import unicodedata
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import date
 from functools import lru_cache
@@ -28,6 +29,7 @@ __all__ = [
     "IdentityCache",
     "build_view",
     "clean_text",
+    "feedback_urls",
     "issue_subject",
     "keep_first",
     "own_archive",
@@ -187,6 +189,10 @@ class CardView:
     pdf_url: str
     summary: str
     why: str
+    # The reader's "More like this" / "Less like this" links ("" on public pages): per reader, so the
+    # fast path renders a card with marks here and puts each reader's links in afterwards.
+    more_url: str = ""
+    less_url: str = ""
 
     @property
     def links(self) -> tuple[LinkView, ...]:
@@ -322,18 +328,21 @@ def _paper_view(paper: Paper) -> PaperView:
     )
 
 
-def _card(entry: IssueEntry, number: int, fallback_url: str) -> CardView:
-    # Keyed by the fallback link too (the card shows it when the paper has no link of its own): a body
-    # shared by many readers has a marker there, so its cards are shared as well.
-    key = (entry.reason, number, fallback_url)
+def _card(entry: IssueEntry, number: int, fallback_url: str, feedback: tuple[str, str] = ("", "")) -> CardView:
+    # Keyed by the fallback link and the feedback links too (the card shows them): a body shared by
+    # many readers has markers there, so its cards are shared as well.
+    key = (entry.reason, number, fallback_url, *feedback)
     cached: CardView | None = _CARDS.get(entry.paper, key)
     if cached is not None:
         return cached
     p = paper_view(entry.paper)
     card = CardView(number=number, title=p.title, url=p.url or fallback_url, authors=p.authors,
                     upvotes=p.upvotes, code_url=p.code_url, project_url=p.project_url, pdf_url=p.pdf_url,
-                    summary=p.summary, why=clean_text(entry.reason))
+                    summary=p.summary, why=clean_text(entry.reason), more_url=feedback[0], less_url=feedback[1])
     return _CARDS.put(entry.paper, key, card)
+
+
+_NO_FEEDBACK = ("", "")
 
 
 @lru_cache(maxsize=4096)
@@ -374,12 +383,15 @@ def issue_subject(settings: Settings, issue: Issue) -> str:
 
 
 def build_view(settings: Settings, issue: Issue, links: PersonalLinks, full_issue_url: str | None,
-               personal: tuple[str, str, str, str] | None = None) -> EmailView:
+               personal: tuple[str, str, str, str] | None = None,
+               feedback: Sequence[tuple[str, str]] | None = None) -> EmailView:
     """The complete (untrimmed) view of one issue for one subscriber.
 
     ``personal`` stands in for the reader's own values (address, then the preferences, unsubscribe and
     archive links, already cleaned) wherever the view shows them, the "full issue" link included when it
-    is the archive link: a body rendered this way serves every reader of the same papers.
+    is the archive link: a body rendered this way serves every reader of the same papers. ``feedback``
+    holds each card's (more, less) link in reading order (feedback_urls), or marks standing in for them;
+    None shows none.
     """
     site_title = clean_text(settings.site.title) or "Paper Digest"
     if personal is None:
@@ -396,7 +408,7 @@ def build_view(settings: Settings, issue: Issue, links: PersonalLinks, full_issu
         label = clean_text(section.label) or clean_text(section.topic) or "Papers"
         for entry in section.entries:
             number += 1
-            cards.append(_card(entry, number, more_url))
+            cards.append(_card(entry, number, more_url, feedback[number - 1] if feedback else _NO_FEEDBACK))
             if top is None and entry.paper.id == top_id:
                 top = TopView(cards[-1].title, cards[-1].url, number, f"No. {number} below, in {label}")
         if section.topic == OTHER_SECTION:
@@ -445,6 +457,16 @@ def count_line(count: int, topics: int, others: int) -> str:
 def own_archive(links: PersonalLinks, full_issue_url: str | None) -> bool:
     """Whether the "full issue" link is the reader's own archive link (personal, then, like the rest)."""
     return full_issue_url is None or full_issue_url == links.archive
+
+
+def feedback_urls(issue: Issue, links: PersonalLinks) -> list[tuple[str, str]] | None:
+    """The (more, less) feedback link of each card, in reading order; None when the links carry none."""
+    if links.feedback is None:
+        return None
+    pairs = links.feedback.pairs([e.paper.id for s in issue.sections for e in s.entries])
+    if not pairs or (_PLAIN_URL.match(pairs[0][0]) and _PLAIN_URL.match(pairs[0][1])):
+        return pairs  # all the same but for base64 and hex parts: one plain, all plain
+    return [(safe_url(more), safe_url(less)) for more, less in pairs]
 
 
 def personal_values(issue: Issue, links: PersonalLinks) -> tuple[str, str, str, str]:

@@ -45,6 +45,7 @@ from digest.email_view import (
     EmailView,
     IdentityCache,
     build_view,
+    feedback_urls,
     keep_first,
     own_archive,
     personal_values,
@@ -128,6 +129,11 @@ def _html_env(loader: jinja2.BaseLoader | None = None) -> jinja2.Environment:
 NUMBER_MARK = "\x05"
 # Stands for a card's "why" line (the reason differs from reader to reader, the rest of a card does not).
 WHY_MARK = "\x06"
+# Stand for a card's "More like this" / "Less like this" links (each reader's own, for each paper).
+MORE_MARK = "\x07"
+LESS_MARK = "\x08"
+_MORE_BYTES = MORE_MARK.encode("ascii")
+_LESS_BYTES = LESS_MARK.encode("ascii")
 
 
 def number_prefix(number: int) -> str:
@@ -301,7 +307,7 @@ class Renderer:
             why = (WHY_MARK if card.why else "") if self._split_why else card.why
             # Everything the card shows but its number (and the reason, when it is put in afterwards).
             unnumbered = (card.title, card.url, card.authors, card.upvotes, card.code_url, card.project_url,
-                          card.pdf_url, card.summary, why)
+                          card.pdf_url, card.summary, why, card.more_url, card.less_url)
             fragment = self._unnumbered.get(unnumbered)
             if fragment is None:
                 marked = replace(card, number=NUMBER_MARK, why=why)  # type: ignore[arg-type]
@@ -382,6 +388,9 @@ class Renderer:
             body = self._shared_body(issue, links, full_issue_url, _anchors(issue))
             self._shared.put(key, body)
         personal = personal_values(issue, links)
+        pairs = feedback_urls(issue, links)
+        if pairs:
+            personal = (*personal, *(url for pair in pairs for url in pair))
         text_values = [v.encode("utf-8") for v in personal]
         # The usual address and links hold nothing to escape: the HTML takes the same bytes.
         joined = b"".join(text_values)
@@ -394,7 +403,8 @@ class Renderer:
     def _shared_body(self, issue: Issue, links: PersonalLinks, full_issue_url: str | None,
                      anchors: tuple[object, ...]) -> _SharedBody:
         # The personal fields are markers that no cleaned value can contain; the body is cut there.
-        view = build_view(self.settings, issue, links, full_issue_url, personal=_PERSONAL)
+        view = build_view(self.settings, issue, links, full_issue_url, personal=_PERSONAL,
+                          feedback=_feedback_marks(issue) if links.feedback is not None else None)
         try:
             cards, context = self._cards_of(view), _page_context(view)
             html, text = self._html_fast(view, cards, context), self._text_fast(view, cards, context)
@@ -403,19 +413,33 @@ class Renderer:
         return _SharedBody(anchors, view.subject, _Cut.of(html), _Cut.of(text))
 
     def _render(self, issue: Issue, links: PersonalLinks, full_issue_url: str | None, fast: bool) -> MimeEmail:
-        view = build_view(self.settings, issue, links, full_issue_url)
+        pairs = feedback_urls(issue, links)
+        if fast and pairs:
+            # Cards with marks for the feedback links (shared by every reader), the links put in after.
+            view = build_view(self.settings, issue, links, full_issue_url, feedback=_feedback_marks(issue))
+            html_values = [(_escape(a).encode("utf-8"), _escape(b).encode("utf-8")) for a, b in pairs]
+            text_values = [(a.encode("utf-8"), b.encode("utf-8")) for a, b in pairs]
+            try:
+                html, dropped = self._fit(view, lambda v: _fill_feedback(self._html_fast(v), html_values))
+                text = _fill_feedback(self._text_fast(_text_view(view, dropped)), text_values)
+            except jinja2.TemplateError as err:
+                raise RenderError(f"email template failed to render: {err}") from err
+            return MimeEmail(view.subject, Utf8Body(html), Utf8Body(text))
+        view = build_view(self.settings, issue, links, full_issue_url, feedback=pairs)
         try:
-            html = self._fit(view, self._html_fast if fast else self._html_naive)
-            text = self._text_fast(view) if fast else self._text_naive(view)
+            html, dropped = self._fit(view, self._html_fast if fast else self._html_naive)
+            text_view = _text_view(view, dropped)
+            text = self._text_fast(text_view) if fast else self._text_naive(text_view)
         except jinja2.TemplateError as err:
             raise RenderError(f"email template failed to render: {err}") from err
         return MimeEmail(view.subject, Utf8Body(html), Utf8Body(text))
 
-    def _fit(self, view: EmailView, to_html: Callable[[EmailView], bytes]) -> bytes:
-        """Render within the size budget: first drop the longest summaries, then trailing cards."""
+    def _fit(self, view: EmailView, to_html: Callable[[EmailView], bytes]) -> tuple[bytes, set[int]]:
+        """Render within the size budget: first drop the longest summaries, then trailing cards. Also
+        the numbers of the cards whose summaries were dropped."""
         body = to_html(view)
         if len(body) <= self.html_budget:
-            return body
+            return body, set()
         excess = len(body) - self.html_budget
         cards = sorted((c for s in view.sections for c in s.cards), key=lambda c: -len(c.summary.encode()))
         dropped: set[int] = set()
@@ -432,7 +456,14 @@ class Renderer:
             per_card = max(1, size // max(1, keep + 4))
             keep = max(0, min(keep - 1, keep - (size - self.html_budget) // per_card))
             body = to_html(keep_first(without_summaries(view, dropped), keep))
-        return body
+        return body, dropped
+
+
+def _text_view(view: EmailView, dropped: set[int]) -> EmailView:
+    """The text part's view: every card (it has no size limit), but without the summaries the HTML had
+    to drop, so both parts tell the same (a text part far richer than its HTML reads as spam to filters:
+    SpamAssassin's MPART_ALT_DIFF_COUNT)."""
+    return without_summaries(view, dropped) if dropped else view
 
 
 class ReferenceRenderer:
@@ -444,6 +475,24 @@ class ReferenceRenderer:
 
     def mime(self, issue: Issue, links: PersonalLinks, *, full_issue_url: str | None = None) -> MimeEmail:
         return self.renderer.mime_naive(issue, links, full_issue_url=full_issue_url)
+
+
+def _feedback_marks(issue: Issue) -> list[tuple[str, str]]:
+    return [(MORE_MARK, LESS_MARK)] * sum(len(s.entries) for s in issue.sections)
+
+
+def _fill_feedback(data: bytes, values: list[tuple[bytes, bytes]]) -> bytes:
+    """``data`` with the k-th MORE_MARK and LESS_MARK replaced by the k-th card's links (a trimmed body
+    holds the first cards' marks only)."""
+    for side, mark in ((0, _MORE_BYTES), (1, _LESS_BYTES)):
+        pieces = data.split(mark)
+        if len(pieces) - 1 > len(values):
+            raise RenderError("email template: more feedback links than cards")
+        out = [pieces[0]]
+        for pair, piece in zip(values, pieces[1:], strict=False):
+            out += (pair[side], piece)
+        data = b"".join(out)
+    return data
 
 
 def _page_context(view: EmailView) -> dict[str, Any]:
@@ -555,7 +604,8 @@ def _content_key(issue: Issue, links: PersonalLinks, full_issue_url: str | None)
     keeps the papers alive, see _anchors, so no other object can take their ids). One flat tuple (each
     section's entry count keeps it unambiguous): it is built for every email."""
     top = issue.top_pick
-    key: list[Any] = [issue.date, True if own_archive(links, full_issue_url) else (full_issue_url, links.archive)]
+    key: list[Any] = [issue.date, True if own_archive(links, full_issue_url) else (full_issue_url, links.archive),
+                      links.feedback is None]
     key += (id(top.paper), top.reason) if top is not None else (None, None)
     for s in issue.sections:
         key += (s.topic, s.label, len(s.entries))
@@ -590,7 +640,11 @@ class _Cut:
 
     @classmethod
     def of(cls, data: bytes) -> _Cut:
-        found = sorted((at, slot) for slot, marker in enumerate(_PERSONAL_BYTES) for at in _find_all(data, marker))
+        # The personal values first, then each card's (more, less) feedback links in reading order.
+        found = [(at, slot) for slot, marker in enumerate(_PERSONAL_BYTES) for at in _find_all(data, marker)]
+        for side, marker in ((0, _MORE_BYTES), (1, _LESS_BYTES)):
+            found += [(at, len(_PERSONAL) + 2 * k + side) for k, at in enumerate(_find_all(data, marker))]
+        found.sort()
         ends = [at for at, _ in found] + [len(data)]
         starts = [0] + [at + 1 for at, _ in found]
         # Not ASCII, or a line too long between the values: base64 whatever the values are. (A CR would

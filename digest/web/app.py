@@ -23,11 +23,13 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from digest.errors import DigestError, UsageError
+from digest.feedback import ImportResult
 from digest.links import Scope as LinkScope
 from digest.links import TokenError
 from digest.models import Subscriber, SubscriberStatus
 from digest.redact import redact
 from digest.web.archive import MAX_ISSUE_ID, Archive
+from digest.web.feedback import MAX_UPLOAD_BYTES, FeedbackService
 from digest.web.middleware import BodyLimit, ErrorPages, SecurityHeaders
 from digest.web.security import (
     ARCHIVE_HEADERS,
@@ -68,6 +70,7 @@ class WebApp:
         self.settings = pipeline.settings
         self.service = Subscriptions(pipeline, address_limit)
         self.archive = Archive(pipeline)
+        self.feedback = FeedbackService(pipeline)
         self.csrf = Csrf(pipeline.signing_key.current, pipeline.settings.site.base_url)
         self.ip_limiter = SlidingWindowLimiter(ip_limit)
         self.env = html_env()
@@ -205,10 +208,14 @@ class WebApp:
     # ---- preferences ----------------------------------------------------------------------------
 
     def preferences_page(self, request: Request, sub: Subscriber, values: PreferenceForm | None = None,
-                         error: str = "", status: int = 200, saved: bool = False) -> HTMLResponse:
+                         error: str = "", status: int = 200, saved: bool = False,
+                         imported: ImportResult | None = None) -> HTMLResponse:
         return self.page(request, "preferences.html", {
             "sub": sub, "values": values or PreferenceForm.of(sub), "error": error, "saved": saved,
-            "topics": self.topics, "time_zones": self.time_zones, "weekdays": WEEKDAYS,
+            "topics": self.topics, "time_zones": self.time_zones, "weekdays": WEEKDAYS, "imported": imported,
+            # Explicit form targets: the page is also shown at .../library, after an upload.
+            "prefs_url": f"/preferences/{request.path_params['token']}",
+            "upload_mb": MAX_UPLOAD_BYTES // (1024 * 1024),
         }, status=status, form=True, private=True)
 
     async def preferences_get(self, request: Request) -> Response:
@@ -247,6 +254,57 @@ class WebApp:
         # Post/redirect/get: a reload does not send the form again.
         return RedirectResponse(self.absolute(f"{request.url.path}?saved=1"), status_code=303,
                                 headers=PRIVATE_HEADERS)
+
+    async def library_post(self, request: Request) -> Response:
+        """A library file (BibTeX, RIS, arXiv ids) from the preferences page: each paper found counts
+        as "more like this"."""
+        async with request.form(max_files=1, max_fields=20, max_part_size=MAX_UPLOAD_BYTES) as form:
+            refused = self.check_csrf(request, form)
+            if refused is not None:
+                return refused
+            try:
+                sub = await run_in_threadpool(self.service.subscriber_for, LinkScope.PREFERENCES,
+                                              request.path_params["token"])
+            except LinkProblem as err:
+                return self.link_problem(request, err)
+            upload = form.get("library")
+            if upload is None or isinstance(upload, str):
+                return self.preferences_page(request, sub, error="Choose a file to import.", status=400)
+            data = await upload.read(MAX_UPLOAD_BYTES + 1)
+            try:
+                result = await run_in_threadpool(self.feedback.import_upload, sub, data, upload.filename or "")
+            except UsageError as err:
+                return self.preferences_page(request, sub, error=str(err), status=400)
+        return self.preferences_page(request, sub, imported=result)
+
+    # ---- feedback -------------------------------------------------------------------------------
+
+    async def feedback_get(self, request: Request) -> Response:
+        """Never records (mail scanners follow links): shows the button that POSTs."""
+        try:
+            target = await run_in_threadpool(self.feedback.target, request.path_params["token"])
+        except LinkProblem as err:
+            return self.link_problem(request, err)
+        return self.page(request, "feedback.html", {"target": target, "state": "ask"}, form=True, private=True)
+
+    async def feedback_post(self, request: Request) -> Response:
+        """Records the link's verdict (idempotent: the same verdict again changes nothing), or with
+        ``action=undo`` forgets the reader's verdict on the paper."""
+        form = await self.read_form(request)
+        refused = self.check_csrf(request, form)
+        if refused is not None:
+            return refused
+        try:
+            target = await run_in_threadpool(self.feedback.target, request.path_params["token"])
+        except LinkProblem as err:
+            return self.link_problem(request, err)
+        if form.get("action") == "undo":
+            await run_in_threadpool(self.feedback.undo, target)
+            state = "undone"
+        else:
+            await run_in_threadpool(self.feedback.record, target)
+            state = "recorded"
+        return self.page(request, "feedback.html", {"target": target, "state": state}, form=True, private=True)
 
     # ---- unsubscribe ----------------------------------------------------------------------------
 
@@ -389,6 +447,14 @@ class WebApp:
                             headers={"Retry-After": "30"})
 
 
+def _upload_limit(scope: Any) -> int | None:
+    """The library upload (a POST to /preferences/<token>/library) may carry a file: a larger body."""
+    path = scope.get("path", "")
+    if scope.get("method") == "POST" and path.startswith("/preferences/") and path.endswith("/library"):
+        return MAX_UPLOAD_BYTES + 64 * 1024  # the file and the form around it
+    return None
+
+
 def create_app(pipeline: Pipeline, *, ip_limit: Limit = IP_LIMIT, address_limit: Limit = ADDRESS_LIMIT,
                debug: bool = False) -> Starlette:
     """The web app over ``pipeline`` (its settings, store, link signer, mailer and renderer).
@@ -408,6 +474,9 @@ def create_app(pipeline: Pipeline, *, ip_limit: Limit = IP_LIMIT, address_limit:
         Route("/preferences", web.preferences_help, methods=["GET"], name="preferences_help"),
         Route("/preferences/{token}", web.preferences_get, methods=["GET"], name="preferences"),
         Route("/preferences/{token}", web.preferences_post, methods=["POST"]),
+        Route("/preferences/{token}/library", web.library_post, methods=["POST"], name="library"),
+        Route("/feedback/{token}", web.feedback_get, methods=["GET"], name="feedback"),
+        Route("/feedback/{token}", web.feedback_post, methods=["POST"]),
         Route("/unsubscribe", web.unsubscribe_help, methods=["GET"], name="unsubscribe_help"),
         Route("/unsubscribe/{token}", web.unsubscribe_get, methods=["GET"], name="unsubscribe"),
         Route("/unsubscribe/{token}", web.unsubscribe_post, methods=["POST"]),
@@ -427,7 +496,7 @@ def create_app(pipeline: Pipeline, *, ip_limit: Limit = IP_LIMIT, address_limit:
     app.router.redirect_slashes = False
     host = urlsplit(pipeline.links.base_url).hostname
     # The last added is the outermost: headers on every answer, then errors, hosts, body size.
-    app.add_middleware(BodyLimit, max_bytes=MAX_FORM_BYTES, refuse=web.error_page)
+    app.add_middleware(BodyLimit, max_bytes=MAX_FORM_BYTES, refuse=web.error_page, larger=_upload_limit)
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=[h for h in (host, *LOCAL_HOSTS) if h],
                        www_redirect=False)
     app.add_middleware(ErrorPages, page=web.error_page)

@@ -104,7 +104,12 @@ class Archive:
         if issue is None:
             return None
         public = replace(issue, subscriber=replace(issue.subscriber, email=PUBLIC_RECIPIENT, name=""))
-        html: str = self.pipeline.renderer.render(public, self.public_links, full_issue_url=url).html
+        # The reader's own "More like this" / "Less like this" links, as in their email (each needs a
+        # press of a button on its page; the public editions carry none).
+        sub_id = issue.subscriber.id
+        links = replace(self.public_links, feedback=None if sub_id is None else
+                        self.pipeline.links.feedback(issue.subscriber.email, sub_id))
+        html: str = self.pipeline.renderer.render(public, links, full_issue_url=url).html
         return html
 
     def sent_issue_date(self, issue_id: int) -> date | None:

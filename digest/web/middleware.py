@@ -28,17 +28,21 @@ class BodyLimit:
     asks the client to close the connection: the rest of the body is never read.
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int, refuse: ErrorPage) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, refuse: ErrorPage,
+                 larger: Callable[[Scope], int | None] = lambda scope: None) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.refuse = refuse
+        # A larger bound for a few requests (a file upload), by method and path; None keeps max_bytes.
+        self.larger = larger
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        max_bytes = self.larger(scope) or self.max_bytes
         for name, value in scope.get("headers", []):
-            if name == b"content-length" and (not value.isdigit() or int(value) > self.max_bytes):
+            if name == b"content-length" and (not value.isdigit() or int(value) > max_bytes):
                 await self._refuse(scope, send)
                 return
         messages: list[Message] = []
@@ -49,7 +53,7 @@ class BodyLimit:
             if message["type"] != "http.request":  # the client went away
                 break
             total += len(message.get("body", b""))
-            if total > self.max_bytes:
+            if total > max_bytes:
                 await self._refuse(scope, send)
                 return
             if not message.get("more_body", False):
