@@ -16,13 +16,15 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/digest run
 
-## test: lint and run the whole test suite (starts the local PostgreSQL if it is down)
+## test: lint, type-check (mypy --strict over digest/, see [tool.mypy]) and run the whole test suite (starts the local PostgreSQL if it is down)
 test: $(STAMP) services
 	$(VENV)/bin/ruff check digest tests benchmarks scripts
+	$(VENV)/bin/mypy
 	$(VENV)/bin/pytest -q
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check digest tests benchmarks scripts
+	$(VENV)/bin/mypy
 
 bench: $(STAMP)
 	$(VENV)/bin/digest bench

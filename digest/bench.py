@@ -54,8 +54,9 @@ from digest.errors import DigestError, UsageError
 from digest.gcpause import frozen_heap
 from digest.mail.base import Mailer
 from digest.models import Issue, Outcome, OutgoingMessage, Paper, SendResult, Subscriber
-from digest.pipeline import Pipeline, Progress
+from digest.pipeline import Pipeline
 from digest.selection import Pool, select
+from digest.send_engine import NoProgress
 from digest.store import Store
 
 __all__ = ["PARTS", "BenchError", "NullMailer", "make_papers", "make_subscribers", "run_bench"]
@@ -139,7 +140,7 @@ def make_subscriber(i: int, topics: Sequence[str], authors: Sequence[str], seed:
     else:
         followed = tuple(rng.sample(list(authors), min(len(authors), rng.randint(1, 2))))
         chosen = tuple(rng.sample(list(topics), 1)) if topics else ()
-    exclude = (rng.choice(KEYWORDS),) if rng.random() < 0.1 else ()
+    exclude: tuple[str, ...] = (rng.choice(KEYWORDS),) if rng.random() < 0.1 else ()
     exclude = tuple(word for word in exclude if word not in keywords)
     return Subscriber(
         email=f"reader{i}@example.org", name=f"Reader {i}", topics=chosen, keywords=keywords, exclude=exclude,
@@ -294,7 +295,7 @@ def _render_pool(settings: Settings, papers: list[Paper], n_subscribers: int, pr
     anything, so they start cold, as a send does): (emails, seconds from the common start to the last
     end, CPU seconds of the process that used the most)."""
     # Forked workers start at once with everything imported; nothing in this process runs threads.
-    ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+    ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context("spawn")
     barrier, results = ctx.Barrier(processes), ctx.Queue()
     step = -(-n_subscribers // processes)
     procs = [ctx.Process(target=_render_process, daemon=True,
@@ -424,7 +425,7 @@ def _sink() -> Iterator[tuple[int, Callable[[], tuple[int, int]]]]:
             proc.wait()
 
 
-class _Clocked(Progress):
+class _Clocked(NoProgress):
     """Notes when the send loop starts delivering (the issues are built by then), after ``warm_up``."""
 
     def __init__(self, warm_up: Callable[[], object] = lambda: None) -> None:

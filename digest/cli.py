@@ -23,6 +23,10 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from digest.config import Settings
+    from digest.pipeline import Pipeline
+    from digest.preview import Format
+    from digest.store import Store
+    from digest.tagger import Tagger
 
 # Start-up time matters (`digest --help`, `subscribers list`): the database layer, pydantic, rich,
 # templates and HTTP are imported inside the commands that use them, never here.
@@ -51,8 +55,8 @@ class App:
         self.verbose = verbose
         self.creates_database = False
         self._settings: Settings | None = None
-        self._store: Any = None
-        self._pipeline: Any = None
+        self._store: Store | None = None
+        self._pipeline: Pipeline | None = None
 
     @property
     def settings(self) -> Settings:
@@ -64,7 +68,7 @@ class App:
         return self._settings
 
     @property
-    def store(self) -> Any:
+    def store(self) -> Store:
         if self._store is None:
             database = self.settings.database
             missing = database.sqlite_path
@@ -79,7 +83,7 @@ class App:
         return self._store
 
     @property
-    def pipeline(self) -> Any:
+    def pipeline(self) -> Pipeline:
         if self._pipeline is None:
             from digest.pipeline import Pipeline
 
@@ -95,7 +99,7 @@ def _setup_logging(level: str, verbose: int) -> None:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(SafeFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s",
                                            "%Y-%m-%dT%H:%M:%S"))
-        handler._digest = True  # type: ignore[attr-defined]
+        handler._digest = True  # type: ignore[attr-defined]  # our mark: set up once per process
         root.addHandler(handler)
     from digest import redact
 
@@ -240,7 +244,7 @@ def tag(app: App, input_path: str | None, output_path: str, retag_all: bool, exp
             dst.write(line + "\n")
 
 
-def _tagger(app: App, known: Mapping[str, tuple[str, str]] | None = None) -> Any:
+def _tagger(app: App, known: Mapping[str, tuple[str, str]] | None = None) -> Tagger:
     """The configured tagger; the store is opened only to look up example ids of topics defined in
     words (so tagging a file needs no database otherwise). ``known`` (papers at hand, such as the
     labelled file of tagger-eval) is asked first, so an evaluation runs where nothing was fetched yet."""
@@ -384,7 +388,7 @@ def _subscriber_options(func: F) -> F:
 @_subscriber_options
 @pass_app
 @handle_errors
-def subscribers_add(app: App, email: str, **opts: Any) -> None:
+def subscribers_add(app: App, /, email: str, **opts: Any) -> None:
     """Add a confirmed subscriber.
 
     Without --topics, --keywords and --authors they follow every topic; with any of them, exactly
@@ -410,7 +414,7 @@ def subscribers_add(app: App, email: str, **opts: Any) -> None:
 @click.option("--pause/--resume", "paused", default=None, help="Stop or restart sending for now.")
 @pass_app
 @handle_errors
-def subscribers_update(app: App, email: str, status: str | None, paused: bool | None, **opts: Any) -> None:
+def subscribers_update(app: App, /, email: str, status: str | None, paused: bool | None, **opts: Any) -> None:
     """Change a subscriber's preferences; options not given stay as they are.
 
     \b
@@ -786,7 +790,7 @@ def papers_list(app: App, since: str | None, topic: str | None, as_json: bool) -
 @click.option("--open", "open_browser", is_flag=True, help="Open the HTML in the default browser.")
 @pass_app
 @handle_errors
-def preview(app: App, email: str, day: str | None, fmt: str, out_path: str | None, open_browser: bool) -> None:
+def preview(app: App, email: str, day: str | None, fmt: Format, out_path: str | None, open_browser: bool) -> None:
     """Build a subscriber's issue without sending or recording anything.
 
     \b
@@ -813,7 +817,7 @@ def preview(app: App, email: str, day: str | None, fmt: str, out_path: str | Non
     if out_path or open_browser:
         from digest.preview import open_preview, write_preview
 
-        written = write_preview(content, fmt, Path(out_path) if out_path else None)  # type: ignore[arg-type]
+        written = write_preview(content, fmt, Path(out_path) if out_path else None)
         click.echo(f"wrote {written} ({issue.count} papers)", err=True)
         if open_browser and not open_preview(written):
             click.echo(f"could not start a browser; open {written} yourself", err=True)

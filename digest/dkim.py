@@ -38,8 +38,9 @@ class DkimSigner:
         """``message`` with a ``DKIM-Signature`` header in front (CRLF line ends expected)."""
         import dkim
 
-        signature = dkim.sign(message, self.selector, self.domain, self.key, include_headers=list(SIGNED_HEADERS),
-                              canonicalize=(b"relaxed", b"relaxed"), linesep=b"\r\n")
+        signature: bytes = dkim.sign(message, self.selector, self.domain, self.key,
+                                     include_headers=list(SIGNED_HEADERS), canonicalize=(b"relaxed", b"relaxed"),
+                                     linesep=b"\r\n")
         return signature + message
 
 

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import date
 from functools import lru_cache
-from typing import Any
+from typing import Any, Generic, TypeVar
 from urllib.parse import quote, urlsplit
 
 from digest.config import Settings
@@ -264,7 +264,10 @@ class EmailView:
         return {name: getattr(self, name) for name in self.__slots__}
 
 
-class IdentityCache:
+V = TypeVar("V")
+
+
+class IdentityCache(Generic[V]):
     """A bounded cache keyed by object identity (plus plain values), for the per-email hot path.
 
     Hashing a frozen Paper or card hashes every field on every lookup, which costs more than the
@@ -273,20 +276,20 @@ class IdentityCache:
     """
 
     def __init__(self, limit: int = 50_000) -> None:
-        self._data: dict[Any, tuple[object, Any]] = {}
+        self._data: dict[Any, tuple[object, V]] = {}
         self._limit = limit
 
     @property
-    def entries(self) -> dict[Any, tuple[object, Any]]:
+    def entries(self) -> dict[Any, tuple[object, V]]:
         """The store itself, for a hot loop that inlines ``get``: ``entries.get(id(obj))`` gives
         ``(obj, value)`` for an entry made without ``key``; check the object with ``is``."""
         return self._data
 
-    def get(self, obj: object, key: tuple[Any, ...] = ()) -> Any:
+    def get(self, obj: object, key: tuple[Any, ...] = ()) -> V | None:
         hit = self._data.get((id(obj), *key) if key else id(obj))
         return hit[1] if hit is not None and hit[0] is obj else None
 
-    def put(self, obj: object, key: tuple[Any, ...], value: Any) -> Any:
+    def put(self, obj: object, key: tuple[Any, ...], value: V) -> V:
         # Clearing (rather than evicting one by one) keeps a lookup at one dict access; it happens at most
         # once per 50,000 distinct cards, and is safe under threads (a racing reader just misses).
         if len(self._data) >= self._limit:
@@ -295,10 +298,10 @@ class IdentityCache:
         return value
 
 
-_CARDS = IdentityCache()
+_CARDS: IdentityCache[CardView] = IdentityCache()
 
 
-_PAPER_VIEWS = IdentityCache(limit=8192)
+_PAPER_VIEWS: IdentityCache[PaperView] = IdentityCache(limit=8192)
 
 
 def paper_view(paper: Paper) -> PaperView:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from contextlib import closing
 from datetime import date, datetime, timedelta
 from itertools import groupby
@@ -109,7 +109,8 @@ class IssueBuilder:
                     built(created)
         return only_id
 
-    def _building_order(self, targets: Iterator[Subscriber], issue_date: date) -> Iterator[list[Subscriber]]:
+    def _building_order(self, targets: Iterator[Subscriber], issue_date: date,
+                        ) -> Generator[list[Subscriber], None, None]:
         """``targets`` by chunks of neighbouring ids, each yielded while this sender holds its build lock.
 
         Chunks another sender is building come last, when their issues are mostly stored: senders

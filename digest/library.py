@@ -91,10 +91,10 @@ def read_library(data: bytes, name: str = "library") -> list[LibraryEntry]:
 
 
 def _bibtex(text: str, name: str) -> list[LibraryEntry]:
-    import bibtexparser
+    from bibtexparser.entrypoint import parse_string
 
     try:
-        library = bibtexparser.parse_string(text)
+        library = parse_string(text)
     except Exception as err:  # the parser raises plain exceptions with its own message
         raise UsageError(f"{name}: not readable as BibTeX: {str(err).splitlines()[0] if str(err) else err}") from err
     entries = []

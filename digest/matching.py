@@ -206,7 +206,7 @@ def _windows(gate: Gate | None, reach: int, text: str, low: str) -> list[tuple[i
 
 def _prepare(index: int, pattern: str) -> _Pattern:
     try:
-        from re import _parser  # type: ignore[attr-defined]
+        from re import _parser  # type: ignore[attr-defined]  # private, not in typeshed (see _requirements)
 
         parsed = _parser.parse(pattern, re.IGNORECASE)
         groups = _requirements(parsed.data, exact=False)
@@ -265,7 +265,7 @@ def _inner_exact(av: Any, exact: bool) -> bool:
 
 def _requirements(items: list[tuple[Any, Any]], exact: bool) -> list[set[Literal]]:
     """For a parsed sequence, sets of literals such that every match contains one of each set."""
-    from re import _constants as sre  # type: ignore[attr-defined]
+    from re import _constants as sre  # type: ignore[attr-defined]  # private, not in typeshed
 
     found: list[set[Literal]] = []
     run: list[str] = []
@@ -301,7 +301,7 @@ def _requirements(items: list[tuple[Any, Any]], exact: bool) -> list[set[Literal
 
 def _starts(items: list[tuple[Any, Any]], exact: bool) -> set[Literal] | None:
     """Literals one of which every match of a parsed sequence starts with; None if unknown."""
-    from re import _constants as sre  # type: ignore[attr-defined]
+    from re import _constants as sre  # type: ignore[attr-defined]  # private, not in typeshed
 
     if not items:
         return None

@@ -24,7 +24,8 @@ from urllib.parse import urlsplit
 try:  # SIMD base64 (about 40x binascii's speed); binascii gives the same bytes where it is missing
     from pybase64 import b64encode as _b64encode
 except ImportError:  # pragma: no cover - pybase64 ships wheels for every common platform
-    from base64 import b64encode as _b64encode
+    # The same bytes; typeshed just spells the two signatures differently.
+    from base64 import b64encode as _b64encode  # type: ignore[assignment]
 
 from digest.config import Settings
 from digest.errors import RenderError
@@ -123,7 +124,7 @@ def _named_address(value: str, field: str) -> str:
     return formataddr((name, addr), charset="utf-8")
 
 
-def base64_lines(data: bytes) -> bytes:
+def base64_lines(data: bytes | memoryview) -> bytes:
     """``data`` in base64, 76 characters a line, every line ending in CRLF (RFC 2045)."""
     encoded = _b64encode(data)
     full = len(encoded) // 76

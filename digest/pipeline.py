@@ -26,7 +26,7 @@ from digest.links import LinkBuilder
 from digest.mail import Mailer, build_mailer
 from digest.models import DeliveryStatus, Issue, OutgoingMessage, Paper, Subscriber, SubscriberStatus
 from digest.selection import Pool, SelectionContext, is_due
-from digest.send_engine import Progress, SendEngine, SendSummary
+from digest.send_engine import NoProgress, Progress, SendEngine, SendSummary
 from digest.signing_key import SigningKey, signing_key
 from digest.store import Store
 from digest.tagger import Tagger
@@ -177,7 +177,7 @@ class Pipeline:
     def tag_pending(self, progress: Progress | None = None, batch: int = 2000) -> int:
         """Tag every stored paper that has not been tagged since its text last changed, saving them
         ``batch`` at a time (an interrupted re-tag keeps what it finished)."""
-        progress = progress or Progress()
+        progress = progress or NoProgress()
         papers = self.store.papers_needing_tags()
         progress.start(len(papers))
         saved = 0
@@ -248,7 +248,7 @@ class Pipeline:
         now = self.clock()
         issue_date = issue_date or now.date()
         summary = SendSummary()
-        progress = progress or Progress()
+        progress = progress or NoProgress()
         if dry_run:
             self.issues.plan(self.due_subscribers(issue_date, only), issue_date, now, summary)
             return summary
@@ -285,7 +285,7 @@ class Pipeline:
         due_since = now - timedelta(hours=self.settings.schedule.max_lateness_hours)
         dates = sorted(set(issue_dates)) or [now.date() + timedelta(days=k) for k in (-1, 0, 1)]
         summary = SendSummary()
-        progress = progress or Progress()
+        progress = progress or NoProgress()
         dkim.signer_for(self.settings)
         self.engine.recover(now)
         counts = [self.store.delivery_counts(day).get(DeliveryStatus.PENDING.value, 0) for day in dates]

@@ -92,7 +92,7 @@ def inline_css(html: str) -> str:
     A doctype is written first (premailer drops MRML's lower-case one).
     """
     try:
-        out = Premailer(
+        out: str = Premailer(
             html,
             allow_network=False,
             allow_loading_external_files=False,
@@ -256,7 +256,7 @@ class Renderer:
         self._page_literals = _literals(self._fast_template)
         self._text_literals = _literals(self._text_template)
         self._text_card_template = text_card_template
-        self._numbered = IdentityCache(limit=NUMBERED_CARDS)
+        self._numbered: IdentityCache[_CardParts] = IdentityCache(limit=NUMBERED_CARDS)
         self._unnumbered: dict[tuple[Any, ...], _Fragment] = {}
         self._shared = _SharedBodies()
         self._split_why = self._why_splits()
@@ -310,6 +310,7 @@ class Renderer:
                           card.pdf_url, card.summary, why, card.more_url, card.less_url)
             fragment = self._unnumbered.get(unnumbered)
             if fragment is None:
+                # A placeholder string where the number goes, replaced after rendering.
                 marked = replace(card, number=NUMBER_MARK, why=why)  # type: ignore[arg-type]
                 fragment = _Fragment.cut(self._card_template.render(cards=(marked,)),
                                          self._text_card_template.render(c=marked))
@@ -506,7 +507,7 @@ def _literals(template: jinja2.Template) -> dict[str, bytes]:
     """The template's constant strings (its markup, mostly), in UTF-8: Jinja yields the same string
     objects on every render, and the page's 15 KB of markup need not be encoded again each time."""
     found: dict[str, bytes] = {}
-    codes = [template.root_render_func.__code__]  # type: ignore[attr-defined]
+    codes = [template.root_render_func.__code__]
     while codes:
         for const in codes.pop().co_consts:
             if isinstance(const, str) and _SLOT not in const:
@@ -531,7 +532,7 @@ def _render_spliced(template: jinja2.Template, context: dict[str, Any], sections
     out: list[bytes] = []
     filled = 0
     known = literals.get
-    for piece in template.root_render_func(ctx):  # type: ignore[attr-defined]
+    for piece in template.root_render_func(ctx):
         encoded = known(piece)
         if encoded is not None:
             out.append(encoded)

@@ -23,6 +23,7 @@ import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from functools import partial
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
@@ -66,6 +67,8 @@ __all__ = [
 ]
 
 log = logging.getLogger("digest.scheduler")
+# What signal.signal returns and takes back (a function, SIG_DFL/SIG_IGN, or None if not set from Python).
+_Handler = Callable[[int, FrameType | None], Any] | int | None
 
 FETCH_JOB = "fetch"
 DISPATCH_JOB = "dispatch"
@@ -392,7 +395,7 @@ class Daemon:
                           sub.send_at.strftime("%H:%M"), sub.tz)
             try:
                 # Pending records of other readers of the day go too, by the same lateness rule.
-                results[day] = pipeline.send(day, subscribers=lambda todo=todo: iter(todo), due_since=due_since)
+                results[day] = pipeline.send(day, subscribers=partial(iter, todo), due_since=due_since)
             except DigestError as err:
                 log.error("dispatch failed date=%s reason=%s", day, err)
                 continue
@@ -440,7 +443,7 @@ class Daemon:
     def run(self, install_signals: bool = True, jobstore: BaseJobStore | None = None) -> int:
         """Run the scheduler until asked to stop; returns the exit code (0). ConfigError before start."""
         scheduler = build_scheduler(self.pipeline, jobstore)
-        previous: dict[int, Any] = {}
+        previous: dict[signal.Signals, _Handler] = {}
         if install_signals and threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGTERM, signal.SIGINT):
                 previous[sig] = signal.signal(sig, self._on_signal)

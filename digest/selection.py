@@ -106,7 +106,8 @@ def _recency(paper: Paper, now: datetime) -> float:
     if when is None:
         return 0.5
     age_days = max(0.0, (now - when).total_seconds() / 86400)
-    return 0.5 ** (age_days / RECENCY_HALF_LIFE_DAYS)
+    decay: float = 0.5 ** (age_days / RECENCY_HALF_LIFE_DAYS)  # typeshed: float ** float may be complex
+    return decay
 
 
 def _evidence(paper: Paper, topic: str) -> tuple[str, ...]:

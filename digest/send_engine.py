@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from itertools import islice
 from types import FrameType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from digest.compose import Composer
 from digest.config import Settings
@@ -36,7 +36,7 @@ from digest.store import Store
 if TYPE_CHECKING:
     from digest.render_process import RenderProcess
 
-__all__ = ["Progress", "SendEngine", "SendSession", "SendSummary", "is_dead_local_worker", "worker_id"]
+__all__ = ["NoProgress", "Progress", "SendEngine", "SendSession", "SendSummary", "is_dead_local_worker", "worker_id"]
 
 log = logging.getLogger("digest")
 
@@ -66,12 +66,23 @@ class SendSummary:
             setattr(self, name, getattr(self, name) + getattr(other, name))
 
 
-class Progress:
-    """What the send loop reports as it goes; the CLI plugs a rich progress bar in."""
+class Progress(Protocol):
+    """What the send loop reports as it goes; the CLI plugs a rich progress bar in (any object with
+    these two methods will do, so the CLI need not import this module up front)."""
 
     def start(self, total: int | None) -> None: ...
 
     def advance(self, n: int = 1) -> None: ...
+
+
+class NoProgress(Progress):
+    """Reports nothing: the default where no one watches."""
+
+    def start(self, total: int | None) -> None:
+        pass
+
+    def advance(self, n: int = 1) -> None:
+        pass
 
 
 class SendEngine:
@@ -482,7 +493,7 @@ def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         if stop.is_set():
-            signal.signal(signum, previous[signum])
+            signal.signal(signum, previous[signal.Signals(signum)])
             signal.raise_signal(signum)
             return
         log.warning("signal=%s: finishing the messages in flight, then stopping (again to stop now)",

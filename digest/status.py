@@ -89,7 +89,8 @@ def _fmt(value: Any) -> str:
     if value is None:
         return "-"
     if hasattr(value, "strftime"):
-        return value.strftime("%Y-%m-%d %H:%M UTC") if hasattr(value, "hour") else value.isoformat()
+        shown: str = value.strftime("%Y-%m-%d %H:%M UTC") if hasattr(value, "hour") else value.isoformat()
+        return shown
     return str(value)
 
 

@@ -73,7 +73,7 @@ def parse_papers_page(content: bytes | str, source: str = "hf_papers", url: str 
 def _hydration_props(soup: BeautifulSoup) -> tuple[dict[str, Any] | None, str]:
     """(props, "") of the first hydration element whose JSON has a ``dailyPapers`` list, else (None, why)."""
     candidates = [
-        tag for tag in soup.find_all(attrs={"data-props": True})
+        tag for tag in soup.find_all(None, {"data-props": True})
         if isinstance(tag, Tag) and _HYDRATER_CLASS in (tag.get("class") or [])
     ]
     if not candidates:

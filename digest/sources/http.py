@@ -324,7 +324,7 @@ class PoliteHttp:
     def _backoff(self, attempt: int) -> float:
         # "Equal jitter": half the exponential delay is fixed, half random, so retries from several
         # clients spread out but never collapse to zero.
-        base = min(self._settings.backoff_seconds * 2**attempt, _MAX_BACKOFF_SECONDS)
+        base: float = min(self._settings.backoff_seconds * 2**attempt, _MAX_BACKOFF_SECONDS)
         return base / 2 + self._rng.uniform(0, base / 2)
 
 

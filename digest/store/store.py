@@ -12,10 +12,11 @@ from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from importlib import resources
 from itertools import groupby
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
     Connection,
+    CursorResult,
     Engine,
     Table,
     and_,
@@ -54,6 +55,12 @@ from digest.sources.normalize import title_key
 from digest.store import schema as t
 from digest.store.bounces import BounceStore
 from digest.store.feedback import FeedbackStore
+
+if TYPE_CHECKING:
+    from sqlalchemy import RowMapping
+
+    # A row read by column name: SQLAlchemy's (whose keys may also be Column objects) or a plain dict.
+    _Row = RowMapping | Mapping[str, Any]
 
 log = logging.getLogger("digest.store")
 
@@ -312,7 +319,7 @@ class Store(BounceStore, FeedbackStore):
             rows = conn.execute(
                 select(t.papers).where(or_(t.papers.c.id.in_(list(incoming)), t.papers.c.title_key.in_(keys)))
             ).mappings().all()
-            by_id = {r["id"]: r for r in rows}
+            by_id: dict[str, _Row] = {r["id"]: r for r in rows}
             by_key: dict[str, Any] = {}
             for r in rows:
                 by_key.setdefault(r["title_key"], r)
@@ -471,7 +478,7 @@ class Store(BounceStore, FeedbackStore):
                       confirmed_at=now if sub.status is SubscriberStatus.CONFIRMED else None)
         try:
             with self.engine.begin() as conn:
-                new_id = conn.execute(insert(t.subscribers).values(**values)).inserted_primary_key[0]
+                new_id = _new_id(conn.execute(insert(t.subscribers).values(**values)))
         except IntegrityError as err:
             raise UsageError(f"subscriber {sub.email} already exists (use 'subscribers update')") from err
         return replace(sub, id=new_id, created_at=now)
@@ -700,11 +707,12 @@ class Store(BounceStore, FeedbackStore):
         ).on_conflict_do_nothing(index_elements=["subscriber_id", "issue_date"]).returning(t.issues.c.id)
         try:
             with self.engine.begin() as conn:
-                issue_id = conn.execute(head).scalar()
+                issue_id: int | None = conn.execute(head).scalar()
                 if issue_id is None:
-                    return conn.execute(select(t.issues.c.id).where(
+                    stored: int = conn.execute(select(t.issues.c.id).where(
                         t.issues.c.subscriber_id == issue.subscriber.id,
                         t.issues.c.issue_date == issue.date)).scalar_one()
+                    return stored
                 rows = [
                     {"issue_id": issue_id, "paper_id": e.paper.id, "position": pos, "section": s.topic,
                      "reason": e.reason, "score": e.score}
@@ -740,9 +748,9 @@ class Store(BounceStore, FeedbackStore):
         that are not stored are left out.
         """
         cache = papers if papers is not None else {}
-        heads: dict[int, Mapping[str, Any]] = {}
+        heads: dict[int, _Row] = {}
         subscribers: dict[int, Subscriber] = {}
-        entries: dict[int, list[Mapping[str, Any]]] = defaultdict(list)
+        entries: dict[int, list[_Row]] = defaultdict(list)
         with self._reading() as conn:
             for chunk in _chunks(list(dict.fromkeys(issue_ids))):
                 for row in conn.execute(select(t.issues).where(t.issues.c.id.in_(chunk))).mappings():
@@ -803,18 +811,18 @@ class Store(BounceStore, FeedbackStore):
                          .where(i.issue_date == issue_date, i.subscriber_id.in_(chunk)))
                 for sub_id, issue_id, status in conn.execute(query):
                     found[sub_id] = (issue_id, DeliveryStatus(status) if status is not None else None)
-                query = (select(i.subscriber_id, ip.paper_id)
+                papers = (select(i.subscriber_id, ip.paper_id)
                          .select_from(t.issue_papers.join(t.issues, i.id == ip.issue_id)
                                       .join(t.deliveries, d.issue_id == i.id))
                          .where(i.subscriber_id.in_(chunk), i.issue_date != issue_date,
                                 d.status.in_([s.value for s in _RECEIVED])))
                 if papers_since is not None:
-                    query = query.where(i.created_at >= papers_since - timedelta(days=2))
-                for sub_id, paper_id in conn.execute(query):
+                    papers = papers.where(i.created_at >= papers_since - timedelta(days=2))
+                for sub_id, paper_id in conn.execute(papers):
                     received[sub_id].add(paper_id)
-                query = (select(i.subscriber_id, func.max(i.created_at))
-                         .where(i.subscriber_id.in_(chunk), i.issue_date < issue_date).group_by(i.subscriber_id))
-                for sub_id, value in conn.execute(query):
+                latest = (select(i.subscriber_id, func.max(i.created_at))
+                          .where(i.subscriber_id.in_(chunk), i.issue_date < issue_date).group_by(i.subscriber_id))
+                for sub_id, value in conn.execute(latest):
                     if value is not None:
                         last[sub_id] = value.replace(tzinfo=UTC) if value.tzinfo is None else value
         histories = {}
@@ -1133,9 +1141,9 @@ class Store(BounceStore, FeedbackStore):
 
     def start_send_run(self, issue_date: date, now: datetime, dry_run: bool = False) -> int:
         with self.engine.begin() as conn:
-            return conn.execute(insert(t.send_runs).values(
+            return _new_id(conn.execute(insert(t.send_runs).values(
                 issue_date=issue_date, started_at=now, sent=0, skipped=0, failed=0, dry_run=dry_run,
-            )).inserted_primary_key[0]
+            )))
 
     def finish_send_run(self, run_id: int, now: datetime, sent: int, skipped: int, failed: int) -> None:
         with self.engine.begin() as conn:
@@ -1270,7 +1278,16 @@ def _paper_row(p: Paper, key: str, now: datetime) -> dict[str, Any]:
     }
 
 
-def _row_to_paper(r: Mapping[str, Any], topics: tuple[TopicAssignment, ...] = ()) -> Paper:
+def _new_id(result: CursorResult[Any]) -> int:
+    """The primary key of the one row an INSERT added."""
+    key = result.inserted_primary_key
+    if key is None:  # only for executemany, which these INSERTs never are
+        raise StoreError("the database returned no id for a new row")
+    new_id: int = key[0]
+    return new_id
+
+
+def _row_to_paper(r: _Row, topics: tuple[TopicAssignment, ...] = ()) -> Paper:
     return Paper(
         id=r["id"], title=r["title"], abstract=r["abstract"] or "", authors=tuple(r["authors"] or ()),
         published=r["published"], version=r["version"], url=r["url"], pdf_url=r["pdf_url"],
@@ -1295,7 +1312,7 @@ def _subscriber_row(s: Subscriber) -> dict[str, Any]:
     }
 
 
-def _row_to_subscriber(r: Mapping[str, Any]) -> Subscriber:
+def _row_to_subscriber(r: _Row) -> Subscriber:
     return Subscriber(
         email=r["email"], name=r["name"] or "", topics=tuple(r["topics"] or ()),
         keywords=tuple(r["keywords"] or ()), exclude=tuple(r["exclude"] or ()),
@@ -1306,7 +1323,7 @@ def _row_to_subscriber(r: Mapping[str, Any]) -> Subscriber:
     )
 
 
-def _row_to_delivery(r: Mapping[str, Any]) -> Delivery:
+def _row_to_delivery(r: _Row) -> Delivery:
     return Delivery(
         id=r["id"], issue_id=r["issue_id"], subscriber_id=r["subscriber_id"],
         status=DeliveryStatus(r["status"]), message_id=r["message_id"], attempts=r["attempts"],

@@ -12,7 +12,7 @@ context.configure(
     target_metadata=metadata,
     # SQLite cannot ALTER most things in place; batch mode rebuilds tables where needed.
     render_as_batch=connection.dialect.name == "sqlite",
-    include_name=lambda name, type_, _parent: type_ != "table" or not name.startswith("apscheduler"),
+    include_name=lambda name, type_, _parent: type_ != "table" or not (name or "").startswith("apscheduler"),
 )
 with context.begin_transaction():
     context.run_migrations()
