@@ -388,7 +388,7 @@ class Renderer:
         if body is None:
             body = self._shared_body(issue, links, full_issue_url, _anchors(issue))
             self._shared.put(key, body)
-        personal = personal_values(issue, links)
+        personal: tuple[str, ...] = personal_values(issue, links)
         pairs = feedback_urls(issue, links)
         if pairs:
             personal = (*personal, *(url for pair in pairs for url in pair))

@@ -74,7 +74,7 @@ class FeedbackService:
         papers = self.store.list_papers(ids=[paper_id])
         if not papers:
             raise LinkProblem(404, "No such paper", "This paper is no longer in the digest.")
-        current = next((f.verdict for f in self.store.list_feedback(sub.id) if f.paper_id == paper_id), None)
+        current = next((f.verdict for f in self.store.list_feedback(sub_id) if f.paper_id == paper_id), None)
         return FeedbackTarget(sub, paper_id, clean_text(papers[0].title) or "(untitled)", verdict, current)
 
     def record(self, target: FeedbackTarget) -> None:
