@@ -237,7 +237,7 @@ def _issues(pipeline: Pipeline, papers: list[Paper], indexes: range, seed: int) 
         if issue.count == 0:
             continue
         issue = Issue(subscriber=sub, date=BENCH_DATE, sections=issue.sections, top_pick=issue.top_pick, id=i + 1)
-        built.append((issue, pipeline.message_id(i + 1, sub.email)))
+        built.append((issue, pipeline.message_id(i + 1)))
     return built
 
 

@@ -164,7 +164,7 @@ def _full_email(renderer: Renderer, job: RenderJob, naive: bool, now: datetime, 
     rendered = render(job.issue, job.links)
     return build_message(
         rendered, sender=renderer.settings.site.sender, recipient=job.issue.subscriber.email,
-        message_id=make_message_id(job.issue.id or 0, job.issue.subscriber.email, domain, secret),
+        message_id=make_message_id(job.issue.id or 0, domain),
         date=now, list_id=list_id, links=job.links,
     )
 

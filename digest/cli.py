@@ -807,7 +807,7 @@ def preview(app: App, email: str, day: str | None, fmt: Format, out_path: str | 
         raise UsageError(f"no subscriber {email}")
     issue_date = issue_day or pipeline.clock().date()
     issue = pipeline.preview_issue(sub, issue_date)
-    message_id = pipeline.message_id(issue.id or 0, sub.email)
+    message_id = pipeline.message_id(issue.id or 0)
     if fmt == "eml":
         content: str | bytes = pipeline.render_message(issue, message_id, pipeline.clock()).data
     else:

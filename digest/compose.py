@@ -51,7 +51,7 @@ class Composer:
 
     def __init__(self, settings: Settings, signing_key: SigningKey, renderer: MimeRenderer | None = None) -> None:
         self.settings = settings
-        self.signing_key = signing_key  # signs links, Message-IDs and return paths (digest.signing_key)
+        self.signing_key = signing_key  # signs links and return paths (digest.signing_key)
         self._renderer = renderer
 
     @cached_property
@@ -91,8 +91,9 @@ class Composer:
 
         return issue_subject(self.settings, issue)
 
-    def message_id(self, issue_id: int, email: str) -> str:
-        return make_message_id(issue_id, email, domain_of(self.settings.site.sender), self.signing_key.current)
+    def message_id(self, issue_id: int) -> str:
+        """A new Message-ID for issue ``issue_id`` (random: made once per delivery record and stored)."""
+        return make_message_id(issue_id, domain_of(self.settings.site.sender))
 
     def compose(self, issue: Issue, message_id: str, now: datetime) -> OutgoingMessage:
         """The complete message for one issue, dated ``now``; raises RenderError (a DigestError) when it

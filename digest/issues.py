@@ -104,7 +104,7 @@ class IssueBuilder:
                     new.append(issue)
                 if new:
                     created += self.store.create_issues(
-                        new, message_id=lambda i, s: self.composer.message_id(i, s.email), now=now,
+                        new, message_id=lambda i, _: self.composer.message_id(i), now=now,
                         subject=self.composer.subject)
                     built(created)
         return only_id

@@ -12,8 +12,8 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import hmac
 import re
+import secrets
 import struct
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -41,6 +41,7 @@ MAX_LINE = 998
 _LINE_BREAKS = re.compile(r"[\r\n\x00-\x08\x0b\x0c\x0e-\x1f\x7f\u0085\u2028\u2029]+")
 _ADDR = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?\Z")
 _DOMAIN = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?\Z")
+_UNIQUE = re.compile(r"^[A-Za-z0-9]{1,64}\Z")
 
 
 def _one_line(value: str) -> str:
@@ -273,15 +274,21 @@ _PART_HEADERS = {
 }
 
 
-def make_message_id(issue_id: int, subscriber_email: str, domain: str, secret: str) -> str:
-    """``<digest.ISSUE.HMAC16@domain>``: the same issue and subscriber always give the same id (so a
-    resend can be recognised as a duplicate), and the id reveals nothing about the address."""
+def make_message_id(issue_id: int, domain: str, unique: str | None = None) -> str:
+    """``<digest.ISSUE.RANDOM@domain>``, RANDOM being 24 hex digits (96 bits) from ``secrets`` unless
+    ``unique`` gives them (tests). Issue numbers restart in every database, so only the random part
+    keeps two installations (or a database made afresh) from sending different issues under one id,
+    which receivers may drop as duplicates. The id is made once, when the delivery record is
+    created, and stored with it: every re-send of that record reuses it, so a receiver can still
+    recognise a resend. It says nothing about the address."""
     host = domain.strip().lower()
     if not _DOMAIN.match(host):
         host = "localhost"
-    mac = hmac.new(secret.encode("utf-8"), f"{issue_id}:{subscriber_email.strip().lower()}".encode(),
-                   hashlib.sha256).hexdigest()[:16]
-    return f"<digest.{int(issue_id)}.{mac}@{host}>"
+    if unique is None:
+        unique = secrets.token_hex(12)
+    elif not _UNIQUE.match(unique):
+        raise RenderError(f"invalid Message-ID part: {unique!r}")
+    return f"<digest.{int(issue_id)}.{unique}@{host}>"
 
 
 def list_id_for(settings: Settings) -> str:

@@ -96,7 +96,7 @@ class Pipeline:
 
     @cached_property
     def composer(self) -> Composer:
-        # Message-IDs are signed: the key is read (or made) here, never inside the issue-writing transaction.
+        # Links are signed: the key is read (or made) here, never inside the issue-writing transaction.
         return Composer(self.settings, self.signing_key)
 
     @cached_property
@@ -203,8 +203,8 @@ class Pipeline:
                 return stored
         return self.build_issue(sub, issue_date, self.clock())
 
-    def message_id(self, issue_id: int, email: str) -> str:
-        return self.composer.message_id(issue_id, email)
+    def message_id(self, issue_id: int) -> str:
+        return self.composer.message_id(issue_id)
 
     def render_message(self, issue: Issue, message_id: str, now: datetime,
                        renderer: MimeRenderer | None = None) -> OutgoingMessage:

@@ -1,6 +1,6 @@
 """The installation's link-signing key: where it comes from, made once on first use, and rotated.
 
-Every signed thing (the unsubscribe, preferences and confirmation links, Message-IDs, the web app's
+Every signed thing (the unsubscribe, preferences and confirmation links, return paths, the web app's
 CSRF cookie) is signed with one key, read through ``signing_key(settings, store)`` and nothing else:
 
 - ``$DIGEST_SECRET_KEY`` (the variable ``[site] secret_env`` names) when it is set: it overrides;

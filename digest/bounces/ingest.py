@@ -6,8 +6,8 @@ it is about, and records what it means (Store.record_bounce). Which delivery:
     bounce      the VERP return path it was sent to (``--recipient`` from the MTA, else Delivered-To,
                 X-Original-To, Envelope-To, To) must carry a valid signature; and when the bounce
                 names recipients, one of them must be the address that delivery went to.
-    complaint   the reported message's Return-Path (our VERP address) or its Message-ID (an HMAC we
-                made, recorded on the delivery); an Original-Rcpt-To, when the provider gives one,
+    complaint   the reported message's Return-Path (our VERP address) or its Message-ID (random, made
+                with the delivery and recorded on it); an Original-Rcpt-To, when the provider gives one,
                 must be that delivery's address.
 
 Anything else (no token, a forged token, a DSN about another address, an auto-reply, a message we

@@ -65,12 +65,16 @@ def stores() -> Iterator[list[Store]]:
 # A signed link carries the second it was signed in (payload.timestamp.signature).
 # Signed tokens: a JSON string payload (an address, or an issue id) base64-encoded starts with "I".
 _TOKEN = re.compile(r"(I[A-Za-z0-9_-]+)\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
+# Every database makes its own random Message-IDs (and the MIME boundary follows the id).
+_RANDOM = re.compile(r"(<digest\.\d+\.)[0-9a-f]+@|(=_digest_)[0-9a-f]+")
 
 
 def canonical(data: bytes) -> list[str]:
-    """A message's headers and decoded parts, with the signing time taken out of its links."""
+    """A message's headers and decoded parts, with the signing time taken out of its links and the
+    random part out of its Message-ID."""
     message = message_from_bytes(data, policy=policy.default)
-    parts = [f"{name}: {value}" for name, value in message.items()]
+    parts = [_RANDOM.sub(lambda m: (m[1] + "R@") if m[1] else m[2] + "R", f"{name}: {value}")
+             for name, value in message.items()]
     parts += [part.get_content() for part in message.walk() if part.get_content_maintype() == "text"]
     return [_TOKEN.sub(r"\1.T.S", part) for part in parts]
 

@@ -229,6 +229,38 @@ def test_lost_after_data_is_unknown_and_not_resent_unless_asked(world: World) ->
     assert got.message["Message-ID"] == world.sink.dropped[0].message["Message-ID"] == delivery.message_id
 
 
+def test_two_databases_on_one_key_never_share_a_message_id(tmp_path: Path, sink: SmtpSink, seed_papers: list[Paper],
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue numbers restart in every database: two installations (or a database made afresh) on the
+    same key send issue 1 to the same reader, and a receiver must not take the second for a
+    duplicate of the first. A re-send of one record still carries that record's id."""
+    monkeypatch.setenv("DIGEST_SECRET_KEY", "one-key-for-both-installations")
+    worlds = []
+    for name in ("first", "second"):
+        (tmp_path / name).mkdir()
+        worlds.append(build_world(tmp_path / name, sink, seed_papers, [Subscriber(email="ada@example.com")]))
+    sink.add_fault("after_data", disconnect=True, recipient="ada@example.com", times=1)
+    try:
+        for w in worlds:
+            w.pipeline.send(DAY)
+        records = [w.delivery("ada@example.com") for w in worlds]
+        assert [r.issue_id for r in records] == [1, 1]
+        assert records[0].status is DeliveryStatus.UNKNOWN and records[1].status is DeliveryStatus.SENT
+        assert records[0].message_id != records[1].message_id
+        lost = sink.dropped[0].message["Message-ID"]
+        [second] = sink.for_recipient("ada@example.com")
+        assert (lost, second.message["Message-ID"]) == (records[0].message_id, records[1].message_id)
+
+        # The first installation sends its lost message again: the same record, the same id.
+        assert worlds[0].store.requeue_unknown(DAY) == 1
+        assert worlds[0].pipeline.send(DAY).sent == 1
+        resent = sink.for_recipient("ada@example.com")[-1]
+        assert resent.message["Message-ID"] == lost == worlds[0].delivery("ada@example.com").message_id
+    finally:
+        for w in worlds:
+            w.store.close()
+
+
 def test_a_short_slow_down_does_not_fail_anything(world: World) -> None:
     fault = world.sink.add_fault("rcpt", "421 4.7.0 slow down", times=1)
     summary = world.pipeline.send(DAY)

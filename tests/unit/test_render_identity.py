@@ -172,7 +172,7 @@ def test_threads_sharing_one_renderer_get_the_same_emails() -> None:
         issue, links = job.issue, job.links  # type: ignore[attr-defined]
         email = renderer.render(issue, links)
         return build_message(email, sender="D <d@localhost>", recipient=issue.subscriber.email,
-                             message_id=make_message_id(issue.id, issue.subscriber.email, "localhost", "k"),
+                             message_id=make_message_id(issue.id, "localhost", f"{issue.id:024x}"),
                              date=datetime(2026, 11, 27, 8, tzinfo=UTC), list_id="<l.localhost>", links=links)
 
     single = Renderer(SETTINGS, share_bodies=False)
@@ -195,7 +195,7 @@ def test_whole_messages_are_identical_on_both_paths() -> None:
     big = issue_of([("a", "A", long_papers[:10]), ("b", "B", long_papers[10:])])
     for renderer in (Renderer(SETTINGS), Renderer(SETTINGS, html_budget=20_000)):
         for issue, links in [(j.issue, j.links) for j in jobs] + [(big, LINKS)]:
-            mid = make_message_id(issue.id or 0, issue.subscriber.email, "localhost", "k")
+            mid = make_message_id(issue.id or 0, "localhost", f"{issue.id or 0:024x}")
 
             def message(mime: object, issue: Issue = issue, links: PersonalLinks = links, mid: str = mid) -> bytes:
                 return build_message(mime, sender="D <d@localhost>", recipient=issue.subscriber.email,  # type: ignore[arg-type]
