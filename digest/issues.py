@@ -16,10 +16,11 @@ from itertools import groupby
 
 from digest.compose import Composer
 from digest.config import Settings
-from digest.models import DeliveryStatus, Issue, Paper, Subscriber
+from digest.models import DeliveryStatus, Feedback, Issue, Paper, Subscriber
 from digest.selection import Pool, SelectionContext, select, window_start
 from digest.send_engine import SendSummary
 from digest.store import Store
+from digest.taste import Taste, Vector, build_taste, paper_vector
 
 __all__ = ["IssueBuilder"]
 
@@ -28,6 +29,8 @@ log = logging.getLogger("digest")
 # Subscribers (by id) whose issues one sender builds under one lock: enough to make the lock cheap,
 # few enough that senders starting together soon spread over different chunks.
 _BUILD_CHUNK = 100
+# Papers readers gave feedback on kept in memory (with their vectors) while building.
+_FEEDBACK_PAPERS = 50_000
 
 
 class IssueBuilder:
@@ -40,6 +43,31 @@ class IssueBuilder:
         self.context = context
         self.composer = composer  # message ids and subjects are stored with the issue
         self.stop_requested = stop_requested
+        # The papers readers gave feedback on, and their vectors, read once per process (bounded).
+        self._feedback_papers: dict[str, Paper] = {}
+        self._vectors: dict[str, Vector] = {}
+
+    def tastes(self, feedback: dict[int, list[Feedback]]) -> dict[int, Taste]:
+        """Each reader's taste from their verdicts (readers without any are not in ``feedback``)."""
+        wanted = {f.paper_id for items in feedback.values() for f in items}
+        missing = [pid for pid in wanted if pid not in self._feedback_papers]
+        if missing:
+            if len(self._feedback_papers) + len(missing) > _FEEDBACK_PAPERS:
+                self._feedback_papers.clear()
+                self._vectors.clear()
+                missing = list(wanted)
+            for paper in self.store.list_papers(ids=missing):
+                self._feedback_papers[paper.id] = paper
+        for pid in wanted:
+            paper = self._feedback_papers.get(pid)
+            if paper is not None and pid not in self._vectors:
+                self._vectors[pid] = paper_vector(paper)
+        found: dict[int, Taste] = {}
+        for sub_id, items in feedback.items():
+            taste = build_taste(items, self._feedback_papers, self._vectors)
+            if taste is not None:
+                found[sub_id] = taste
+        return found
 
     def candidates_since(self, now: datetime) -> datetime:
         """The oldest first-seen time of a paper an issue built at ``now`` may hold."""
@@ -60,7 +88,10 @@ class IssueBuilder:
             last = self.store.last_issue_time(sub.id, before=issue_date)
         since = window_start(sub, now, last, self.context)
         pool = papers if papers is not None else self.candidate_papers(now)
-        return select(pool, sub, received, now, issue_date, self.context, since=since)
+        taste = None
+        if sub.id is not None:
+            taste = self.tastes(self.store.feedback_of([sub.id])).get(sub.id)
+        return select(pool, sub, received, now, issue_date, self.context, since=since, taste=taste)
 
     def store_issues(
         self, targets: Iterator[Subscriber], issue_date: date, now: datetime, summary: SendSummary,
@@ -78,6 +109,8 @@ class IssueBuilder:
         papers_since = self.candidates_since(now)
         only_id: int | None = None
         created = 0
+        # Readers who gave feedback, asked once: the others cost nothing more than before.
+        with_feedback = self.store.readers_with_feedback()
         with closing(self._building_order(targets, issue_date)) as order:
             for subs in order:
                 if self.stop_requested.is_set():
@@ -85,6 +118,8 @@ class IssueBuilder:
                 if only is not None and subs:
                     only_id = subs[0].id
                 histories = self.store.issue_histories([sub.id or 0 for sub in subs], issue_date, papers_since)
+                learning = [sub.id for sub in subs if sub.id in with_feedback]
+                tastes = self.tastes(self.store.feedback_of(learning)) if learning else {}
                 new: list[Issue] = []
                 for sub in subs:
                     assert sub.id is not None
@@ -96,7 +131,8 @@ class IssueBuilder:
                     if pool is None:
                         pool = Pool(self.candidate_papers(now), self.context)
                     since = window_start(sub, now, history.last_issue_at, self.context)
-                    issue = select(pool, sub, set(history.received), now, issue_date, self.context, since=since)
+                    issue = select(pool, sub, set(history.received), now, issue_date, self.context, since=since,
+                                   taste=tastes.get(sub.id))
                     if issue.count == 0 and not sub.send_empty:
                         log.info("no issue subscriber=%s reason=nothing new matches their preferences", sub.email)
                         summary.skipped += 1

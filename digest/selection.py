@@ -23,6 +23,8 @@ from digest.models import (
     rank_order,
     section_label,
 )
+from digest.taste import ADMIT_SIMILARITY, Taste, Vector, paper_vector
+from digest.textfeatures import dot
 
 # Weights of the ranking. A followed author outranks everything (the issue promises "followed authors
 # first"); among the rest, relevance to what the reader asked for leads and trend/recency break ties.
@@ -141,6 +143,25 @@ class Pool:
         self._ranked: OrderedDict[tuple[object, ...], tuple[_Candidate, ...]] = OrderedDict()
         self._by_topic: dict[str, set[int]] | None = None
         self._by_author: dict[tuple[str, str], set[int]] | None = None
+        # tf-idf vectors, made on first use: a send where no reader gave feedback never makes one.
+        self._vectors: list[Vector | None] = [None] * len(self.papers)
+        self._index: dict[str, int] | None = None
+
+    def vector(self, index: int) -> Vector:
+        vector = self._vectors[index]
+        if vector is None:
+            vector = self._vectors[index] = paper_vector(self.papers[index])
+        return vector
+
+    def vector_of(self, paper: Paper) -> Vector:
+        if self._index is None:
+            self._index = {p.id: i for i, p in enumerate(self.papers)}
+        index = self._index.get(paper.id)
+        return self.vector(index) if index is not None else paper_vector(paper)
+
+    def excluded(self, sub: Subscriber) -> frozenset[int]:
+        """Indexes of the papers an exclusion of ``sub``'s removes."""
+        return frozenset().union(*(self._matching(word) for word in sub.exclude))
 
     def _qualifiable(self, sub: Subscriber, keyword_hits: list[tuple[str, frozenset[int]]]) -> Iterable[int]:
         """Indexes of the papers that ``sub``'s topics, keywords or authors can qualify (all of them for
@@ -188,7 +209,7 @@ class Pool:
         if found is not None:
             self._ranked.move_to_end(key)
             return found
-        excluded = frozenset().union(*(self._matching(word) for word in sub.exclude))
+        excluded = self.excluded(sub)
         keyword_hits = [(k, self._matching(k)) for k in sub.keywords]
         candidates = []
         for index in self._qualifiable(sub, keyword_hits):
@@ -257,6 +278,7 @@ def select(
     issue_date: date,
     ctx: SelectionContext,
     since: datetime | None = None,
+    taste: Taste | None = None,
 ) -> Issue:
     """Build ``sub``'s issue for ``issue_date`` from tagged ``papers`` (a list, or a Pool of them
     prepared for many readers; the Pool's context is used then).
@@ -266,12 +288,17 @@ def select(
     subscriber) and papers first seen before ``since`` are skipped. The best ``max_papers`` by score are
     kept and grouped by topic in the subscriber's order of topics, then any other topics in config
     order, then "other". The result may have no entries; the caller decides whether to send it.
+
+    ``taste`` (digest.taste, from the reader's feedback) re-ranks the candidates and may admit a paper
+    their preferences do not qualify (never one an exclusion removes); papers they gave a verdict on are
+    left out. Without it the issue is exactly what it was before feedback existed.
     """
     pool = papers if isinstance(papers, Pool) else Pool(papers, ctx)
     ctx = pool.ctx
     kept: list[_Candidate] = []
     if sub.max_papers > 0:
-        for candidate in pool.ranked(sub, now):
+        ranked = pool.ranked(sub, now) if taste is None else _with_taste(pool, sub, now, taste)
+        for candidate in ranked:
             paper = candidate.paper
             if paper.id in received:
                 continue
@@ -290,3 +317,36 @@ def select(
             sections.append(IssueSection(name, label, entries))
     top = IssueEntry(kept[0].paper, kept[0].reason, kept[0].score) if kept else None
     return Issue(subscriber=sub, date=issue_date, sections=tuple(sections), top_pick=top)
+
+
+def _with_taste(pool: Pool, sub: Subscriber, now: datetime, taste: Taste) -> list[_Candidate]:
+    """``sub``'s candidates re-scored by their taste, with papers outside their preferences that closely
+    resemble one they liked, best first; papers they gave a verdict on left out."""
+    out: list[_Candidate] = []
+    present: set[str] = set()
+    for candidate in pool.ranked(sub, now):
+        paper = candidate.paper
+        present.add(paper.id)
+        if paper.id in taste.seen:
+            continue
+        bonus = taste.bonus(pool.vector_of(paper))
+        out.append(_Candidate(paper, candidate.section, candidate.reason, round(candidate.score + bonus, 4)))
+    if taste.liked:
+        excluded = pool.excluded(sub)
+        # Cheap first: a paper close to one liked paper is at least somewhat close to their mean.
+        floor = ADMIT_SIMILARITY / 2
+        for index, paper in enumerate(pool.papers):
+            if paper.id in present or paper.id in taste.seen or index in excluded:
+                continue
+            vector = pool.vector(index)
+            if dot(vector, taste.liked_profile) < floor:
+                continue
+            similarity, title = taste.closest_liked(vector)
+            if similarity < ADMIT_SIMILARITY:
+                continue
+            topics = [a.topic for a in paper.topics if a.topic in pool.ctx.labels]
+            score = TREND_WEIGHT * _trend(paper) + RECENCY_WEIGHT * _recency(paper, now) + taste.bonus(vector)
+            out.append(_Candidate(paper, topics[0] if topics else OTHER_SECTION, f"Because you liked: {title}",
+                                  round(score, 4)))
+    out.sort(key=lambda c: rank_order(c.score, c.paper.id))
+    return out

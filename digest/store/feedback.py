@@ -89,6 +89,11 @@ class FeedbackStore:
                     out.setdefault(r.subscriber_id, []).append(Feedback(r.paper_id, Verdict(r.verdict), r.at))
         return out
 
+    def readers_with_feedback(self) -> set[int]:
+        """Ids of the readers who gave any feedback (a send asks once, then reads only theirs)."""
+        with self.engine.connect() as conn:
+            return {r[0] for r in conn.execute(select(t.feedback.c.subscriber_id).distinct())}
+
     def paper_ids_known(self, paper_ids: Sequence[str]) -> set[str]:
         """Which of these paper ids the store holds."""
         p = t.papers.c
