@@ -48,6 +48,7 @@ from email.utils import parseaddr
 from pathlib import Path
 from typing import Any
 
+from digest.bench_feedback import feedback_tastes
 from digest.compose import Composer
 from digest.config import Settings
 from digest.errors import DigestError, UsageError
@@ -69,6 +70,8 @@ SEED = 20261127
 NAIVE_SAMPLE = 100
 RENDER_ROUNDS = 10
 ONE_PROCESS_SAMPLE = 10_000
+# The send with feedback: this share of the readers have bench_feedback.VERDICTS verdicts each.
+FEEDBACK_SHARE = 0.1
 SEND_SAMPLE = 1200
 WARM_UP_MESSAGES = 60
 _WARM_UP_MESSAGE = (b"From: warm-up@example.org\r\nTo: warm-up@example.org\r\nSubject: warm-up\r\n\r\n"
@@ -225,15 +228,19 @@ def _quiet() -> Iterator[None]:
 # ---- render ---------------------------------------------------------------------------------------
 
 
-def _issues(pipeline: Pipeline, papers: list[Paper], indexes: range, seed: int) -> list[tuple[Issue, str]]:
-    """The issues the send loop would build for readers ``indexes`` (ids from 1), with Message-IDs."""
+def _issues(pipeline: Pipeline, papers: list[Paper], indexes: range, seed: int,
+            feedback_share: float = 0.0) -> list[tuple[Issue, str]]:
+    """The issues the send loop would build for readers ``indexes`` (ids from 1), with Message-IDs;
+    ``feedback_share`` of the readers re-ranked by their taste (bench_feedback)."""
     pool = Pool(papers, pipeline.selection_context)
+    tastes = feedback_tastes(papers, feedback_share, seed, NOW)
     topics = list(pipeline.labels)
     authors = _authors_of(papers)
     built = []
     for i in indexes:
         sub = replace(make_subscriber(i, topics, authors, seed), id=i + 1)
-        issue = select(pool, sub, set(), NOW, BENCH_DATE, pipeline.selection_context, since=NOW - timedelta(days=7))
+        issue = select(pool, sub, set(), NOW, BENCH_DATE, pipeline.selection_context, since=NOW - timedelta(days=7),
+                       taste=tastes(i))
         if issue.count == 0:
             continue
         issue = Issue(subscriber=sub, date=BENCH_DATE, sections=issue.sections, top_pick=issue.top_pick, id=i + 1)
@@ -242,7 +249,7 @@ def _issues(pipeline: Pipeline, papers: list[Paper], indexes: range, seed: int) 
 
 
 def _render_share(settings: Settings, papers: list[Paper], indexes: range, seed: int,
-                  barrier: Any = None, naive_sample: int = 0) -> dict[str, Any]:
+                  barrier: Any = None, naive_sample: int = 0, feedback_share: float = 0.0) -> dict[str, Any]:
     """Render readers ``indexes`` on the real path (after a common start when ``barrier`` is given) and
     a sample of ``naive_sample`` of them on the naive path; times and sizes.
 
@@ -252,7 +259,7 @@ def _render_share(settings: Settings, papers: list[Paper], indexes: range, seed:
     with tempfile.TemporaryDirectory(prefix="digest-bench-") as tmp:
         store = Store(f"sqlite:///{Path(tmp) / 'render.sqlite3'}")
         pipeline = Pipeline(settings, store, clock=lambda: NOW)
-        jobs = _issues(pipeline, papers, indexes, seed)
+        jobs = _issues(pipeline, papers, indexes, seed, feedback_share)
         reference = Composer(settings, pipeline.signing_key, pipeline.renderer.reference())
         for issue, mid in jobs[:50]:  # the first emails of a run fill the caches
             pipeline.render_message(issue, mid, NOW)
@@ -281,16 +288,16 @@ def _render_share(settings: Settings, papers: list[Paper], indexes: range, seed:
 
 
 def _render_process(settings: Settings, papers: list[Paper], indexes: range, seed: int, barrier: Any,
-                    results: Any) -> None:
+                    results: Any, feedback_share: float = 0.0) -> None:
     try:
-        results.put(_render_share(settings, papers, indexes, seed, barrier))
+        results.put(_render_share(settings, papers, indexes, seed, barrier, feedback_share=feedback_share))
     except BaseException as err:  # the parent must hear of it, not wait for ever
         results.put({"error": f"{type(err).__name__}: {err}"})
         raise
 
 
 def _render_pool(settings: Settings, papers: list[Paper], n_subscribers: int, processes: int,
-                 seed: int) -> tuple[int, float, float]:
+                 seed: int, feedback_share: float = 0.0) -> tuple[int, float, float]:
     """Every reader's email in ``processes`` processes at once (forked before this one has rendered
     anything, so they start cold, as a send does): (emails, seconds from the common start to the last
     end, CPU seconds of the process that used the most)."""
@@ -300,7 +307,7 @@ def _render_pool(settings: Settings, papers: list[Paper], n_subscribers: int, pr
     step = -(-n_subscribers // processes)
     procs = [ctx.Process(target=_render_process, daemon=True,
                          args=(settings, papers, range(k * step, min(n_subscribers, (k + 1) * step)), seed,
-                               barrier, results)) for k in range(processes)]
+                               barrier, results, feedback_share)) for k in range(processes)]
     for proc in procs:
         proc.start()
     shares = [results.get(timeout=3600) for _ in procs]
@@ -322,15 +329,21 @@ def bench_render(settings: Settings, n_subscribers: int, n_papers: int, processe
     if processes > 1 and n_subscribers >= processes:
         # A round lasts well under a second at 10,000 readers, where one stall of this machine would
         # move its figure by a fifth: the median of POOL_ROUNDS rounds, each with fresh processes.
-        rates, cpu_rates = [], []
+        # Each round also renders the send where FEEDBACK_SHARE of the readers gave feedback, right after:
+        # the two figures then meet the same load.
+        rates, cpu_rates, fb_rates = [], [], []
         for _ in range(POOL_ROUNDS):
             emails, span, cpu = _render_pool(settings, papers, n_subscribers, processes, seed)
             rates.append(_rate(emails, span))
             cpu_rates.append(_rate(emails, cpu))
+            fb_emails, fb_span, _ = _render_pool(settings, papers, n_subscribers, processes, seed, FEEDBACK_SHARE)
+            fb_rates.append(_rate(fb_emails, fb_span))
         figures["emails"] = emails
         figures["pool_rounds"] = " ".join(f"{rate:.0f}" for rate in rates)
         figures["render_per_s_pool"] = statistics.median(rates)
         figures["render_per_s_pool_cpu"] = statistics.median(cpu_rates)
+        figures["pool_rounds_feedback"] = " ".join(f"{rate:.0f}" for rate in fb_rates)
+        figures["render_per_s_pool_feedback"] = statistics.median(fb_rates)
     one = _render_share(settings, papers, range(min(n_subscribers, ONE_PROCESS_SAMPLE)), seed,
                         naive_sample=naive_sample)
     figures.update({
@@ -342,6 +355,13 @@ def bench_render(settings: Settings, n_subscribers: int, n_papers: int, processe
         "avg_message_kb": round(one["bytes"] / max(1, one["emails"]) / 1024, 1),
     })
     figures["render_per_s"] = max(figures["render_per_s_1"], figures["render_per_s_pool"])
+    fb = _render_share(settings, papers, range(min(n_subscribers, ONE_PROCESS_SAMPLE)), seed,
+                       feedback_share=FEEDBACK_SHARE)
+    figures["render_per_s_1_feedback"] = _rate(fb["emails"], fb["end"] - fb["start"])
+    figures["render_per_s_feedback"] = max(figures["render_per_s_1_feedback"],
+                                           figures.get("render_per_s_pool_feedback", 0.0))
+    figures["feedback_ratio"] = round(figures["render_per_s_feedback"] / figures["render_per_s"], 2) \
+        if figures["render_per_s"] else 0.0
     # By CPU time, as the per-core figure: the ratio of what the two paths cost, whatever else this
     # machine runs meanwhile (a busy neighbour stretches wall-clock rounds, not CPU seconds).
     naive_cpu = figures["naive_per_s_cpu"]
@@ -662,6 +682,7 @@ class BenchReport:
         if "render" in self.parts:
             found["render_per_s"] = self.parts["render"]["render_per_s"]
             found["render_speedup"] = self.parts["render"]["render_speedup"]
+            found["render_per_s_feedback"] = self.parts["render"]["render_per_s_feedback"]
         if "send" in self.parts:
             found["send_ratio"] = self.parts["send"]["send_ratio"]
         if "memory" in self.parts:
@@ -714,6 +735,10 @@ _LABELS = {
         ("naive_per_s", "naive path, sample, emails/s (wall)"), ("naive_per_s_cpu", "naive path, emails/s (CPU)"),
         ("render_speedup", "speed-up: real path at its best vs naive path (1 process), CPU"),
         ("render_speedup_1_cpu", "speed-up per core: 1 process each (CPU)"), ("avg_message_kb", "average message, KB"),
+        ("pool_rounds_feedback", "a tenth of readers with 50 verdicts: processes at once, each round, emails/s"),
+        ("render_per_s_1_feedback", "a tenth with 50 verdicts: 1 process, emails/s (wall)"),
+        ("render_per_s_feedback", "a tenth with 50 verdicts: best, emails/s"),
+        ("feedback_ratio", "with feedback / without"),
     ],
     "send": [
         ("readers", "readers in the send sample"), ("rounds", "rounds (real and bare loops, in turns)"),
