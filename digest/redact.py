@@ -13,7 +13,7 @@ REDACTED = "[token]"
 # follows it; and any itsdangerous-shaped token elsewhere (a mailto subject, a CSRF field, an error
 # message): base64url payload, optional base64url timestamp, then the 27-character HMAC-SHA1 signature,
 # dot-separated. Hostnames, versions and paper ids never end in such a signature.
-_PATH = re.compile(r"/(confirm|preferences|unsubscribe|issue)/[^/?#\s\"'<>]+")
+_PATH = re.compile(r"/(confirm|preferences|unsubscribe|issue|feedback)/[^/?#\s\"'<>]+")
 _SHAPE = re.compile(r"\.?[A-Za-z0-9_-]{2,}(?:\.[A-Za-z0-9_-]{2,})?\.[A-Za-z0-9_-]{27}(?![A-Za-z0-9_-])")
 _MAILTO = re.compile(r"(subject=unsubscribe(?:%20|\s|\+))[^\s&\"'<>]+", re.IGNORECASE)
 
