@@ -56,12 +56,12 @@ class IssueBuilder:
                 self._feedback_papers.clear()
                 self._vectors.clear()
                 missing = list(wanted)
-            for paper in self.store.list_papers(ids=missing):
-                self._feedback_papers[paper.id] = paper
+            for stored in self.store.list_papers(ids=missing):
+                self._feedback_papers[stored.id] = stored
         for pid in wanted:
-            paper = self._feedback_papers.get(pid)
-            if paper is not None and pid not in self._vectors:
-                self._vectors[pid] = paper_vector(paper)
+            liked = self._feedback_papers.get(pid)
+            if liked is not None and pid not in self._vectors:
+                self._vectors[pid] = paper_vector(liked)
         found: dict[int, Taste] = {}
         for sub_id, items in feedback.items():
             taste = build_taste(items, self._feedback_papers, self._vectors)
