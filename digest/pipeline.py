@@ -15,8 +15,6 @@ from datetime import UTC, date, datetime, timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING
 
-import httpx
-
 from digest import dkim
 from digest.compose import Composer, MimeRenderer, topic_labels
 from digest.config import Settings
@@ -32,6 +30,8 @@ from digest.store import Store
 from digest.tagger import Tagger
 
 if TYPE_CHECKING:
+    import httpx
+
     from digest.bounces.verp import ReturnPath
     from digest.render import Renderer
     from digest.sources.base import Source
@@ -140,6 +140,8 @@ class Pipeline:
 
     def fetch(self, names: list[str] | None = None, day: date | None = None) -> list[FetchSummary]:
         """Run each enabled source (or those named); a failing source is recorded and the rest go on."""
+        import httpx  # here: only a fetch needs HTTP (status, send and the rest start faster without it)
+
         from digest.sources import build_sources
 
         client = self._http_client or httpx.Client(

@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
+from functools import lru_cache
 from importlib import resources
 from itertools import groupby
 from typing import TYPE_CHECKING, Any
@@ -30,8 +31,6 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 
 from digest.config import check_database_url, parse_hhmm
@@ -82,6 +81,40 @@ _MARK_SENDING = (
 
 # Issues whose papers count as "already received": everything except a permanent failure.
 _RECEIVED = (DeliveryStatus.PENDING, DeliveryStatus.SENDING, DeliveryStatus.SENT, DeliveryStatus.UNKNOWN)
+
+
+def _revision_of(conn: Connection) -> str | None:
+    """The schema revision alembic recorded; None in a database it never touched."""
+    try:
+        return conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
+    except SQLAlchemyError:
+        return None
+
+
+@lru_cache(maxsize=1)
+def schema_head() -> str | None:
+    """The newest migration's revision, read from the migration files' ``revision`` and
+    ``down_revision`` lines (cheap; a test checks it against alembic's own head). None if the files
+    do not form one chain with one head: alembic then decides."""
+    revisions: set[str] = set()
+    parents: set[str] = set()
+    for script in (resources.files("digest.store") / "migrations" / "versions").iterdir():
+        if not script.name.endswith(".py") or script.name.startswith("_"):
+            continue
+        text = script.read_text(encoding="utf-8")
+        revision = _REVISION.search(text)
+        if revision is None:
+            return None
+        revisions.add(revision[1])
+        down = _DOWN_REVISION.search(text)
+        parents.update(_PARENTS.findall(down[0]) if down else ())
+    heads = revisions - parents
+    return heads.pop() if len(heads) == 1 else None
+
+
+_REVISION = re.compile(r'^revision\s*(?::\s*str\s*)?=\s*["\']([^"\']+)["\']', re.MULTILINE)
+_DOWN_REVISION = re.compile(r"^down_revision\b.*$", re.MULTILINE)
+_PARENTS = re.compile(r'["\']([^"\']+)["\']')
 
 
 def _now() -> datetime:
@@ -215,8 +248,27 @@ class Store(BounceStore, FeedbackStore):
     def dialect(self) -> str:
         return self.engine.dialect.name
 
+    def _dialect_insert(self) -> Callable[[Table], Any]:
+        """The backend's INSERT with ON CONFLICT (imported here: a short command on SQLite does not
+        load the PostgreSQL dialect)."""
+        if self.dialect == "postgresql":
+            from sqlalchemy.dialects import postgresql
+
+            return postgresql.insert
+        from sqlalchemy.dialects import sqlite
+
+        return sqlite.insert
+
     def migrate(self) -> None:
         """Apply every pending migration (idempotent; safe to call on each start)."""
+        try:
+            with self._reading() as conn:
+                current = _revision_of(conn)
+        except OperationalError as err:
+            raise StoreError(f"cannot open database {_shown(self.url)}: {err.orig}") from err
+        if current is not None and current == schema_head():
+            # Up to date, the usual case: alembic (a third of a short command's start-up) stays unloaded.
+            return
         from alembic import command
         from alembic.config import Config
 
@@ -244,6 +296,7 @@ class Store(BounceStore, FeedbackStore):
             raise StoreError(f"migrating {_shown(self.url)} failed: {err}") from err
 
     def _stored_revision(self) -> str | None:
+        """The database's schema revision; None for a new database (no alembic_version table yet)."""
         try:
             with self.engine.connect() as conn:
                 return conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
@@ -700,7 +753,7 @@ class Store(BounceStore, FeedbackStore):
         # ON CONFLICT DO NOTHING, not a caught IntegrityError: racing senders then cost PostgreSQL no
         # aborted transaction and its log no "duplicate key" ERROR per subscriber. A loser waits for
         # the winner's commit and then reads the winner's id.
-        dialect_insert = pg_insert if self.dialect == "postgresql" else sqlite_insert
+        dialect_insert = self._dialect_insert()
         head = dialect_insert(t.issues).values(
             subscriber_id=issue.subscriber.id, issue_date=issue.date, created_at=now,
             subject=subject, paper_count=issue.count,
@@ -1178,7 +1231,7 @@ class Store(BounceStore, FeedbackStore):
         existing = self.installation_secret(name)
         if existing is not None:
             return existing
-        dialect_insert = pg_insert if self.dialect == "postgresql" else sqlite_insert
+        dialect_insert = self._dialect_insert()
         with self.engine.begin() as conn:
             conn.execute(dialect_insert(t.installation_secrets)
                          .values(name=name, value=make(), created_at=now or _now())
