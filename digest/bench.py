@@ -562,12 +562,7 @@ def bench_send(settings: Settings, n_subscribers: int, n_papers: int, sample: in
 
 def _loaded(pipeline: Pipeline) -> Iterator[Issue]:
     """Every stored issue, a batch at a time, as the send loop reads them."""
-    from sqlalchemy import select as sql_select
-
-    from digest.store import schema as t
-
-    with pipeline.store.engine.connect() as conn:
-        ids = list(conn.execute(sql_select(t.deliveries.c.issue_id).order_by(t.deliveries.c.id)).scalars())
+    ids = pipeline.store.delivery_issue_ids()
     papers: dict[str, Paper] = {}
     for start in range(0, len(ids), 500):
         loaded = pipeline.store.load_issues(ids[start:start + 500], pipeline.labels, papers)

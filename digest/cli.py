@@ -995,7 +995,7 @@ def status(app: App, as_json: bool) -> None:
     from digest.status import collect_status, format_status
 
     report = collect_status(app.pipeline)
-    click.echo(json.dumps(report, default=str) if as_json else format_status(report))
+    click.echo(json.dumps(report.as_json(), default=str) if as_json else format_status(report))
 
 
 @cli.command("rotate-key")

@@ -30,7 +30,6 @@ from zoneinfo import ZoneInfo
 
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.jobstores.base import BaseJobStore
-from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.combining import OrTrigger
@@ -41,6 +40,7 @@ from digest.config import Settings
 from digest.errors import ConfigError, DigestError
 from digest.models import DeliveryStatus, Subscriber, SubscriberStatus
 from digest.selection import is_due, local_issue_date, send_time_passed
+from digest.store.jobs import JOB_TABLE
 
 if TYPE_CHECKING:
     from digest.pipeline import FetchSummary, Pipeline, SendSummary
@@ -72,7 +72,6 @@ _Handler = Callable[[int, FrameType | None], Any] | int | None
 
 FETCH_JOB = "fetch"
 DISPATCH_JOB = "dispatch"
-JOB_TABLE = "apscheduler_jobs"
 
 # A weekly reader's next issue day is at most a week ahead.
 _LOOKAHEAD_DAYS = 7
@@ -190,8 +189,7 @@ def build_scheduler(pipeline: Pipeline, jobstore: BaseJobStore | None = None) ->
     dispatch run side by side, so neither waits (and misfires) behind the other.
     """
     specs = job_specs(pipeline.settings, pipeline.clock())
-    store = jobstore if jobstore is not None else SQLAlchemyJobStore(engine=pipeline.store.engine,
-                                                                      tablename=JOB_TABLE)
+    store = jobstore if jobstore is not None else pipeline.store.scheduler_jobs()
     scheduler = BackgroundScheduler(
         jobstores={"default": store},
         executors={"default": ThreadPoolExecutor(max_workers=2)},
@@ -546,15 +544,7 @@ def dispatch_job() -> None:
 
 def _stored_run_times(pipeline: Pipeline) -> dict[str, datetime]:
     """Next run times the (running or last) daemon saved in its job store; {} if it never ran."""
-    from sqlalchemy import inspect, select
-
-    engine = pipeline.store.engine
-    if not inspect(engine).has_table(JOB_TABLE):
-        return {}
-    table = SQLAlchemyJobStore(engine=engine, tablename=JOB_TABLE).jobs_t
-    with engine.connect() as conn:
-        rows = conn.execute(select(table.c.id, table.c.next_run_time)).all()
-    return {r.id: datetime.fromtimestamp(r.next_run_time, UTC) for r in rows if r.next_run_time is not None}
+    return pipeline.store.job_run_times()
 
 
 def next_run_times(pipeline: Pipeline) -> dict[str, datetime]:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import secrets
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 from digest.errors import ConfigError
 
@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from digest.config import Settings
     from digest.store import Store
 
-__all__ = ["KEY_BYTES", "SigningKey", "describe_signing_key", "forget_previous_key", "rotate_signing_key",
+__all__ = ["KEY_BYTES", "KeyOrigin", "SigningKey", "describe_signing_key", "forget_previous_key", "rotate_signing_key",
            "signing_key"]
 
 log = logging.getLogger("digest.signing_key")
@@ -87,14 +87,31 @@ def signing_key(settings: Settings, store: Store) -> SigningKey:
                       "the database (table installation_secrets)")
 
 
-def describe_signing_key(settings: Settings, store: Store) -> dict[str, Any]:
+@dataclass(frozen=True, slots=True)
+class KeyOrigin:
+    """Where the signing key comes from (never the key): ``source`` is "environment", "database" or
+    "not made yet"; ``variable`` the environment variable that would override it; ``previous_kept``
+    whether a rotated-out key still verifies old links (None when the environment's key is used)."""
+
+    source: Literal["environment", "database", "not made yet"]
+    variable: str
+    previous_kept: bool | None = None
+
+    def as_json(self) -> dict[str, str | bool]:
+        shown: dict[str, str | bool] = {"source": self.source, "variable": self.variable}
+        if self.previous_kept is not None:
+            shown["previous_kept"] = self.previous_kept
+        return shown
+
+
+def describe_signing_key(settings: Settings, store: Store) -> KeyOrigin:
     """Where the signing key comes from, for ``digest status``: never the key itself, never makes one."""
     env_name = settings.site.secret_env
     if settings.env_signing_key is not None:
-        return {"source": "environment", "variable": env_name}
+        return KeyOrigin("environment", env_name)
     stored = store.installation_secret(KEY_NAME) is not None
-    return {"source": "database" if stored else "not made yet", "variable": env_name,
-            "previous_kept": store.installation_secret(PREVIOUS_NAME) is not None}
+    return KeyOrigin("database" if stored else "not made yet", env_name,
+                     previous_kept=store.installation_secret(PREVIOUS_NAME) is not None)
 
 
 def rotate_signing_key(store: Store, keep_previous: bool = True) -> bool:

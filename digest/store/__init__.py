@@ -1,5 +1,7 @@
 """All storage I/O lives in this package: the Store and its schema and migrations."""
 
-from digest.store.store import SendRun, SourceRecord, Store, normalize_url
+from digest.store.records import DeliveryAttention, IssueHealth, IssueHistory, IssueListing, SendRun, SourceRecord
+from digest.store.store import Store, normalize_url
 
-__all__ = ["SendRun", "SourceRecord", "Store", "normalize_url"]
+__all__ = ["DeliveryAttention", "IssueHealth", "IssueHistory", "IssueListing", "SendRun", "SourceRecord", "Store",
+           "normalize_url"]

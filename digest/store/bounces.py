@@ -13,6 +13,7 @@ from sqlalchemy.exc import IntegrityError
 
 from digest.models import DeliveryStatus, SubscriberStatus
 from digest.store import schema as t
+from digest.store.records import IssueHealth
 
 if TYPE_CHECKING:
     from sqlalchemy import Connection, Engine
@@ -187,7 +188,7 @@ class BounceStore:
         with self.engine.connect() as conn:
             return [dict(r) for r in conn.execute(query).mappings()]
 
-    def list_health(self, since: date) -> list[dict[str, Any]]:
+    def list_health(self, since: date) -> list[IssueHealth]:
         """Per issue date from ``since`` on: delivered, bounced (hard/soft), complaints, unsubscribes.
 
         ``delivered`` counts messages handed over that no bounce came back for. An unsubscribe counts
@@ -222,7 +223,7 @@ class BounceStore:
                         last[sid] = day
                 for day in last.values():
                     rows[day]["unsubscribes"] += 1
-        return [{"issue_date": day, **rows[day]} for day in sorted(rows, reverse=True)]
+        return [IssueHealth(issue_date=day, **rows[day]) for day in sorted(rows, reverse=True)]
 
 
 def _reason(kind: str, event: BounceEvent) -> str:

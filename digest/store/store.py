@@ -8,7 +8,7 @@ import re
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
 from importlib import resources
@@ -54,6 +54,8 @@ from digest.sources.normalize import title_key
 from digest.store import schema as t
 from digest.store.bounces import BounceStore
 from digest.store.feedback import FeedbackStore
+from digest.store.jobs import JobStore
+from digest.store.records import DeliveryAttention, IssueHistory, IssueListing, SendRun, SourceRecord
 
 if TYPE_CHECKING:
     from sqlalchemy import RowMapping
@@ -138,40 +140,7 @@ def normalize_url(url: str) -> str:
     return url
 
 
-@dataclass(frozen=True, slots=True)
-class SourceRecord:
-    source: str
-    state: dict[str, str]
-    last_fetch_at: datetime | None
-    last_ok_at: datetime | None
-    last_result: str | None
-    last_error: str | None
-    last_new: int
-    last_updated: int
-
-
-@dataclass(frozen=True, slots=True)
-class SendRun:
-    id: int
-    issue_date: date
-    started_at: datetime
-    finished_at: datetime | None
-    sent: int
-    skipped: int
-    failed: int
-
-
-@dataclass(frozen=True, slots=True)
-class IssueHistory:
-    """What building one subscriber's issue for a date needs from the store (``Store.issue_histories``)."""
-
-    issue_id: int | None = None  # the issue already built for that date, if any
-    delivery: DeliveryStatus | None = None  # the status of that issue's delivery record
-    received: frozenset[str] = frozenset()  # papers sent (or on their way) to them in other issues
-    last_issue_at: datetime | None = None  # when their latest issue before that date was built
-
-
-class Store(BounceStore, FeedbackStore):
+class Store(BounceStore, FeedbackStore, JobStore):
     """The project's database. Construct with a SQLAlchemy URL; ``migrate()`` brings the schema up to date.
 
     Every method is a complete transaction. Datetimes must be aware; they come back in UTC.
@@ -950,14 +919,16 @@ class Store(BounceStore, FeedbackStore):
         issue_id = self.issue_id_for(subscriber_id, issue_date)
         return self.load_issue(issue_id, labels) if issue_id is not None else None
 
-    def list_issues(self, limit: int = 100) -> list[dict[str, Any]]:
-        """Recent issues with their delivery status, newest first (for the archive and status)."""
+    def list_issues(self, limit: int = 100) -> list[IssueListing]:
+        """Recent issues with their delivery status, newest first."""
         query = (select(t.issues.c.id, t.issues.c.issue_date, t.issues.c.subject, t.issues.c.paper_count,
                         t.issues.c.subscriber_id, t.deliveries.c.status, t.deliveries.c.sent_at)
                  .join(t.deliveries, t.deliveries.c.issue_id == t.issues.c.id)
                  .order_by(t.issues.c.issue_date.desc(), t.issues.c.id.desc()).limit(limit))
         with self.engine.connect() as conn:
-            return [dict(r) for r in conn.execute(query).mappings()]
+            return [IssueListing(id=r.id, issue_date=r.issue_date, subject=r.subject, paper_count=r.paper_count,
+                                 subscriber_id=r.subscriber_id, status=DeliveryStatus(r.status), sent_at=r.sent_at)
+                    for r in conn.execute(query)]
 
     # ---- deliveries -----------------------------------------------------------------------------
 
@@ -1180,7 +1151,12 @@ class Store(BounceStore, FeedbackStore):
         with self.engine.connect() as conn:
             return {r[0]: r[1] for r in conn.execute(query)}
 
-    def deliveries_needing_attention(self, limit: int = 20) -> list[dict[str, Any]]:
+    def delivery_issue_ids(self) -> list[int]:
+        """The issue of every delivery record, in the order the records were made."""
+        with self.engine.connect() as conn:
+            return list(conn.execute(select(t.deliveries.c.issue_id).order_by(t.deliveries.c.id)).scalars())
+
+    def deliveries_needing_attention(self, limit: int = 20) -> list[DeliveryAttention]:
         c = t.deliveries.c
         query = (select(c.id, c.issue_date, c.status, c.attempts, c.last_error, t.subscribers.c.email)
                  .join(t.subscribers, t.subscribers.c.id == c.subscriber_id)
@@ -1188,7 +1164,9 @@ class Store(BounceStore, FeedbackStore):
                             and_(c.status == DeliveryStatus.PENDING.value, c.attempts > 0)))
                  .order_by(c.updated_at.desc()).limit(limit))
         with self.engine.connect() as conn:
-            return [dict(r) for r in conn.execute(query).mappings()]
+            return [DeliveryAttention(id=r.id, issue_date=r.issue_date, status=DeliveryStatus(r.status),
+                                      attempts=r.attempts, last_error=r.last_error, email=r.email)
+                    for r in conn.execute(query)]
 
     # ---- send runs ------------------------------------------------------------------------------
 

@@ -18,7 +18,7 @@ from digest.mail import MemoryMailer
 from digest.models import SubscriberStatus
 from digest.pipeline import Pipeline
 from digest.signing_key import signing_key
-from digest.store import Store
+from digest.store import IssueHealth, Store
 from tests.conftest import make_settings
 from tests.integration.bounce_helpers import bounce_for, delivery_of
 
@@ -185,8 +185,7 @@ def test_health_per_issue(world: tuple[Settings, Store, MemoryMailer]) -> None:
     processor.ingest(bounce_for(settings, store, "arf_abuse.eml", READERS[3], DAY), "stdin")
     store.set_subscriber_status(READERS[4], SubscriberStatus.UNSUBSCRIBED, reason="web unsubscribe")
     [row] = store.list_health(DAY - timedelta(days=7))
-    assert row == {"issue_date": DAY, "sent": 6, "delivered": 4, "hard": 1, "soft": 1, "complaints": 1,
-                   "unsubscribes": 2}
+    assert row == IssueHealth(issue_date=DAY, sent=6, delivered=4, hard=1, soft=1, complaints=1, unsubscribes=2)
 
 
 # ---- the command, as Postfix runs it ----------------------------------------------------------------
@@ -239,20 +238,20 @@ def test_status_reports_health_and_warns(world: tuple[Settings, Store, MemoryMai
     processor = BounceProcessor(settings, store)
     processor.ingest(bounce_for(settings, store, "postfix_unknown_user.eml", READERS[1], DAY), "stdin")
     processor.ingest(bounce_for(settings, store, "arf_abuse.eml", READERS[2], DAY), "stdin")
-    from digest.status import format_status, list_health
+    from digest.status import HealthTotals, format_status, list_health
 
     health = list_health(store, DAY + timedelta(days=1))
-    assert health["totals"] == {"sent": 6, "delivered": 5, "hard": 1, "soft": 0, "complaints": 1, "unsubscribes": 1}
-    assert len(health["warnings"]) == 2  # 1 in 6 is far past both 0.1% and 2%
+    assert health.totals == HealthTotals(sent=6, delivered=5, hard=1, soft=0, complaints=1, unsubscribes=1)
+    assert len(health.warnings) == 2  # 1 in 6 is far past both 0.1% and 2%
     proc = _cli(tmp_path, settings, "status", "--json")
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
     assert "list_health" in report
     from digest.status import collect_status
 
-    report = collect_status(Pipeline(settings, store, clock=lambda: datetime(2026, 8, 20, 9, 0, tzinfo=UTC)))
-    assert report["list_health"]["totals"] == health["totals"]
-    text = format_status(report)
+    collected = collect_status(Pipeline(settings, store, clock=lambda: datetime(2026, 8, 20, 9, 0, tzinfo=UTC)))
+    assert collected.list_health.totals == health.totals
+    text = format_status(collected)
     assert "delivered=5 bounced hard=1 soft=0 complaints=1 unsubscribes=1" in text
     assert "WARNING: complaint rate 16.67% is above 0.1%" in text
     assert "WARNING: hard bounce rate 16.67% is above 2%" in text

@@ -211,7 +211,7 @@ def test_an_issue_keeps_its_subject(any_store: Store) -> None:
     issue = Issue(sub, date(2026, 8, 19), (IssueSection("nas", "NAS", (IssueEntry(paper, "why", 1.0),)),))
     assert any_store.create_issues([issue], lambda n, s: f"<s{n}@x>", NOW, subject=lambda i: f"{i.count} paper") == 1
     [row] = any_store.list_issues()
-    assert row["subject"] == "1 paper"
+    assert (row.subject, row.paper_count, row.status) == ("1 paper", 1, DeliveryStatus.PENDING)
 
 
 def test_expired_lease_is_claimable_again(any_store: Store) -> None:

@@ -521,7 +521,7 @@ def sent_issue(web: Web, seed_papers: list[Paper]) -> tuple[int, Subscriber]:
     summary = web.pipeline.send(NOW.date())
     assert summary.sent == 1
     [row] = web.store.list_issues()
-    return row["id"], sub
+    return row.id, sub
 
 
 def test_archive_index_and_public_edition(web: Web, sent_issue: tuple[int, Subscriber]) -> None:

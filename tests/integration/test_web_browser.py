@@ -116,7 +116,7 @@ def _sent_issue(site: Site, seed_papers: list[Paper]) -> int:
     site.pipeline.tag_pending()
     site.store.add_subscriber(Subscriber(email="demo.reader@example.org", topics=("pruning", "diffusion", "nas")))
     assert site.pipeline.send().sent == 1
-    return site.store.list_issues()[0]["id"]
+    return site.store.list_issues()[0].id
 
 
 def test_subscribe_confirm_preferences_unsubscribe_in_chromium(

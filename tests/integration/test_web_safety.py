@@ -385,7 +385,7 @@ def test_public_archive_and_feeds_show_nothing_of_any_reader(web: Web, seed_pape
     [row] = web.store.list_issues()
     public = [web.client.get("/archive"), web.client.get(f"/archive/{NOW.date().isoformat()}"),
               web.client.get("/archive/feed.atom"), web.client.get("/archive/feed/pruning.atom")]
-    public += [web.client.get(f"/archive/{n}", follow_redirects=True) for n in range(1, row["id"] + 3)]
+    public += [web.client.get(f"/archive/{n}", follow_redirects=True) for n in range(1, row.id + 3)]
     for page in public:
         for personal in ("profiled@example.org", "Profiled Reader", "Why:"):
             assert personal not in page.text, (page.url, personal)

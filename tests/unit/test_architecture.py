@@ -1,5 +1,5 @@
 """The shape of the package, kept by tests: no import circles, small modules, no reaching into another
-module's private names, the pipeline only wiring (docs/architecture.md says why)."""
+module's private names, the pipeline only wiring, SQL only in the store (docs/architecture.md says why)."""
 
 from __future__ import annotations
 
@@ -153,6 +153,46 @@ def test_no_module_uses_another_modules_private_names() -> None:
                     and not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls"))
                     and ast.unparse(node) not in ALLOWED_PRIVATE):
                 found.append(f"{name}: {ast.unparse(node)}")
+    assert found == []
+
+
+# What runs SQL: the database layer and its drivers. Only digest.store may use them; everyone else asks
+# the Store for typed values. Its exceptions may be caught anywhere (a database gone away is one line).
+SQL_PACKAGES = ("sqlalchemy", "alembic", "psycopg", "sqlite3")
+SQL_ALLOWED = {"sqlalchemy.exc"}
+# Calls that run a statement, whatever the object: no module outside the store has a reason to make them.
+SQL_CALLS = {"execute", "exec_driver_sql", "executemany", "executescript"}
+
+
+def _sql_uses(name: str, path: Path) -> list[str]:
+    """Where module ``name`` reaches the database other than through the Store's methods."""
+    found = []
+    for base, imported in _imports(name, path):
+        if base.split(".")[0] in SQL_PACKAGES and base not in SQL_ALLOWED:
+            found.append(f"{name}: imports {base}" + (f".{imported}" if imported else ""))
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Attribute):
+            # The store's engine is its own: a query run on it from outside bypasses the typed methods.
+            if node.attr == "engine" and ast.unparse(node.value).split(".")[-1] in ("store", "_store"):
+                found.append(f"{name}: {ast.unparse(node)}")
+            elif node.attr in SQL_CALLS:
+                found.append(f"{name}: .{node.attr}(...)")
+    return found
+
+
+def test_the_sql_check_sees_sql(tmp_path: Path) -> None:
+    sample = tmp_path / "sample.py"
+    sample.write_text("from sqlalchemy.exc import SQLAlchemyError\n"
+                      "def f(pipeline):\n    from sqlalchemy import select\n"
+                      "    with pipeline.store.engine.connect() as conn:\n        conn.execute(select(1))\n")
+    assert sorted(_sql_uses("digest.sample", sample)) == [
+        "digest.sample: .execute(...)", "digest.sample: imports sqlalchemy.select",
+        "digest.sample: pipeline.store.engine"]
+
+
+def test_only_the_store_runs_sql() -> None:
+    found = [use for name, path in sorted(MODULES.items())
+             if name != "digest.store" and not name.startswith("digest.store.") for use in _sql_uses(name, path)]
     assert found == []
 
 

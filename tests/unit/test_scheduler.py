@@ -308,7 +308,7 @@ def test_next_run_times_and_status(env: Any) -> None:
     from digest.status import collect_status, format_status
 
     report = collect_status(pipeline)
-    assert report["due_now"]["count"] == 0
+    assert report.due_now is not None and report.due_now.count == 0
     text = format_status(report)
     assert "fetch" in text and "due at the next dispatch: 0" in text
 
