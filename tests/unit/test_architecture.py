@@ -12,10 +12,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[2] / "digest"
 
 # Modules allowed past MAX_LINES for now, with the reason; the list only ever shrinks.
-OVERSIZE = {
-    "digest.store.store": "all SQL in one class; to be split by table group",
-    "digest.cli": "every command in one module; to be split into a package by command group",
-}
+OVERSIZE: dict[str, str] = {}
 MAX_LINES = 800
 PIPELINE_MAX_LINES = 400
 
@@ -25,7 +22,10 @@ ALLOWED_PRIVATE = {
     "os._exit",  # the documented way to leave a forked child without running the parent's cleanup
     "etree._Element",  # lxml's documented element type
     "handler._digest",  # cli marks the log handler it installed itself
-    "re._parser",  # matching.py: CPython's regex parser, to go (issue 18)
+    # matching.py reads a pattern's parse tree for literals every match contains. No public API gives
+    # that tree (sre_parse is a deprecated alias of the same module), and a parser of our own would
+    # restate CPython's grammar; a failure there only costs speed (the pattern is searched everywhere).
+    "re._parser",
     "re._constants",
 }
 
