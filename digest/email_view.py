@@ -11,17 +11,17 @@ from __future__ import annotations
 import html as html_lib
 import re
 import unicodedata
-from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, fields, replace
 from datetime import date
 from functools import lru_cache
-from typing import Any, Generic, TypeVar
+from typing import Any, Concatenate, Generic, ParamSpec, TypeVar
 from urllib.parse import quote, urlsplit
 
 from digest.config import Settings
 from digest.latex import to_unicode
 from digest.links import PersonalLinks
-from digest.models import OTHER_SECTION, Issue, IssueEntry, Paper
+from digest.models import OTHER_SECTION, Issue, Paper
 
 __all__ = [
     "CardView",
@@ -106,7 +106,8 @@ def _safe_url(url: str) -> str:
         return ""
     if scheme not in ("http", "https", "mailto"):
         return ""
-    return quote(url, safe=_URL_SAFE)
+    # A lone surrogate (JSON can carry one) has no UTF-8 form: dropped, as clean_text drops it from text.
+    return quote(url, safe=_URL_SAFE, errors="ignore")
 
 
 def _attr_text(text: str) -> str:
@@ -178,16 +179,11 @@ class LinkView:
 
 
 @dataclass(frozen=True, slots=True)
-class CardView:
+class CardView(PaperView):
+    """One paper as a card of one issue: its texts (the card's ``url`` falls back to the "full issue"
+    link when the paper has none), its number in the issue and why this reader got it."""
+
     number: int
-    title: str
-    url: str
-    authors: str
-    upvotes: int | None
-    code_url: str
-    project_url: str
-    pdf_url: str
-    summary: str
     why: str
     # The reader's "More like this" / "Less like this" links ("" on public pages): per reader, so the
     # fast path renders a card with marks here and puts each reader's links in afterwards.
@@ -264,6 +260,8 @@ class EmailView:
         return {name: getattr(self, name) for name in self.__slots__}
 
 
+K = TypeVar("K")
+P = ParamSpec("P")
 V = TypeVar("V")
 
 
@@ -296,6 +294,20 @@ class IdentityCache(Generic[V]):
             self._data.clear()
         self._data[(id(obj), *key) if key else id(obj)] = (obj, value)
         return value
+
+    def memo(self, make: Callable[Concatenate[K, P], V]) -> Callable[Concatenate[K, P], V]:
+        """``make`` kept in this cache: keyed by its first argument's identity and the other arguments
+        as they are (positional only), so whatever a call passes is in its key."""
+
+        def cached(obj: K, /, *args: P.args, **kwargs: P.kwargs) -> V:
+            if kwargs:
+                raise TypeError(f"{make.__name__}: positional arguments only (they are its cache key)")
+            hit = self._data.get((id(obj), *args) if args else id(obj))
+            if hit is not None and hit[0] is obj:
+                return hit[1]
+            return self.put(obj, args, make(obj, *args, **kwargs))
+
+        return cached
 
 
 _CARDS: IdentityCache[CardView] = IdentityCache()
@@ -331,18 +343,21 @@ def _paper_view(paper: Paper) -> PaperView:
     )
 
 
-def _card(entry: IssueEntry, number: int, fallback_url: str, feedback: tuple[str, str] = ("", "")) -> CardView:
-    # Keyed by the fallback link and the feedback links too (the card shows them): a body shared by
-    # many readers has markers there, so its cards are shared as well.
-    key = (entry.reason, number, fallback_url, *feedback)
-    cached: CardView | None = _CARDS.get(entry.paper, key)
-    if cached is not None:
-        return cached
-    p = paper_view(entry.paper)
-    card = CardView(number=number, title=p.title, url=p.url or fallback_url, authors=p.authors,
-                    upvotes=p.upvotes, code_url=p.code_url, project_url=p.project_url, pdf_url=p.pdf_url,
-                    summary=p.summary, why=clean_text(entry.reason), more_url=feedback[0], less_url=feedback[1])
-    return _CARDS.put(entry.paper, key, card)
+_PAPER_FIELDS = tuple(f.name for f in fields(PaperView))
+
+
+def _make_card(paper: Paper, reason: str, number: int, fallback_url: str, feedback: tuple[str, str]) -> CardView:
+    p = paper_view(paper)
+    card = CardView(**{name: getattr(p, name) for name in _PAPER_FIELDS}, number=number, why=clean_text(reason),
+                    more_url=feedback[0], less_url=feedback[1])
+    # The card shows the fallback link when the paper has no link of its own: a body shared by many
+    # readers has a marker there (and for the feedback links), so its cards are shared as well.
+    return card if card.url else replace(card, url=fallback_url)
+
+
+# A card is the same for every reader who gets the same paper with the same arguments: kept by the
+# paper's identity and the rest of the call exactly as made, so an argument added later is in the key.
+_card = _CARDS.memo(_make_card)
 
 
 _NO_FEEDBACK = ("", "")
@@ -411,7 +426,8 @@ def build_view(settings: Settings, issue: Issue, links: PersonalLinks, full_issu
         label = clean_text(section.label) or clean_text(section.topic) or "Papers"
         for entry in section.entries:
             number += 1
-            cards.append(_card(entry, number, more_url, feedback[number - 1] if feedback else _NO_FEEDBACK))
+            cards.append(_card(entry.paper, entry.reason, number, more_url,
+                               feedback[number - 1] if feedback else _NO_FEEDBACK))
             if top is None and entry.paper.id == top_id:
                 top = TopView(cards[-1].title, cards[-1].url, number, f"No. {number} below, in {label}")
         if section.topic == OTHER_SECTION:
@@ -419,7 +435,7 @@ def build_view(settings: Settings, issue: Issue, links: PersonalLinks, full_issu
         sections.append(SectionView(_anchor(section.topic, index + 1), label, len(cards), tuple(cards)))
     count = number
     if top is None and issue.top_pick is not None:  # a top pick outside the sections: shown up top only
-        card = _card(issue.top_pick, 0, more_url)
+        card = _card(issue.top_pick.paper, issue.top_pick.reason, 0, more_url, _NO_FEEDBACK)
         top = TopView(card.title, card.url, 0, "")
     toc = tuple(TocView(s.label, s.count) for s in sections)
     bits = [f"Top pick: {top.title}"] if top else []

@@ -70,7 +70,8 @@ class Paper:
             return self.url
         if not self.id.startswith("title:"):
             return f"https://arxiv.org/abs/{self.id}"
-        return "https://arxiv.org/search/?searchtype=title&query=" + quote_plus(self.title)
+        # A title may hold a lone surrogate (JSON can carry one), which has no UTF-8 form: left out.
+        return "https://arxiv.org/search/?searchtype=title&query=" + quote_plus(self.title, errors="ignore")
 
 
 class SubscriberStatus(StrEnum):

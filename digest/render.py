@@ -27,7 +27,7 @@ import textwrap
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from functools import lru_cache
 from pathlib import Path
 from types import CodeType
@@ -54,7 +54,7 @@ from digest.email_view import (
 from digest.errors import RenderError
 from digest.links import PersonalLinks
 from digest.message import MAX_LINE, Base64Body, MimeBody, MimeEmail, Utf8Body, base64_lines
-from digest.models import Issue, RenderedEmail
+from digest.models import Issue, IssueEntry, IssueSection, RenderedEmail
 from digest.packaged import templates_dir
 
 __all__ = ["CARD_LOOP_OPEN", "HTML_BUDGET", "TEMPLATES_DIR", "ReferenceRenderer", "Renderer", "compile_mjml",
@@ -257,7 +257,7 @@ class Renderer:
         self._text_literals = _literals(self._text_template)
         self._text_card_template = text_card_template
         self._numbered: IdentityCache[_CardParts] = IdentityCache(limit=NUMBERED_CARDS)
-        self._unnumbered: dict[tuple[Any, ...], _Fragment] = {}
+        self._unnumbered: dict[CardView, _Fragment] = {}
         self._shared = _SharedBodies()
         self._split_why = self._why_splits()
 
@@ -305,18 +305,16 @@ class Renderer:
         parts: _CardParts | None = self._numbered.get(card)
         if parts is None:
             why = (WHY_MARK if card.why else "") if self._split_why else card.why
-            # Everything the card shows but its number (and the reason, when it is put in afterwards).
-            unnumbered = (card.title, card.url, card.authors, card.upvotes, card.code_url, card.project_url,
-                          card.pdf_url, card.summary, why, card.more_url, card.less_url)
-            fragment = self._unnumbered.get(unnumbered)
+            # The card as rendered once for every position (and reason, when it is put in afterwards) is
+            # its own key: a frozen value, so every field it shows is in the key, present and future.
+            marked = replace(card, number=NUMBER_MARK, why=why)  # type: ignore[arg-type]
+            fragment = self._unnumbered.get(marked)
             if fragment is None:
-                # A placeholder string where the number goes, replaced after rendering.
-                marked = replace(card, number=NUMBER_MARK, why=why)  # type: ignore[arg-type]
                 fragment = _Fragment.cut(self._card_template.render(cards=(marked,)),
                                          self._text_card_template.render(c=marked))
                 if len(self._unnumbered) >= FRAGMENTS:
                     self._unnumbered.clear()  # a daemon renders new papers every day: start afresh
-                self._unnumbered[unnumbered] = fragment
+                self._unnumbered[marked] = fragment
             parts = fragment.numbered(card.number)
             if why == WHY_MARK:
                 parts = (parts[0].replace(_WHY_HTML, _escape(card.why).encode("utf-8")),
@@ -383,15 +381,14 @@ class Renderer:
         """The email from a body rendered once for everyone who gets the same papers, with this reader's
         address and links put in; None when it would not fit the size budget whole (the full path then
         decides what to cut, exactly as the naive path does)."""
-        key = _content_key(issue, links, full_issue_url)
+        personal = reader_values(issue, links)
+        if not all(personal[len(_PERSONAL):]):
+            return None  # a feedback link that cannot be used: its card shows none, the full path says how
+        key = content_key(issue, links, full_issue_url, personal)
         body = self._shared.get(key)
         if body is None:
-            body = self._shared_body(issue, links, full_issue_url, _anchors(issue))
+            body = self._shared_body(issue, links, full_issue_url, personal)
             self._shared.put(key, body)
-        personal: tuple[str, ...] = personal_values(issue, links)
-        pairs = feedback_urls(issue, links)
-        if pairs:
-            personal = (*personal, *(url for pair in pairs for url in pair))
         text_values = [v.encode("utf-8") for v in personal]
         # The usual address and links hold nothing to escape: the HTML takes the same bytes.
         joined = b"".join(text_values)
@@ -402,9 +399,12 @@ class Renderer:
         return MimeEmail(body.subject, body.html.fill(html_values), body.text.fill(text_values))
 
     def _shared_body(self, issue: Issue, links: PersonalLinks, full_issue_url: str | None,
-                     anchors: tuple[object, ...]) -> _SharedBody:
-        # The personal fields are markers that no cleaned value can contain; the body is cut there.
-        view = build_view(self.settings, issue, links, full_issue_url, personal=_PERSONAL,
+                     personal: tuple[str, ...]) -> _SharedBody:
+        # The personal values are markers that no cleaned value can contain (or empty, as the reader's
+        # are: the key says which), and the body is cut there.
+        anchors = _anchors(issue)
+        marks = tuple(mark if value else "" for mark, value in zip(_PERSONAL, personal, strict=False))
+        view = build_view(self.settings, issue, links, full_issue_url, personal=marks,  # type: ignore[arg-type]
                           feedback=_feedback_marks(issue) if links.feedback is not None else None)
         try:
             cards, context = self._cards_of(view), _page_context(view)
@@ -415,8 +415,9 @@ class Renderer:
 
     def _render(self, issue: Issue, links: PersonalLinks, full_issue_url: str | None, fast: bool) -> MimeEmail:
         pairs = feedback_urls(issue, links)
-        if fast and pairs:
+        if fast and pairs and all(a and b for a, b in pairs):
             # Cards with marks for the feedback links (shared by every reader), the links put in after.
+            # (A link that cannot be used shows as none, its card without the line: no mark for it.)
             view = build_view(self.settings, issue, links, full_issue_url, feedback=_feedback_marks(issue))
             html_values = [(_escape(a).encode("utf-8"), _escape(b).encode("utf-8")) for a, b in pairs]
             text_values = [(a.encode("utf-8"), b.encode("utf-8")) for a, b in pairs]
@@ -476,6 +477,14 @@ class ReferenceRenderer:
 
     def mime(self, issue: Issue, links: PersonalLinks, *, full_issue_url: str | None = None) -> MimeEmail:
         return self.renderer.mime_naive(issue, links, full_issue_url=full_issue_url)
+
+
+def reader_values(issue: Issue, links: PersonalLinks) -> tuple[str, ...]:
+    """What a shared body is filled in with for one reader, as the email shows it: the address, the
+    preferences, unsubscribe and archive links (personal_values), then each card's (more, less) links."""
+    personal = personal_values(issue, links)
+    pairs = feedback_urls(issue, links)
+    return (*personal, *(url for pair in pairs for url in pair)) if pairs else personal
 
 
 def _feedback_marks(issue: Issue) -> list[tuple[str, str]]:
@@ -600,23 +609,76 @@ def _find_all(data: bytes, marker: bytes) -> list[int]:
     return found
 
 
-def _content_key(issue: Issue, links: PersonalLinks, full_issue_url: str | None) -> tuple[Any, ...]:
-    """Everything but the personal parts that build_view reads, papers by identity (the cache entry
-    keeps the papers alive, see _anchors, so no other object can take their ids). One flat tuple (each
-    section's entry count keeps it unambiguous): it is built for every email."""
+# What a body shared by many readers depends on. The key is generated from the fields of the values an
+# email is made of, so a field added to any of them is in the key unless it is named below; the names
+# below are checked by tests/unit/test_render_keys.py (changing a field it leaves out changes no view).
+#
+# Each reader's own values, filled into the shared body (personal_values, feedback_urls): in the key by
+# whether they are empty only (the field, and each value as the body shows it).
+PERSONAL_FIELDS: dict[type, frozenset[str]] = {
+    Issue: frozenset({"subscriber"}),  # its address (nothing else of the reader is shown)
+    PersonalLinks: frozenset({"preferences", "unsubscribe", "archive", "feedback"}),
+}
+# Shown nowhere in the body: left out of the key.
+UNSHOWN_FIELDS: dict[type, frozenset[str]] = {
+    Issue: frozenset({"id", "created_at"}),
+    IssueEntry: frozenset({"score"}),
+    PersonalLinks: frozenset({"unsubscribe_mailto"}),  # a header's, not the body's
+}
+# Fields the key walks into: the sections, their entries, the papers (by identity: see _anchors).
+_NESTED: dict[type, frozenset[str]] = {
+    Issue: frozenset({"sections", "top_pick"}),
+    IssueSection: frozenset({"entries"}),
+    IssueEntry: frozenset({"paper"}),
+}
+
+
+def keyed_fields(cls: type) -> tuple[str, ...]:
+    """The fields of ``cls`` that go into a shared body's key as they are: all but those named above."""
+    none: frozenset[str] = frozenset()
+    left_out = PERSONAL_FIELDS.get(cls, none) | UNSHOWN_FIELDS.get(cls, none) | _NESTED.get(cls, none)
+    return tuple(f.name for f in fields(cls) if f.name not in left_out)
+
+
+def _compile_key() -> Callable[[Issue, PersonalLinks, str | None, tuple[str, ...]], tuple[Any, ...]]:
+    """content_key, its body written out from keyed_fields (as dataclasses writes an ``__init__``): plain
+    attribute reads, as fast as a key written by hand (it is built for every email), but generated, so
+    no field can be left out by mistake."""
+
+    def reads(var: str, cls: type) -> str:
+        return "".join(f"{var}.{name}, " for name in keyed_fields(cls))
+
+    def present(var: str, cls: type) -> str:
+        return "".join(f"bool({var}.{name}), " for name in sorted(PERSONAL_FIELDS[cls]))
+
+    source = f"""
+def content_key(issue, links, full_issue_url, personal):
+    key = [{reads("issue", Issue)}{reads("links", PersonalLinks)}{present("links", PersonalLinks)}*map(bool, personal),
+           True if own_archive(links, full_issue_url) else full_issue_url]
     top = issue.top_pick
-    key: list[Any] = [issue.date, True if own_archive(links, full_issue_url) else (full_issue_url, links.archive),
-                      links.feedback is None]
-    key += (id(top.paper), top.reason) if top is not None else (None, None)
+    key += (id(top.paper), {reads("top", IssueEntry)}) if top is not None else (None,)
     for s in issue.sections:
-        key += (s.topic, s.label, len(s.entries))
+        key += ({reads("s", IssueSection)}len(s.entries))
         for e in s.entries:
-            key += (id(e.paper), e.reason)
+            key += (id(e.paper), {reads("e", IssueEntry)})
     return tuple(key)
+"""
+    namespace: dict[str, Any] = {"own_archive": own_archive}
+    exec(source, namespace)
+    key: Callable[[Issue, PersonalLinks, str | None, tuple[str, ...]], tuple[Any, ...]] = namespace["content_key"]
+    key.__doc__ = """The key of the body ``issue`` shares with other readers: every keyed field of the issue,
+    its sections, entries and links, papers by identity (the cache entry keeps the papers alive, see
+    _anchors, so no other object can take their ids), whether each personal field of the links and each
+    ``personal`` value (as the body shows them) is empty, and the "full issue" link unless it is the
+    reader's own archive. One flat tuple (each section's entry count keeps it unambiguous)."""
+    return key
+
+
+content_key = _compile_key()
 
 
 def _anchors(issue: Issue) -> tuple[object, ...]:
-    """The papers whose ids _content_key used."""
+    """The papers whose ids content_key used."""
     papers: list[object] = [e.paper for s in issue.sections for e in s.entries]
     if issue.top_pick is not None:
         papers.append(issue.top_pick.paper)
