@@ -20,7 +20,7 @@ from digest import dkim
 from digest.config import Settings
 from digest.errors import DigestError
 from digest.links import LinkBuilder, PersonalLinks, Signer
-from digest.mail.smtp import wire_payload
+from digest.mail.wire import is_wire_ready
 from digest.message import MimeEmail, build_message_wire, list_id_for, make_message_id
 from digest.models import AttemptEnd, Delivery, DeliveryStatus, Issue, OutgoingMessage
 from digest.signing_key import SigningKey
@@ -109,7 +109,7 @@ class Composer:
             unsigned = len(data)
             data = dkim.sign(data, self.settings)
             # The signature header goes in front; it is as ready as the rest only if its lines are.
-            wire_ready = wire_ready and wire_payload(data[:-unsigned]) == data[:-unsigned] + b".\r\n"
+            wire_ready = wire_ready and is_wire_ready(data[:-unsigned])
         return OutgoingMessage(sender=address_of(self.settings.site.sender), recipient=sub.email,
                                message_id=message_id, data=data, wire_ready=wire_ready)
 

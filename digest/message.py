@@ -30,6 +30,7 @@ except ImportError:  # pragma: no cover - pybase64 ships wheels for every common
 from digest.config import Settings
 from digest.errors import RenderError
 from digest.links import PersonalLinks
+from digest.mail.wire import needs_dot_stuffing
 from digest.models import RenderedEmail
 
 __all__ = ["MAX_LINE", "Base64Body", "MimeBody", "MimeEmail", "Utf8Body", "base64_lines", "build_message",
@@ -230,9 +231,10 @@ def build_message_wire(rendered: RenderedEmail | MimeEmail, *, sender: str, reci
     can add a header: line breaks in any of them become spaces. Raises RenderError for an unusable
     sender or recipient address. Deterministic: the same arguments give the same bytes.
 
-    Also says whether the message is ready for the SMTP wire as it is (OutgoingMessage.wire_ready): its
-    line ends are CRLF by construction, and only a 7bit part can hold a line that starts with a dot
-    (headers fold with a space, base64 has no dots), so only such a part is looked at.
+    Also says whether the message is ready for the SMTP wire as it is (OutgoingMessage.wire_ready,
+    digest.mail.wire.is_wire_ready), without reading it all: its line ends are CRLF by construction, and
+    only a 7bit part can hold a line that starts with a dot (headers fold with a space, base64 has no
+    dots), so only such a part is looked at.
     """
     if not message_id.startswith("<") or not message_id.endswith(">") or "@" not in message_id:
         raise RenderError(f"invalid Message-ID: {message_id!r}")
@@ -258,7 +260,7 @@ def build_message_wire(rendered: RenderedEmail | MimeEmail, *, sender: str, reci
     wire_ready = True
     for kind, content in ((b"text/plain", email.text), (b"text/html", email.html)):
         encoding, *body = content.encoded(boundary)
-        if encoding == b"7bit" and any(b"\n." in piece or piece.startswith(b".") for piece in body):
+        if encoding == b"7bit" and any(needs_dot_stuffing(piece) for piece in body):
             wire_ready = False
         out += [CRLF, delimiter, _PART_HEADERS[kind, encoding], *body]
     out += [CRLF, delimiter, b"--", CRLF]

@@ -46,12 +46,13 @@ from typing import TYPE_CHECKING, Literal
 
 from digest.errors import ConfigError, DeliveryError
 from digest.mail.base import Mailer
+from digest.mail.wire import wire_payload
 from digest.models import Outcome, OutgoingMessage, SendResult
 
 if TYPE_CHECKING:
     from digest.config import Settings
 
-__all__ = ["RateLimiter", "SMTPMailer", "Stage", "Verdict", "classify_error", "classify_reply", "wire_payload"]
+__all__ = ["RateLimiter", "SMTPMailer", "Stage", "Verdict", "classify_error", "classify_reply"]
 
 log = logging.getLogger("digest.mail.smtp")
 
@@ -141,21 +142,6 @@ def _error_text(err: BaseException) -> str:
         return _reply_text(err.smtp_code, err.smtp_error)
     detail = " ".join(str(err).split())
     return f"{type(err).__name__}: {detail}" if detail else type(err).__name__
-
-
-_BARE_EOL = re.compile(rb"\r\n|\r|\n")
-_LEADING_DOT = re.compile(rb"^\.", re.MULTILINE)
-
-
-def wire_payload(data: bytes) -> bytes:
-    """The DATA payload: CRLF line ends, leading dots doubled (RFC 5321 4.5.2), end-of-data mark."""
-    if data.count(b"\n") != data.count(b"\r\n") or data.count(b"\r") != data.count(b"\r\n"):
-        data = _BARE_EOL.sub(b"\r\n", data)
-    if b"\n." in data or data.startswith(b"."):
-        data = _LEADING_DOT.sub(b"..", data)
-    if not data.endswith(b"\r\n"):
-        data += b"\r\n"
-    return data + b".\r\n"
 
 
 class RateLimiter:

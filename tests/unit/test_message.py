@@ -255,7 +255,7 @@ def test_a_trailing_line_break_in_an_address_is_refused() -> None:
 @pytest.mark.parametrize("text", ["plain\nlines\n", ".starts with a dot\n", "a\n.b\n", "é and\n.dot\n", "x" * 1200,
                                   "no dot here. really.\n", "..\n"])
 def test_wire_ready_is_said_only_when_smtp_may_send_the_bytes_as_they_are(text: str) -> None:
-    from digest.mail.smtp import wire_payload
+    from digest.mail.wire import wire_payload
     from digest.message import build_message_wire
 
     data, ready = build_message_wire(RenderedEmail(subject=".subject", html="<p>é\n.x</p>", text=text),

@@ -15,7 +15,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from digest import dkim as digest_dkim
 from digest.errors import ConfigError
-from digest.mail.smtp import RateLimiter, SMTPMailer, Stage, classify_error, classify_reply, wire_payload
+from digest.mail.smtp import RateLimiter, SMTPMailer, Stage, classify_error, classify_reply
+from digest.mail.wire import is_wire_ready, wire_payload
 from digest.models import Outcome
 from tests.conftest import make_settings
 
@@ -134,6 +135,12 @@ def test_wire_payload_normalises_bare_line_ends() -> None:
 def test_wire_payload_leaves_clean_crlf_bytes_alone() -> None:
     data = b"Subject: x\r\n\r\nbody\r\n"
     assert wire_payload(data) == data + b".\r\n"
+
+
+@pytest.mark.parametrize("data", [b"a\r\nb\r\n", b"a\r\nb", b"a\nb\r\n", b"a\r\rb\r\n", b".a\r\n", b"a\r\n.b\r\n",
+                                  b"a\r\n..\r\n", b"", b"\r\n", b"a.\r\nb .\r\n", b"\ra\r\n"])
+def test_wire_ready_is_exactly_what_the_payload_leaves_alone(data: bytes) -> None:
+    assert is_wire_ready(data) == (wire_payload(data) == data + b".\r\n")
 
 
 def test_rate_limiter_halves_on_slow_down_and_recovers() -> None:
