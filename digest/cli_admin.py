@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import sys
+from pathlib import Path
 
 import click
 
@@ -134,6 +136,13 @@ def bench(app: App, n_subscribers: int, n_papers: int, only: tuple[str, ...]) ->
       digest bench --subscribers 100000
       digest bench --only render --only tagger
     """
-    from digest.bench import run_bench
-
-    run_bench(app.settings, n_subscribers=n_subscribers, n_papers=n_papers, parts=list(only) or None)
+    # The benchmarks live beside the package in a checkout (benchmarks/, tests/samples.py and the recorded
+    # papers in tests/fixtures), not in it: an installed wheel has none of them.
+    checkout = Path(__file__).resolve().parent.parent
+    if not (checkout / "benchmarks" / "suite.py").is_file() or not (checkout / "tests" / "samples.py").is_file():
+        raise UsageError("digest bench runs from a checkout of the repository (its benchmarks/ and tests/ "
+                         f"folders), and this digest is installed at {Path(__file__).parent}: clone the "
+                         "repository and run `make bench` there")
+    sys.path.insert(0, str(checkout))
+    suite = importlib.import_module("benchmarks.suite")
+    suite.run_bench(app.settings, n_subscribers=n_subscribers, n_papers=n_papers, parts=list(only) or None)

@@ -6,7 +6,8 @@
     ├── SourceError             one source failed to fetch or parse; names the source
     ├── StoreError              the database could not be opened, migrated or written
     ├── RenderError             a template failed to compile or render
-    └── DeliveryError           a mailer could not deliver; carries the outcome class
+    └── DeliveryError           a mailer could not hand a message on (what became of each message is
+                                a SendResult, not an error)
 """
 
 from __future__ import annotations

@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
 
-from digest.bench_render import issue_of, load_papers, sample_links
 from digest.config import Settings, settings_from_dict
 from digest.mail import MemoryMailer
 from digest.message import build_message, list_id_for
@@ -20,6 +19,7 @@ from digest.render import Renderer
 from digest.sources.hf_daily import parse_daily_papers
 from digest.store import Store
 from digest.subscribers import import_csv
+from tests.samples import issue_of, load_papers, sample_links
 
 REPO = Path(__file__).resolve().parent.parent
 FIXTURES = REPO / "tests" / "fixtures"

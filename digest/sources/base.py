@@ -1,4 +1,4 @@
-"""The one interface every paper source implements, and the registry of sources by short name."""
+"""The one interface every paper source implements (digest.sources names and builds the sources)."""
 
 from __future__ import annotations
 

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from digest.bench_render import issue_of, load_papers, make_jobs
 from digest.config import Settings
 from digest.models import Paper
 from digest.render import Renderer
+from tests.samples import issue_of, load_papers, make_jobs
 
 CHROMIUM = Path("/usr/bin/chromium")
 FIXTURE = Path(__file__).resolve().parent.parent / "fixtures" / "render" / "papers.jsonl"

@@ -15,7 +15,6 @@ from typing import Any
 import pytest
 import time_machine
 
-from digest.bench import make_papers, make_subscribers, prepare_store
 from digest.compose import Composer
 from digest.config import Settings
 from digest.mail.memory import MemoryMailer
@@ -23,6 +22,7 @@ from digest.models import OutgoingMessage, SendResult
 from digest.pipeline import Pipeline
 from digest.store import Store
 from tests.conftest import make_settings
+from tests.samples import make_papers, make_subscribers, prepare_store
 
 NOW = datetime(2026, 11, 27, 7, 0, tzinfo=UTC)
 DAY = date(2026, 11, 27)

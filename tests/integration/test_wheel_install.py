@@ -48,6 +48,16 @@ def test_wheel_holds_the_package_data_and_nothing_from_tests(wheel: Path) -> Non
     assert any(n.endswith("licenses/LICENSE") for n in names)
 
 
+def test_wheel_holds_exactly_the_package(wheel: Path) -> None:
+    """Every file of digest/ in the checkout (modules and package data), and nothing else but the wheel's
+    metadata: no benchmarks, no tests, no stray files."""
+    names = {n for n in zipfile.ZipFile(wheel).namelist() if not n.startswith("paper_digest-")}
+    package = {p.relative_to(REPO).as_posix() for p in (REPO / "digest").rglob("*")
+               if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc"}
+    assert names == package
+    assert not [n for n in names if "bench" in n.rpartition("/")[2]]
+
+
 def test_installed_wheel_runs_the_demo_in_an_empty_folder(wheel: Path, tmp_path: Path) -> None:
     venv = tmp_path / "venv"
     _run([sys.executable, "-m", "venv", "--without-pip", str(venv)], cwd=tmp_path)
@@ -67,6 +77,12 @@ def test_installed_wheel_runs_the_demo_in_an_empty_folder(wheel: Path, tmp_path:
     outbox = sorted(p.name.split("--")[0] for p in (empty / "var" / "outbox").glob("*.eml"))
     assert outbox == ["ada_example.org", "alan_example.org", "grace_example.org"]
     assert (empty / "var" / "digest.sqlite3").is_file()
+    # `digest bench` needs a checkout (benchmarks/, tests/fixtures): an installed wheel says so, in one line.
+    bench = subprocess.run([str(venv / "bin" / "digest"), "bench"], cwd=empty, capture_output=True, text=True,
+                           timeout=120, env={"PATH": "/usr/bin:/bin", "HOME": str(empty)})
+    assert bench.returncode == 2, bench.stderr
+    assert "checkout of the repository" in bench.stderr and "Traceback" not in bench.stderr
+    assert len(bench.stderr.strip().splitlines()) == 1, bench.stderr
     # The web app's templates come from the wheel too.
     code = "from digest.web.templating import html_env; print(html_env().get_template('subscribe.html').filename)"
     page = _run([str(venv / "bin" / "python"), "-c", code], cwd=empty)

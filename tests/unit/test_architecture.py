@@ -196,6 +196,15 @@ def test_only_the_store_runs_sql() -> None:
     assert found == []
 
 
+def test_the_package_needs_nothing_from_a_checkout() -> None:
+    """No module of digest/ imports the tests or the benchmarks (a wheel has neither: `digest bench`
+    finds them in a checkout at run time), and no benchmark ships in the package."""
+    found = [f"{name}: {base}" for name, path in MODULES.items() for base, _ in _imports(name, path)
+             if base.split(".")[0] in ("tests", "benchmarks")]
+    assert found == []
+    assert [name for name in MODULES if "bench" in name] == []
+
+
 def test_config_names_exactly_the_mailers_mail_registers() -> None:
     from digest.config import MAILER_BACKENDS
     from digest.mail import MAILERS

@@ -10,13 +10,13 @@ from email.utils import parsedate_to_datetime
 
 import pytest
 
-from digest.bench_render import issue_of, sample_links
 from digest.config import Settings
 from digest.errors import RenderError
 from digest.links import PersonalLinks
 from digest.message import Base64Body, Utf8Body, base64_lines, build_message, list_id_for, make_message_id
 from digest.models import Paper, RenderedEmail
 from digest.render import Renderer
+from tests.samples import issue_of, sample_links
 
 SETTINGS = Settings()
 LINKS = sample_links(SETTINGS, "reader@example.org", "2026-11-27")

@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 from lxml import html as lxml_html
 
-from digest.bench_render import issue_of, sample_links
 from digest.config import Settings
 from digest.email_view import clean_text, count_line, safe_url, summarize
 from digest.errors import RenderError
 from digest.models import Issue, IssueEntry, IssueSection, Paper, Subscriber
 from digest.render import HTML_BUDGET, TEMPLATES_DIR, Renderer
+from tests.samples import issue_of, sample_links
 
 SETTINGS = Settings()
 LINKS = sample_links(SETTINGS, "reader@example.org", "2026-11-27")

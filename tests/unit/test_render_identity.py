@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from digest.bench_render import issue_of, load_papers, make_jobs, sample_links
 from digest.config import Settings
 from digest.links import PersonalLinks
 from digest.models import Issue, IssueEntry, IssueSection, Paper, Subscriber
 from digest.render import CARD_LOOP_OPEN, Renderer
+from tests.samples import issue_of, load_papers, make_jobs, sample_links
 
 SETTINGS = Settings()
 FIXTURE = Path(__file__).resolve().parent.parent / "fixtures" / "render" / "papers.jsonl"

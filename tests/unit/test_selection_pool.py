@@ -5,11 +5,11 @@ from __future__ import annotations
 import random
 from datetime import UTC, datetime, timedelta
 
-from digest.bench import KEYWORDS, make_papers, make_subscriber
 from digest.config import Settings
 from digest.models import Subscriber
 from digest.selection import Pool, SelectionContext, select
 from digest.tagger import Tagger
+from tests.samples import KEYWORDS, make_papers, make_subscriber
 
 NOW = datetime(2026, 11, 27, 7, 0, tzinfo=UTC)
 

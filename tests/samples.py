@@ -1,31 +1,43 @@
-"""The rendering benchmark and its sample data: issues for many subscribers, emails/s fast and naive."""
+"""Sample papers, readers and issues, made from the recorded papers in tests/fixtures: for the tests, and
+for the benchmarks (benchmarks/), which generate their workload with the same functions and seed.
+
+``make_papers`` and ``make_subscribers`` make the ``digest bench`` workload (recorded papers, more made by
+pairing their titles and abstracts anew; readers with mixed preferences); ``load_papers``,
+``issue_of``, ``sample_issue`` and ``make_jobs`` make issues directly, without a database.
+"""
 
 from __future__ import annotations
 
 import json
-import multiprocessing
-import os
 import random
 import secrets
-import time
-from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from digest.config import Settings
+from digest.errors import UsageError
 from digest.links import LinkBuilder, PersonalLinks, Signer
-from digest.message import build_message, list_id_for, make_message_id
 from digest.models import Issue, IssueEntry, IssueSection, Paper, Subscriber
-from digest.render import Renderer
+from digest.pipeline import Pipeline
+from digest.store import Store
 from digest.tagger import Tagger
 
-__all__ = ["RenderJob", "issue_of", "load_papers", "make_jobs", "measure_render", "render_figures", "sample_issue",
-           "sample_links"]
-
 OTHER = "other"
+PAPERS_FILE = Path(__file__).resolve().parent / "fixtures" / "render" / "papers.jsonl"
+BENCH_DATE = date(2026, 11, 27)
+NOW = datetime(2026, 11, 27, 7, 0, tzinfo=UTC)
+SEED = 20261127
+
+KEYWORDS = (
+    "transformer", "reinforcement learning", "benchmark", "video generation", "language model", "robot",
+    "graph neural network", "3d", "agent", "reasoning", "speech", "medical", "quantization", "distillation",
+    "retrieval", "multimodal", "diffusion", "pruning", "federated learning", "vision-language", "attention",
+    "mixture of experts", "low-rank", "segmentation", "code generation", "alignment", "tokenizer", "safety",
+)
+TIME_ZONES = ("UTC", "Europe/Paris", "America/New_York", "Asia/Tokyo", "Australia/Sydney")
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,124 +170,94 @@ def make_jobs(papers: Sequence[Paper], settings: Settings, count: int, day: date
     return jobs
 
 
-def _full_email(renderer: Renderer, job: RenderJob, naive: bool, now: datetime, list_id: str,
-                domain: str, secret: str) -> bytes:
-    render = renderer.mime_naive if naive else renderer.mime
-    rendered = render(job.issue, job.links)
-    return build_message(
-        rendered, sender=renderer.settings.site.sender, recipient=job.issue.subscriber.email,
-        message_id=make_message_id(job.issue.id or 0, domain),
-        date=now, list_id=list_id, links=job.links,
+def make_papers(n: int, path: Path = PAPERS_FILE) -> list[Paper]:
+    """``n`` papers, untagged: the recorded ones first, then new pairs of their titles and abstracts."""
+    try:
+        lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except OSError as err:
+        raise UsageError(f"digest bench needs a checkout of the repository: cannot read {path}: "
+                         f"{err.strerror or err}") from err
+    rows = [json.loads(line) for line in lines]
+    papers = []
+    for k in range(n):
+        row, other = rows[k % len(rows)], rows[(k * 7 + k // len(rows)) % len(rows)]
+        fresh = k < len(rows)
+        papers.append(Paper(
+            id=row["id"] if fresh else f"2699.{k:05d}",
+            title=row["title"] if fresh else f"{row['title']} ({k // len(rows) + 1})",
+            abstract=(row.get("abstract") or "") if fresh else (other.get("abstract") or ""),
+            authors=tuple(row.get("authors") or ()), upvotes=row.get("upvotes"),
+            ai_summary=row.get("ai_summary") if fresh else other.get("ai_summary"),
+            code_url=row.get("code_url"), project_url=row.get("project_url"), pdf_url=row.get("pdf_url"),
+            categories=tuple(row.get("categories") or ()), sources=("bench",),
+            first_seen=NOW - timedelta(minutes=10 + (k * 37) % (48 * 60)),
+        ))
+    return papers
+
+
+def make_subscriber(i: int, topics: Sequence[str], authors: Sequence[str], seed: int = SEED) -> Subscriber:
+    """Reader number ``i`` of the workload (the same for a given seed, whoever asks)."""
+    rng = random.Random(seed * 1_000_003 + i)
+    r = rng.random()
+    chosen: tuple[str, ...] = ()
+    keywords: tuple[str, ...] = ()
+    followed: tuple[str, ...] = ()
+    if r < 0.30:
+        pass  # follows everything
+    elif r < 0.70:
+        chosen = tuple(rng.sample(list(topics), rng.randint(1, min(3, len(topics)))))
+    elif r < 0.85:
+        chosen = tuple(rng.sample(list(topics), rng.randint(1, min(2, len(topics)))))
+        keywords = tuple(rng.sample(KEYWORDS, rng.randint(1, 2)))
+    elif r < 0.95:
+        keywords = tuple(rng.sample(KEYWORDS, rng.randint(1, 3)))
+    else:
+        followed = tuple(rng.sample(list(authors), min(len(authors), rng.randint(1, 2))))
+        chosen = tuple(rng.sample(list(topics), 1)) if topics else ()
+    exclude: tuple[str, ...] = (rng.choice(KEYWORDS),) if rng.random() < 0.1 else ()
+    exclude = tuple(word for word in exclude if word not in keywords)
+    return Subscriber(
+        email=f"reader{i}@example.org", name=f"Reader {i}", topics=chosen, keywords=keywords, exclude=exclude,
+        authors=followed, max_papers=rng.choice((5, 10, 20, 20)), tz=rng.choice(TIME_ZONES),
     )
 
 
-# What pool workers render: set before the pool forks, so they inherit it instead of unpickling issues
-# (in a real send each worker loads its own share of subscribers).
-_POOL: tuple[Renderer, Sequence[RenderJob], datetime, str, str, str] | None = None
+def make_subscribers(n: int, topics: Sequence[str], authors: Sequence[str], start: int = 0,
+                     seed: int = SEED) -> Iterator[Subscriber]:
+    for i in range(start, n):
+        yield make_subscriber(i, topics, authors, seed)
 
 
-def _pool_batch(bounds: tuple[int, int]) -> int:
-    assert _POOL is not None
-    renderer, jobs, now, list_id, domain, secret = _POOL
-    return sum(len(_full_email(renderer, j, False, now, list_id, domain, secret)) for j in jobs[bounds[0]:bounds[1]])
+def authors_of(papers: Sequence[Paper]) -> list[str]:
+    return sorted({a for p in papers[:300] for a in p.authors[:2]})
 
 
-def _pool_rate(renderer: Renderer, jobs: Sequence[RenderJob], processes: int, now: datetime, list_id: str,
-               domain: str, secret: str) -> float:
-    """Emails per second over ``processes`` forked workers; 0.0 where fork is unavailable."""
-    global _POOL
-    if "fork" not in multiprocessing.get_all_start_methods():
-        return 0.0
-    _POOL = (renderer, jobs, now, list_id, domain, secret)
-    try:
-        chunk = max(1, len(jobs) // (processes * 8))
-        bounds = [(i, min(len(jobs), i + chunk)) for i in range(0, len(jobs), chunk)]
-        context = multiprocessing.get_context("fork")
-        with ProcessPoolExecutor(processes, mp_context=context) as pool:
-            list(pool.map(_pool_batch, [(0, 1)] * processes))  # start the workers
-            start = time.perf_counter()
-            list(pool.map(_pool_batch, bounds))
-            return len(jobs) / (time.perf_counter() - start)
-    finally:
-        _POOL = None
+def bench_settings(settings: Settings, directory: Path, **sections: dict[str, Any]) -> Settings:
+    """``settings`` with the database in ``directory`` (and ``sections`` merged over their tables)."""
+    update: dict[str, Any] = {"database": settings.database.model_copy(
+        update={"url": f"sqlite:///{directory / 'bench.sqlite3'}"})}
+    for name, values in sections.items():
+        update[name] = getattr(settings, name).model_copy(update=values)
+    return settings.model_copy(update=update)
 
 
-def _timed(fn: Any) -> tuple[Any, float, float]:
-    """(result, wall seconds, CPU seconds of this process)."""
-    wall, cpu = time.perf_counter(), time.process_time()
-    result = fn()
-    return result, time.perf_counter() - wall, time.process_time() - cpu
+def prepare_store(settings: Settings, n_papers: int, subscribers: Iterator[Subscriber]) -> tuple[Store, int]:
+    """A fresh database holding the workload: papers (tagged) and readers (confirmed)."""
+    store = Store(settings.database.url)
+    papers = make_papers(n_papers)
+    store.upsert_papers(papers, now=NOW)
+    Pipeline(settings, store, clock=lambda: NOW).tag_pending()
+    count = 0
+    batch: list[Subscriber] = []
+    for sub in subscribers:
+        batch.append(sub)
+        if len(batch) >= 5000:
+            count += store.add_subscribers(batch, now=NOW)
+            batch = []
+    count += store.add_subscribers(batch, now=NOW)
+    return store, count
 
 
-def measure_render(settings: Settings, jobs: Sequence[RenderJob], *, naive_sample: int = 100,
-                   processes: int = 1, renderer: Renderer | None = None) -> dict[str, Any]:
-    """Time full emails (render + MIME bytes) on the fast path over all ``jobs`` and on the naive path
-    over the first ``naive_sample``; with ``processes`` > 1 the fast path also runs in a process pool.
-
-    Figures (emails per second): ``render_per_s`` (fast, the better of one process and the pool, wall
-    clock), ``render_per_s_1core`` and ``render_per_s_1core_cpu`` (one process, by wall clock and by its
-    CPU time, which other load on the machine disturbs less), ``render_per_s_pool``, ``naive_per_s`` and
-    ``naive_per_s_cpu``, and ``render_speedup`` (one process fast / naive, by CPU time). Sizes in bytes:
-    ``avg_html_bytes``, ``max_html_bytes``, ``avg_message_bytes``.
-    """
-    renderer = renderer or Renderer(settings)
-    now = datetime(2026, 11, 27, 7, 0, tzinfo=UTC)
-    list_id = list_id_for(settings)
-    domain = settings.site.sender.rpartition("@")[2].strip(">") or "localhost"
-    secret = sample_key(settings)
-
-    def fast(batch: Sequence[RenderJob]) -> list[bytes]:
-        return [_full_email(renderer, job, False, now, list_id, domain, secret) for job in batch]
-
-    def naive(batch: Sequence[RenderJob]) -> list[bytes]:
-        return [_full_email(renderer, job, True, now, list_id, domain, secret) for job in batch]
-
-    # Warm the caches (paper views, LaTeX, card fragments) as the first emails of a real send do.
-    fast(jobs[:50])
-    messages, fast_wall, fast_cpu = _timed(lambda: fast(jobs))
-    sample = list(jobs[:naive_sample])
-    _, naive_wall, naive_cpu = _timed(lambda: naive(sample))
-    html_sizes = [len(renderer.render(j.issue, j.links).html.encode()) for j in jobs[:200]]
-
-    pooled = 0.0
-    if processes > 1:
-        # A fresh renderer: the one above has seen every body once, which a real send never has.
-        fresh = Renderer(settings, renderer.templates_dir, renderer.html_budget, renderer.share_bodies)
-        for job in jobs[:50]:
-            _full_email(fresh, job, False, now, list_id, domain, secret)
-        pooled = _pool_rate(fresh, jobs, processes, now, list_id, domain, secret)
-
-    def rate(count: int, seconds: float) -> float:
-        return round(count / seconds, 1) if seconds > 0 else 0.0
-
-    one_core, one_core_cpu = rate(len(jobs), fast_wall), rate(len(jobs), fast_cpu)
-    naive_rate, naive_rate_cpu = rate(len(sample), naive_wall), rate(len(sample), naive_cpu)
-    return {
-        "emails": len(jobs),
-        "render_per_s": max(one_core, round(pooled, 1)),
-        "render_per_s_1core": one_core,
-        "render_per_s_1core_cpu": one_core_cpu,
-        "render_per_s_pool": round(pooled, 1),
-        "processes": processes,
-        "naive_per_s": naive_rate,
-        "naive_per_s_cpu": naive_rate_cpu,
-        "render_speedup": round(one_core_cpu / naive_rate_cpu, 1) if naive_rate_cpu else None,
-        "avg_html_bytes": round(sum(html_sizes) / len(html_sizes)) if html_sizes else 0,
-        "max_html_bytes": max(html_sizes, default=0),
-        "avg_message_bytes": round(sum(len(m) for m in messages) / len(messages)) if messages else 0,
-    }
-
-
-def render_figures(settings: Settings, papers: Sequence[Paper], subscribers: int = 10_000, *,
-                   processes: int | None = None, naive_sample: int = 100,
-                   personal_share: float = 0.5) -> dict[str, Any]:
-    """What ``digest bench`` prints for rendering: ``subscribers`` readers with mixed preferences over
-    ``papers`` (tagged or not), timed by ``measure_render``; adds ``papers`` and ``distinct_issues``."""
-    jobs = make_jobs(papers, settings, subscribers, date(2026, 11, 27), personal_share=personal_share)
-    figures = measure_render(settings, jobs, naive_sample=naive_sample,
-                             processes=default_processes() if processes is None else processes)
-    return {"papers": len(papers), "distinct_issues": len({j.issue.paper_ids for j in jobs}), **figures}
-
-
-def default_processes() -> int:
-    return max(1, min(2, os.cpu_count() or 1))
+def tagged_papers(settings: Settings, n_papers: int) -> list[Paper]:
+    tagger = Tagger(settings.enabled_topics)
+    return [tagger.tag_paper(p) for p in make_papers(n_papers)]

@@ -19,8 +19,9 @@ the benchmark's date. Every part builds what it needs from the same seed.
   interpreter, which reports its peak resident set (VmHWM).
 * tagger: papers tagged per second (wall clock) over the workload's papers.
 
-Needs a checkout of the repository (fixtures, templates) and, for the send part, aiosmtpd (the ``dev``
-extra).
+Lives outside the package: it needs a checkout of the repository (the workload comes from
+tests/samples.py and tests/fixtures) and, for the send part, aiosmtpd (the ``dev`` extra). ``digest
+bench`` runs it from a checkout; an installed wheel has neither and says so.
 """
 
 from __future__ import annotations
@@ -30,7 +31,6 @@ import logging
 import multiprocessing as mp
 import os
 import pickle
-import random
 import resource
 import smtplib
 import socket
@@ -40,33 +40,44 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from datetime import UTC, date, datetime, timedelta
+from datetime import timedelta
 from email.utils import parseaddr
 from pathlib import Path
 from typing import Any
 
-from digest.bench_feedback import feedback_tastes
+from benchmarks.feedback import feedback_tastes
 from digest.compose import Composer
 from digest.config import Settings
 from digest.errors import DigestError, UsageError
 from digest.gcpause import frozen_heap
 from digest.mail.base import Mailer
-from digest.models import Issue, Outcome, OutgoingMessage, Paper, SendResult, Subscriber
+from digest.models import Issue, Outcome, OutgoingMessage, Paper, SendResult
 from digest.pipeline import Pipeline
 from digest.selection import Pool, select
 from digest.send_engine import NoProgress
 from digest.store import Store
+from tests.samples import (
+    BENCH_DATE,
+    NOW,
+    SEED,
+    authors_of,
+    bench_settings,
+    make_papers,
+    make_subscriber,
+    make_subscribers,
+    prepare_store,
+    tagged_papers,
+)
 
-__all__ = ["PARTS", "BenchError", "NullMailer", "make_papers", "make_subscribers", "run_bench"]
+__all__ = ["PARTS", "BenchError", "NullMailer", "run_bench"]
+
+# The checkout this runs from: the child interpreters below import this module from there too.
+REPO = Path(__file__).resolve().parent.parent
 
 PARTS = ("render", "send", "memory", "tagger")
-PAPERS_FILE = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "render" / "papers.jsonl"
-BENCH_DATE = date(2026, 11, 27)
-NOW = datetime(2026, 11, 27, 7, 0, tzinfo=UTC)
-SEED = 20261127
 NAIVE_SAMPLE = 100
 RENDER_ROUNDS = 10
 ONE_PROCESS_SAMPLE = 10_000
@@ -81,117 +92,16 @@ RENDER_PROCESSES = 2
 POOL_ROUNDS = 3
 TAG_SECONDS = 2.0
 
-KEYWORDS = (
-    "transformer", "reinforcement learning", "benchmark", "video generation", "language model", "robot",
-    "graph neural network", "3d", "agent", "reasoning", "speech", "medical", "quantization", "distillation",
-    "retrieval", "multimodal", "diffusion", "pruning", "federated learning", "vision-language", "attention",
-    "mixture of experts", "low-rank", "segmentation", "code generation", "alignment", "tokenizer", "safety",
-)
-TIME_ZONES = ("UTC", "Europe/Paris", "America/New_York", "Asia/Tokyo", "Australia/Sydney")
-
 log = logging.getLogger("digest")
+
+
+def _child(call: str) -> str:
+    """Code for ``python -c`` that runs ``call`` from this module (the checkout first on the path)."""
+    return f"import sys; sys.path.insert(0, {str(REPO)!r}); import benchmarks.suite as suite; suite.{call}"
 
 
 class BenchError(DigestError):
     """A part of the benchmark could not run to the end (exit 1, one line)."""
-
-
-# ---- the workload ---------------------------------------------------------------------------------
-
-
-def make_papers(n: int, path: Path = PAPERS_FILE) -> list[Paper]:
-    """``n`` papers, untagged: the recorded ones first, then new pairs of their titles and abstracts."""
-    try:
-        lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    except OSError as err:
-        raise UsageError(f"digest bench needs a checkout of the repository: cannot read {path}: "
-                         f"{err.strerror or err}") from err
-    rows = [json.loads(line) for line in lines]
-    papers = []
-    for k in range(n):
-        row, other = rows[k % len(rows)], rows[(k * 7 + k // len(rows)) % len(rows)]
-        fresh = k < len(rows)
-        papers.append(Paper(
-            id=row["id"] if fresh else f"2699.{k:05d}",
-            title=row["title"] if fresh else f"{row['title']} ({k // len(rows) + 1})",
-            abstract=(row.get("abstract") or "") if fresh else (other.get("abstract") or ""),
-            authors=tuple(row.get("authors") or ()), upvotes=row.get("upvotes"),
-            ai_summary=row.get("ai_summary") if fresh else other.get("ai_summary"),
-            code_url=row.get("code_url"), project_url=row.get("project_url"), pdf_url=row.get("pdf_url"),
-            categories=tuple(row.get("categories") or ()), sources=("bench",),
-            first_seen=NOW - timedelta(minutes=10 + (k * 37) % (48 * 60)),
-        ))
-    return papers
-
-
-def make_subscriber(i: int, topics: Sequence[str], authors: Sequence[str], seed: int = SEED) -> Subscriber:
-    """Reader number ``i`` of the workload (the same for a given seed, whoever asks)."""
-    rng = random.Random(seed * 1_000_003 + i)
-    r = rng.random()
-    chosen: tuple[str, ...] = ()
-    keywords: tuple[str, ...] = ()
-    followed: tuple[str, ...] = ()
-    if r < 0.30:
-        pass  # follows everything
-    elif r < 0.70:
-        chosen = tuple(rng.sample(list(topics), rng.randint(1, min(3, len(topics)))))
-    elif r < 0.85:
-        chosen = tuple(rng.sample(list(topics), rng.randint(1, min(2, len(topics)))))
-        keywords = tuple(rng.sample(KEYWORDS, rng.randint(1, 2)))
-    elif r < 0.95:
-        keywords = tuple(rng.sample(KEYWORDS, rng.randint(1, 3)))
-    else:
-        followed = tuple(rng.sample(list(authors), min(len(authors), rng.randint(1, 2))))
-        chosen = tuple(rng.sample(list(topics), 1)) if topics else ()
-    exclude: tuple[str, ...] = (rng.choice(KEYWORDS),) if rng.random() < 0.1 else ()
-    exclude = tuple(word for word in exclude if word not in keywords)
-    return Subscriber(
-        email=f"reader{i}@example.org", name=f"Reader {i}", topics=chosen, keywords=keywords, exclude=exclude,
-        authors=followed, max_papers=rng.choice((5, 10, 20, 20)), tz=rng.choice(TIME_ZONES),
-    )
-
-
-def make_subscribers(n: int, topics: Sequence[str], authors: Sequence[str], start: int = 0,
-                     seed: int = SEED) -> Iterator[Subscriber]:
-    for i in range(start, n):
-        yield make_subscriber(i, topics, authors, seed)
-
-
-def _authors_of(papers: Sequence[Paper]) -> list[str]:
-    return sorted({a for p in papers[:300] for a in p.authors[:2]})
-
-
-def bench_settings(settings: Settings, directory: Path, **sections: dict[str, Any]) -> Settings:
-    """``settings`` with the database in ``directory`` (and ``sections`` merged over their tables)."""
-    update: dict[str, Any] = {"database": settings.database.model_copy(
-        update={"url": f"sqlite:///{directory / 'bench.sqlite3'}"})}
-    for name, values in sections.items():
-        update[name] = getattr(settings, name).model_copy(update=values)
-    return settings.model_copy(update=update)
-
-
-def prepare_store(settings: Settings, n_papers: int, subscribers: Iterator[Subscriber]) -> tuple[Store, int]:
-    """A fresh database holding the workload: papers (tagged) and readers (confirmed)."""
-    store = Store(settings.database.url)
-    papers = make_papers(n_papers)
-    store.upsert_papers(papers, now=NOW)
-    Pipeline(settings, store, clock=lambda: NOW).tag_pending()
-    count = 0
-    batch: list[Subscriber] = []
-    for sub in subscribers:
-        batch.append(sub)
-        if len(batch) >= 5000:
-            count += store.add_subscribers(batch, now=NOW)
-            batch = []
-    count += store.add_subscribers(batch, now=NOW)
-    return store, count
-
-
-def tagged_papers(settings: Settings, n_papers: int) -> list[Paper]:
-    from digest.tagger import Tagger
-
-    tagger = Tagger(settings.enabled_topics)
-    return [tagger.tag_paper(p) for p in make_papers(n_papers)]
 
 
 class NullMailer(Mailer):
@@ -235,7 +145,7 @@ def _issues(pipeline: Pipeline, papers: list[Paper], indexes: range, seed: int,
     pool = Pool(papers, pipeline.selection_context)
     tastes = feedback_tastes(papers, feedback_share, seed, NOW)
     topics = list(pipeline.labels)
-    authors = _authors_of(papers)
+    authors = authors_of(papers)
     built = []
     for i in indexes:
         sub = replace(make_subscriber(i, topics, authors, seed), id=i + 1)
@@ -420,7 +330,7 @@ def _sink() -> Iterator[tuple[int, Callable[[], tuple[int, int]]]]:
         import aiosmtpd  # noqa: F401
     except ImportError as err:
         raise UsageError("the send benchmark needs aiosmtpd: pip install -e '.[dev]'") from err
-    proc = subprocess.Popen([sys.executable, "-c", "from digest.bench import sink_main; sink_main()"],
+    proc = subprocess.Popen([sys.executable, "-c", _child("sink_main()")],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     assert proc.stdin is not None and proc.stdout is not None
     stdin, stdout = proc.stdin, proc.stdout
@@ -526,7 +436,7 @@ def bench_send(settings: Settings, n_subscribers: int, n_papers: int, sample: in
                 )
                 papers = make_papers(n_papers)
                 store, _ = prepare_store(bench, n_papers, make_subscribers(
-                    count, list(bench.enabled_topics), _authors_of(papers), seed=seed))
+                    count, list(bench.enabled_topics), authors_of(papers), seed=seed))
                 pipeline = Pipeline(bench, store, clock=lambda: NOW)
                 pipeline.renderer  # noqa: B018 (built once per process, before the loop: templates compile here)
                 before, _ = counts()
@@ -623,12 +533,12 @@ def bench_memory(settings: Settings, n_subscribers: int, n_papers: int, concurre
         papers = make_papers(n_papers)
         started = time.perf_counter()
         store, count = prepare_store(bench, n_papers, make_subscribers(
-            n_subscribers, list(bench.enabled_topics), _authors_of(papers), seed=seed))
+            n_subscribers, list(bench.enabled_topics), authors_of(papers), seed=seed))
         store.close()
         prepared = time.perf_counter() - started
         settings_file = Path(tmp) / "settings.pickle"
         settings_file.write_bytes(pickle.dumps((bench, concurrency)))
-        code = "import sys; from digest.bench import memory_child; memory_child(sys.argv[1])"
+        code = _child("memory_child(sys.argv[1])")
         done = subprocess.run([sys.executable, "-c", code, str(settings_file)], capture_output=True, text=True,
                               timeout=3600, env={**os.environ, "PYTHONUNBUFFERED": "1"})
         if done.returncode != 0:
