@@ -211,6 +211,9 @@ class LoggingSettings(_Section):
 
 
 class Settings(_Section):
+    """The whole configuration: one section per TOML table (load_settings reads and checks a file;
+    ``Settings()`` is the built-in defaults, the embedded demo)."""
+
     database: DatabaseSettings = DatabaseSettings()
     sources: SourcesSettings = SourcesSettings()
     http: HttpSettings = HttpSettings()
