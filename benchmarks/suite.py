@@ -447,7 +447,7 @@ def bench_send(settings: Settings, n_subscribers: int, n_papers: int, sample: in
                 end = time.perf_counter()
                 built_at = progress.started or begin
                 received = counts()[0] - before - len(warm_up)
-                if summary.failed or received != summary.sent:
+                if summary.failed or summary.unknown or received != summary.sent:
                     raise BenchError(f"send benchmark: {summary.line()} but the sink received {received}")
                 if not messages:
                     # The messages it sent, byte for byte, for the bare smtplib loop.

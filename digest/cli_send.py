@@ -15,6 +15,7 @@ from digest.terminal import printable
 
 if TYPE_CHECKING:
     from digest.preview import Format
+    from digest.send_engine import SendSummary
 
 # Start-up time matters (`digest --help`, `subscribers list`): the database layer, pydantic, rich,
 # templates and HTTP are imported inside the commands that use them, never here.
@@ -126,11 +127,27 @@ def _run_send(app: App, day: str | None, email: str | None, dry_run: bool, retry
         for address, count in summary.planned:
             click.echo(f"would send {count} papers to {printable(address)}")
         click.echo(f"would_send={len(summary.planned)} (dry run: nothing sent or recorded)")
-    elif summary.deferred or summary.unknown:
-        click.echo(f"deferred={summary.deferred} unknown={summary.unknown}")
+    else:
+        _explain_unfinished(summary)
     click.echo(summary.line())
-    if summary.failed:
+    if summary.incomplete:
         sys.exit(1)
+
+
+def _explain_unfinished(summary: SendSummary) -> None:
+    """One line on stderr for each reason the send did not finish its job (it then exits 1)."""
+    if summary.relay_refusing:
+        click.echo(f"error: {printable(summary.relay_refusing)}; fix the relay (or [smtp]) and run the send "
+                   "again: it delivers what is pending", err=True)
+    elif summary.stopped:
+        click.echo(f"stopped before the end: {summary.pending} deliveries left pending (a re-run sends them)",
+                   err=True)
+    elif summary.pending:
+        retry = f", {summary.deferred} of them to retry after a temporary failure" if summary.deferred else ""
+        click.echo(f"{summary.pending} deliveries left pending{retry} (a re-run or the daemon sends them)", err=True)
+    if summary.unknown:
+        click.echo(f"{summary.unknown} deliveries of unknown outcome (the server may have them): "
+                   "digest send --retry-unknown resends them", err=True)
 
 
 @click.command()
@@ -152,8 +169,10 @@ def send(app: App, dry_run: bool, email: str | None, day: str | None, retry_unkn
 
     Daily subscribers are due every day, weekly ones on their weekday; the hour is the daemon's
     business. Safe to re-run and to kill at any moment: a re-run delivers only what was not
-    delivered. Last line: sent=N skipped=N failed=N (exit 1 if any failed). A --date more than
-    7 days from today (UTC) needs --force (exit 2 without it).
+    delivered. Last line: sent=N skipped=N failed=N, then pending=N and unknown=N when there are
+    some; exit 1 if any failed, any is pending or unknown, or the send was stopped (SIGTERM, Ctrl-C)
+    or found the relay refusing mail (most recipients refused: nobody is suppressed, all stays
+    pending). A --date more than 7 days from today (UTC) needs --force (exit 2 without it).
 
     \b
     Example:

@@ -226,6 +226,7 @@ class Delivery:
     next_attempt_at: datetime | None = None
     sent_at: datetime | None = None
     in_doubt: bool = False
+    issue_date: date | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -274,6 +275,9 @@ class SendResult:
     # A PERMANENT refusal about the address itself (counts towards suppressing the reader), not about
     # this message (a spam filter, a policy): see digest.mail.smtp.
     bounce: bool = False
+    # A PERMANENT refusal at RCPT that named no reason about the address: it suppresses the reader only
+    # when the same address is refused again on a later issue (a misconfigured relay refuses everyone).
+    unexplained: bool = False
 
 
 @dataclass(slots=True)

@@ -257,7 +257,7 @@ class Pipeline:
 
         dkim.signer_for(self.settings)  # a bad DKIM set-up stops the run before anything is claimed
         run_id = self.store.start_send_run(issue_date, now)
-        self.engine.recover(now)
+        summary.unknown += self.engine.recover(now)
         with self.engine.session() as session:
             if subscribers is None and only is None:
                 # Every confirmed reader may be due: a large run's render process starts now, and is
@@ -267,9 +267,9 @@ class Pipeline:
             only_id = self.issues.store_issues(targets, issue_date, now, summary, only, built=session.expect)
             progress.start(self.store.delivery_counts(issue_date).get(DeliveryStatus.PENDING.value))
             session.deliver(issue_date, summary, progress, subscriber_id=only_id, due_since=due_since)
-        self.store.finish_send_run(run_id, self.clock(), summary.sent, summary.skipped, summary.failed)
-        log.info("send done date=%s %s deferred=%d unknown=%d", issue_date, summary.line(), summary.deferred,
-                 summary.unknown)
+        self.store.finish_send_run(run_id, self.clock(), summary.sent, summary.skipped,
+                                   summary.failed + summary.unknown)
+        log.info("send done date=%s %s deferred=%d", issue_date, summary.line(), summary.deferred)
         return summary
 
     def deliver_pending(self, issue_dates: Iterable[date] = (), progress: Progress | None = None) -> SendSummary:
@@ -289,20 +289,23 @@ class Pipeline:
         summary = SendSummary()
         progress = progress or NoProgress()
         dkim.signer_for(self.settings)
-        self.engine.recover(now)
+        summary.unknown += self.engine.recover(now)
         counts = [self.store.delivery_counts(day).get(DeliveryStatus.PENDING.value, 0) for day in dates]
         progress.start(sum(counts))
         with self.engine.session() as session:
             session.expect(sum(counts))
             for day, pending in zip(dates, counts, strict=True):
-                if not pending or self.stop_requested.is_set():
+                if not pending:
+                    continue
+                if self.stop_requested.is_set() or summary.relay_refusing:
+                    summary.pending += self.store.count_pending(day, self.clock(), due_since=due_since)
                     continue
                 started, part = self.clock(), SendSummary()
                 session.deliver(day, part, progress, due_since=due_since)
                 if part.sent or part.failed or part.deferred:
                     run_id = self.store.start_send_run(day, started)
-                    self.store.finish_send_run(run_id, self.clock(), part.sent, 0, part.failed)
+                    self.store.finish_send_run(run_id, self.clock(), part.sent, 0, part.failed + part.unknown)
                 summary.add(part)
-        log.info("deliver done dates=%s %s deferred=%d unknown=%d", ",".join(map(str, dates)), summary.line(),
-                 summary.deferred, summary.unknown)
+        summary.stopped = summary.stopped or self.stop_requested.is_set()
+        log.info("deliver done dates=%s %s deferred=%d", ",".join(map(str, dates)), summary.line(), summary.deferred)
         return summary

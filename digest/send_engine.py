@@ -31,6 +31,7 @@ from digest.config import Settings
 from digest.gcpause import frozen_heap
 from digest.mail import Mailer
 from digest.models import AttemptEnd, Delivery, DeliveryStatus, Issue, Outcome, OutgoingMessage, Paper, SendResult
+from digest.relay_guard import GuardState, RelayGuard
 from digest.store import Store
 
 if TYPE_CHECKING:
@@ -49,21 +50,39 @@ _RENDER_START_SECONDS = 60.0
 
 @dataclass(slots=True)
 class SendSummary:
+    """What one send did. ``failed`` counts permanent failures, ``unknown`` messages whose fate nobody
+    knows (a connection lost after the data, or a sender killed mid-message, found by recovery), and
+    ``pending`` the records the run leaves to a later one (deferred after a temporary failure, not
+    reached because the run was stopped, or held back by the relay guard); ``deferred`` is part of it."""
+
     sent: int = 0
     skipped: int = 0
     failed: int = 0
     deferred: int = 0
     unknown: int = 0
     in_doubt: int = 0
+    pending: int = 0
+    stopped: bool = False  # SIGTERM / Ctrl-C (or the daemon stopping) ended it early
+    relay_refusing: str = ""  # the relay guard stopped it: one line saying why (digest.relay_guard)
     planned: list[tuple[str, int]] = field(default_factory=list)
 
     def line(self) -> str:
-        return f"sent={self.sent} skipped={self.skipped} failed={self.failed}"
+        """The last line of ``digest send``: pending and unknown appear only when there are some."""
+        extra = "".join(f" {name}={n}" for name, n in (("pending", self.pending), ("unknown", self.unknown)) if n)
+        return f"sent={self.sent} skipped={self.skipped} failed={self.failed}{extra}"
+
+    @property
+    def incomplete(self) -> bool:
+        """Whether the send did not finish its job (exit 1): failures, messages of unknown fate, records
+        left pending, a stop or a relay refusing mail."""
+        return bool(self.failed or self.unknown or self.pending or self.stopped or self.relay_refusing)
 
     def add(self, other: SendSummary) -> None:
         """Count ``other``'s deliveries in this one (what a send adds up over several dates)."""
-        for name in ("sent", "failed", "deferred", "unknown", "in_doubt"):
+        for name in ("sent", "failed", "deferred", "unknown", "in_doubt", "pending"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.stopped = self.stopped or other.stopped
+        self.relay_refusing = self.relay_refusing or other.relay_refusing
 
 
 class Progress(Protocol):
@@ -102,8 +121,9 @@ class SendEngine:
     def mailer(self) -> Mailer:
         return self._mailer()
 
-    def recover(self, now: datetime) -> None:
-        """Free what dead senders left: claims of senders known dead here, then expired "sending" leases."""
+    def recover(self, now: datetime) -> int:
+        """Free what dead senders left: claims of senders known dead here, then expired "sending" leases.
+        Returns how many records became "unknown" (with ``resend_in_doubt`` off; else they are re-sent)."""
         dead = [w for w in self.store.claimants() if is_dead_local_worker(w)]
         if dead:
             # A sender on this machine was killed: no need to wait out its lease.
@@ -112,6 +132,7 @@ class SendEngine:
         recovered = self.store.recover_interrupted(now, self.settings.delivery.resend_in_doubt)
         if recovered:
             log.warning("recovered %d deliveries interrupted while sending (in doubt)", recovered)
+        return 0 if self.settings.delivery.resend_in_doubt else recovered
 
     @contextmanager
     def session(self) -> Iterator[SendSession]:
@@ -143,13 +164,22 @@ class SendEngine:
         return AttemptEnd(delivery.id, DeliveryStatus.UNKNOWN, result.detail)
 
     def record_refusal(self, delivery: Delivery, recipient: str, result: SendResult) -> None:
-        """A permanent refusal: a bounce counts towards suppressing the reader; anything else is logged."""
-        if not result.bounce:
-            log.error("refused subscriber=%s reason=%s (not a bounce: the reader stays)", recipient, result.detail)
+        """A permanent refusal: a bounce counts towards suppressing the reader; an unexplained one only
+        when the address was refused so on an earlier issue too; anything else is logged."""
+        detail = result.detail
+        if result.unexplained and delivery.issue_date is not None:
+            if not self.store.record_unexplained_refusal(delivery.subscriber_id, delivery.issue_date, detail,
+                                                         self.clock()):
+                log.error("refused subscriber=%s reason=%s (no reason given: counts if refused again on a later "
+                          "issue)", recipient, detail)
+                return
+            detail = f"{detail} (refused on an earlier issue too)"
+        elif not result.bounce:
+            log.error("refused subscriber=%s reason=%s (not a bounce: the reader stays)", recipient, detail)
             return
         suppressed = self.store.record_hard_bounce(delivery.subscriber_id, self.settings.smtp.hard_bounces_to_suppress,
-                                                   result.detail)
-        log.error("bounced subscriber=%s reason=%s%s", recipient, result.detail, " (suppressed)" if suppressed else "")
+                                                   detail)
+        log.error("bounced subscriber=%s reason=%s%s", recipient, detail, " (suppressed)" if suppressed else "")
 
 
 class SendSession:
@@ -180,17 +210,27 @@ class SendSession:
                                                  due_since=due_since)
 
         claims = claim()
-        if not claims:
-            return
-        self._slot.expect(len(claims))
+        guard: RelayGuard[_Ended] = RelayGuard()
         try:
-            # The mailer opens only once there is work: no SMTP session for nothing, and a server that
-            # cannot be reached fails the run here, with every message still pending.
-            with engine.mailer as mailer:
-                _Dispatch(engine, mailer, worker, summary, progress, self._slot.process).run(claims, claim)
+            if claims:
+                self._slot.expect(len(claims))
+                # The mailer opens only once there is work: no SMTP session for nothing, and a server
+                # that cannot be reached fails the run here, with every message still pending.
+                with engine.mailer as mailer:
+                    _Dispatch(engine, mailer, worker, summary, progress, self._slot.process, guard).run(claims, claim)
         finally:
-            # Also after an error: claims left behind would block a re-run until their lease expires.
+            # Also after an error: claims left behind would block a re-run until their lease expires,
+            # and refusals held back by the relay guard would wait out their hold.
             engine.store.release_claims(worker)
+            held = guard.still_held()
+            if held:
+                engine.store.release_held([e.delivery.id for e in held])
+        pending = engine.store.count_pending(issue_date, engine.clock(), subscriber_id, due_since)
+        summary.pending += pending
+        if guard.tripped:
+            summary.relay_refusing = guard.describe()
+            log.error("%s; %d deliveries of %s stay pending", summary.relay_refusing, pending, issue_date)
+        summary.stopped = summary.stopped or engine.stop_requested.is_set()
 
 
 class _RenderProcessSlot:
@@ -245,6 +285,7 @@ class _Ended:
     recipient: str
     end: AttemptEnd
     result: SendResult | None = None
+    held: bool = False  # a refusal the relay guard keeps pending for now
 
 
 class _Dispatch:
@@ -262,7 +303,8 @@ class _Dispatch:
     """
 
     def __init__(self, engine: SendEngine, mailer: Mailer, worker: str, summary: SendSummary,
-                 progress: Progress, render_process: RenderProcess | None = None) -> None:
+                 progress: Progress, render_process: RenderProcess | None = None,
+                 guard: RelayGuard[_Ended] | None = None) -> None:
         self.engine = engine
         self.store = engine.store
         self.mailer = mailer
@@ -280,13 +322,24 @@ class _Dispatch:
         self.local = threading.local()  # a sender thread's own settle (Store.settling)
         self.counting = threading.Lock()
         self.error: BaseException | None = None
+        self.guard: RelayGuard[_Ended] = guard if guard is not None else RelayGuard()
+
+    @property
+    def halted(self) -> bool:
+        """Stop handing messages over: asked to, an error, or the relay refuses mail."""
+        return self.engine.stop_requested.is_set() or self.error is not None or self.guard.tripped
 
     def run(self, claims: list[Delivery], claim: Callable[[], list[Delivery]]) -> None:
         self.claimed.extend(claims)
         if self.slots == 1 and self.render_process is None:
             self._run_inline(claim)
-            return
-        stop = self.engine.stop_requested
+        else:
+            self._run_threads(claim)
+        if not self.halted and self.guard.finish() is GuardState.HEALTHY:
+            with self.writing:
+                self._record_released()
+
+    def _run_threads(self, claim: Callable[[], list[Delivery]]) -> None:
         senders = [threading.Thread(target=self._sender, name=f"digest-send-{k}", daemon=True)
                    for k in range(self.slots)]
         for thread in senders:
@@ -297,7 +350,7 @@ class _Dispatch:
                     self._record([prepared], None)
                     continue
                 while not self._offer(prepared):
-                    if stop.is_set() or self.error is not None:
+                    if self.halted:
                         break
         finally:
             for _ in senders:
@@ -309,8 +362,7 @@ class _Dispatch:
 
     def _prepared(self, claim: Callable[[], list[Delivery]]) -> Iterator[_Ready | _Ended]:
         """The claimed messages, rendered, one at a time, until all are done or the run stops."""
-        stop = self.engine.stop_requested
-        while not stop.is_set() and self.error is None:
+        while not self.halted:
             prepared = self._prepare_next(claim)
             if prepared is None:
                 return
@@ -395,7 +447,7 @@ class _Dispatch:
                     self._record([last], None)  # nothing to send next: record the outcome now
                     last = None
                 ready = self.ready.get()
-            if ready is None or self.engine.stop_requested.is_set() or self.error is not None:
+            if ready is None or self.halted:
                 # Stopping: what is queued stays pending (its claim is given back); the last outcome
                 # is recorded.
                 if last is not None:
@@ -440,19 +492,24 @@ class _Dispatch:
             raise self.error
 
     def _record(self, ended: list[_Ended], ready: _Ready | None) -> bool:
-        """Record ``ended`` and mark ``ready`` "sending" in one transaction; whether ``ready`` may go."""
+        """Record ``ended`` and mark ``ready`` "sending" in one transaction; whether ``ready`` may go.
+        The relay guard sees every outcome first and may keep a refusal pending (digest.relay_guard)."""
         try:
-            ends, sending = [e.end for e in ended], [ready.delivery.id] if ready else []
+            sending = [ready.delivery.id] if ready else []
             settle = getattr(self.local, "settle", None)
             with self.writing:
+                now = self.engine.clock()
+                ended = [self._guarded(e, now) for e in ended]
+                ends = [e.end for e in ended]
                 if settle is not None:
-                    marked = settle(ends, sending, self.engine.clock())
+                    marked = settle(ends, sending, now)
                 else:
-                    marked = self.store.settle(ends, sending, self.worker, self.engine.clock(),
+                    marked = self.store.settle(ends, sending, self.worker, now,
                                                self.engine.settings.delivery.lease_seconds)
                 for e in ended:
-                    if e.result is not None and e.result.outcome is Outcome.PERMANENT:
+                    if e.result is not None and e.result.outcome is Outcome.PERMANENT and not e.held:
                         self.engine.record_refusal(e.delivery, e.recipient, e.result)
+                self._record_released()
         except BaseException as err:
             # The run stops; records left "sending" are recovered as in doubt by the next run.
             self.error = self.error or err
@@ -460,19 +517,47 @@ class _Dispatch:
         self._count(ended)
         return ready is not None and ready.delivery.id in marked
 
+    def _guarded(self, ended: _Ended, now: datetime) -> _Ended:
+        """``ended`` as the relay guard has it recorded: a refusal it holds stays pending (not
+        claimable again before a lease's time, so this run does not retry it)."""
+        result = ended.result
+        if result is None:
+            return ended
+        refused = result.outcome is Outcome.PERMANENT
+        if not self.guard.attempt(refused, result.detail, ended):
+            return ended
+        hold_until = now + timedelta(seconds=self.engine.settings.delivery.lease_seconds)
+        end = AttemptEnd(ended.delivery.id, DeliveryStatus.PENDING, f"held back: {result.detail}",
+                         next_attempt_at=hold_until)
+        return _Ended(ended.delivery, ended.recipient, end, result, held=True)
+
+    def _record_released(self) -> None:
+        """Record the refusals the guard held while the relay proved healthy (under the write lock)."""
+        released = self.guard.released()
+        if not released:
+            return
+        done = self.store.fail_held([e.end for e in released], self.engine.clock())
+        failed = [e for e in released if e.delivery.id in done]
+        for e in failed:
+            if e.result is not None:
+                self.engine.record_refusal(e.delivery, e.recipient, e.result)
+        with self.counting:
+            self.summary.failed += len(failed)
+
     def _count(self, ended: list[_Ended]) -> None:
         with self.counting:
             summary = self.summary
             for e in ended:
                 status = e.end.status
-                if status is DeliveryStatus.SENT:
+                if e.held:
+                    pass  # pending until the relay guard decides: counted then, or as pending
+                elif status is DeliveryStatus.SENT:
                     summary.sent += 1
                     summary.in_doubt += int(e.delivery.in_doubt)
                 elif status is DeliveryStatus.FAILED:
                     summary.failed += 1
                 elif status is DeliveryStatus.UNKNOWN:
                     summary.unknown += 1
-                    summary.failed += 1
                 elif status is DeliveryStatus.PENDING:
                     summary.deferred += 1
                 self.progress.advance()

@@ -7,7 +7,9 @@ Outcome table (``classify_reply`` / ``classify_error``; the stage is how far the
     mail             4xx / 5xx                              transient   the sender is refused: not the
                                                                         recipient's fault, so no bounce
     rcpt             4xx, 552 (RFC 5321 4.5.3.1.10)         transient
-    rcpt             other 5xx                              permanent   hard bounce, but for 5.7.x
+    rcpt             other 5xx                              permanent   hard bounce for 5.1.x and 5.2.1;
+                                                                        unexplained without a status
+                                                                        (or another one but 5.7.x)
     data (command)   4xx / 5xx                              transient / permanent
     content          2xx                                    delivered
     content          4xx / 5xx                              transient / permanent  bounce only for 5.1.x
@@ -23,10 +25,15 @@ A 421/454 before the server accepted anything is retried once inside ``send`` af
 short burst of "slow down" costs a delay rather than a deferred message.
 
 A permanent refusal is a hard bounce (which suppresses the reader, ``[smtp] hard_bounces_to_suppress``)
-only when it is about the address: the RFC 3463 status in the reply says so (5.1.x bad address, 5.2.1
-mailbox disabled), or, at RCPT, it says nothing else. A 5.7.x (policy: spam filter, blocklist, DMARC)
-or any other refusal of the message itself fails this message and leaves the reader subscribed: the
-sender's reputation or the content is at fault, and suppressing readers for it would empty the list.
+only when the reply gives a reason about the address: an RFC 3463 status 5.1.x (bad address; not
+5.1.7/5.1.8, which are about the sender) or 5.2.1 (mailbox disabled). A refusal at RCPT that gives no
+such reason (a bare ``550 relay not permitted``, or a status such as 5.4.1 or 5.0.0) is *unexplained*:
+a misconfigured relay says exactly that of every address, so one alone never suppresses; the send
+engine suppresses only when the same address is refused again on a later issue (``Store.
+record_unexplained_refusal``), and stops a run in which most recipients are refused (digest.relay_guard).
+A 5.7.x (policy: spam filter, blocklist, DMARC) or any other refusal of the message itself fails this
+message and leaves the reader subscribed: the sender's reputation or the content is at fault, and
+suppressing readers for it would empty the list.
 """
 
 from __future__ import annotations
@@ -52,7 +59,8 @@ from digest.models import Outcome, OutgoingMessage, SendResult
 if TYPE_CHECKING:
     from digest.config import Settings
 
-__all__ = ["RateLimiter", "SMTPMailer", "Stage", "Verdict", "classify_error", "classify_reply"]
+__all__ = ["RateLimiter", "Refusal", "SMTPMailer", "Stage", "Verdict", "classify_error", "classify_reply",
+           "refusal_kind"]
 
 log = logging.getLogger("digest.mail.smtp")
 
@@ -80,21 +88,43 @@ class Verdict:
     outcome: Outcome
     slow_down: bool = False
     bounce: bool = False
+    unexplained: bool = False  # refused at RCPT with no reason about the address (see the module doc)
 
 
 # An RFC 3463 enhanced status code at the start of a reply's text: class.subject.detail.
 _ENHANCED = re.compile(r"\s*5\.(\d{1,3})\.(\d{1,3})(?![\d.])")
 
 
-def is_bounce(stage: Stage, text: str) -> bool:
-    """Whether a 5xx reply (``text`` after its code) at ``stage`` says the address itself is bad."""
+class Refusal(StrEnum):
+    """What a 5xx reply says about the recipient's address."""
+
+    ADDRESS = "address"  # the address itself is bad: a hard bounce
+    UNEXPLAINED = "unexplained"  # refused at RCPT, no reason given: counts only if it happens again
+    OTHER = "other"  # the message, the sender or a policy: says nothing about the address
+
+
+# 5.1.7 and 5.1.8 are about the sender's address: a relay refusing our return path refuses everybody.
+_SENDER_STATUSES = frozenset({(1, 7), (1, 8)})
+
+
+def refusal_kind(stage: Stage, text: str) -> Refusal:
+    """What a 5xx reply (``text`` after its code) at ``stage`` says about the recipient's address."""
     found = _ENHANCED.match(text)
     if found is None:
-        return stage is Stage.RCPT  # an old-style "550 no such user" comes at RCPT; later, who knows
-    subject, detail = int(found.group(1)), int(found.group(2))
-    if stage is Stage.RCPT:
-        return subject != 7
-    return subject == 1 or (subject, detail) == (2, 1)
+        # An old-style "550 no such user" and a relay's "550 relay not permitted" look alike at RCPT;
+        # after RCPT a refusal is about the message.
+        return Refusal.UNEXPLAINED if stage is Stage.RCPT else Refusal.OTHER
+    status = (int(found.group(1)), int(found.group(2)))
+    if (status[0] == 1 and status not in _SENDER_STATUSES) or status == (2, 1):
+        return Refusal.ADDRESS
+    if stage is Stage.RCPT and status[0] != 7 and status not in _SENDER_STATUSES:
+        return Refusal.UNEXPLAINED
+    return Refusal.OTHER
+
+
+def is_bounce(stage: Stage, text: str) -> bool:
+    """Whether a 5xx reply (``text`` after its code) at ``stage`` says the address itself is bad."""
+    return refusal_kind(stage, text) is Refusal.ADDRESS
 
 
 def classify_reply(stage: Stage, code: int, text: str = "") -> Verdict:
@@ -113,7 +143,8 @@ def classify_reply(stage: Stage, code: int, text: str = "") -> Verdict:
             return Verdict(Outcome.TRANSIENT)
         if stage is Stage.RCPT and code == 552:
             return Verdict(Outcome.TRANSIENT)
-        return Verdict(Outcome.PERMANENT, bounce=is_bounce(stage, text))
+        kind = refusal_kind(stage, text)
+        return Verdict(Outcome.PERMANENT, bounce=kind is Refusal.ADDRESS, unexplained=kind is Refusal.UNEXPLAINED)
     # No readable code: after the message went out nobody knows; before, nothing was accepted.
     return Verdict(Outcome.UNKNOWN if stage is Stage.CONTENT else Outcome.TRANSIENT)
 
@@ -127,6 +158,10 @@ def classify_error(stage: Stage, err: BaseException) -> Verdict:
     if stage is Stage.RCPT and isinstance(err, UnicodeEncodeError):
         return Verdict(Outcome.PERMANENT, bounce=True)  # an address smtplib cannot put on the wire
     return Verdict(Outcome.TRANSIENT)
+
+
+def _result(verdict: Verdict, detail: str) -> SendResult:
+    return SendResult(verdict.outcome, detail, bounce=verdict.bounce, unexplained=verdict.unexplained)
 
 
 def _text_of(message: bytes | str) -> str:
@@ -356,8 +391,7 @@ class SMTPMailer(Mailer):
             if isinstance(err, smtplib.SMTPResponseException):
                 detail = f"{stage.value}: {_error_text(err)}"
             stale = stage is Stage.MAIL and not isinstance(err, smtplib.SMTPResponseException)
-            return _Attempt(SendResult(verdict.outcome, detail, bounce=verdict.bounce), slow_down=verdict.slow_down,
-                            keep=False, stale=stale)
+            return _Attempt(_result(verdict, detail), slow_down=verdict.slow_down, keep=False, stale=stale)
         verdict = classify_reply(Stage.CONTENT, code, _text_of(reply))
         if verdict.outcome is Outcome.DELIVERED:
             return _Attempt(SendResult(Outcome.DELIVERED, _reply_text(code, reply)))
@@ -371,8 +405,7 @@ class SMTPMailer(Mailer):
         keep = code != 421 and code != -1 and _reset(conn)
         # A reused connection the server had timed out answers MAIL with 421: not the message's fault.
         stale = stage is Stage.MAIL and code == 421
-        return _Attempt(SendResult(verdict.outcome, detail, bounce=verdict.bounce), slow_down=verdict.slow_down,
-                        keep=keep, stale=stale)
+        return _Attempt(_result(verdict, detail), slow_down=verdict.slow_down, keep=keep, stale=stale)
 
     # ---- connections ----------------------------------------------------------------------------
 

@@ -14,7 +14,7 @@ from digest.models import AttemptEnd, Delivery, DeliveryStatus
 from digest.store import schema as t
 from digest.store.base import StoreBase
 from digest.store.records import DeliveryAttention
-from digest.store.rows import Row
+from digest.store.rows import Row, chunks
 
 # The send loop's two statements (``settle``), in the driver's terms ("?" becomes the driver's mark).
 _END_ATTEMPT = (
@@ -33,7 +33,7 @@ def _row_to_delivery(r: Row) -> Delivery:
         id=r["id"], issue_id=r["issue_id"], subscriber_id=r["subscriber_id"],
         status=DeliveryStatus(r["status"]), message_id=r["message_id"], attempts=r["attempts"],
         last_error=r["last_error"], next_attempt_at=r["next_attempt_at"], sent_at=r["sent_at"],
-        in_doubt=bool(r["in_doubt"]),
+        in_doubt=bool(r["in_doubt"]), issue_date=r["issue_date"],
     )
 
 
@@ -111,6 +111,47 @@ class DeliveryStore(StoreBase):
             rows = conn.execute(select(t.deliveries).where(c.id.in_(ids), c.claimed_by == worker)
                                 .order_by(c.id)).mappings().all()
         return [_row_to_delivery(r) for r in rows]
+
+    def release_held(self, delivery_ids: Sequence[int]) -> int:
+        """Make pending records held back by a send (see digest.relay_guard) claimable at once."""
+        c = t.deliveries.c
+        total = 0
+        with self.engine.begin() as conn:
+            for chunk in chunks(list(delivery_ids)):
+                total += conn.execute(update(t.deliveries).where(
+                    c.id.in_(chunk), c.status == DeliveryStatus.PENDING.value, c.claimed_by.is_(None),
+                ).values(next_attempt_at=None)).rowcount
+        return total
+
+    def fail_held(self, ends: Sequence[AttemptEnd], now: datetime) -> set[int]:
+        """Record ``ends`` (failures) for records a send held back pending, unless another sender took
+        them meanwhile; returns the ids recorded."""
+        c = t.deliveries.c
+        done: set[int] = set()
+        with self.engine.begin() as conn:
+            for e in ends:
+                changed = conn.execute(update(t.deliveries).where(
+                    c.id == e.delivery_id, c.status == DeliveryStatus.PENDING.value, c.claimed_by.is_(None),
+                ).values(status=e.status.value, last_error=e.detail, next_attempt_at=None, updated_at=now)).rowcount
+                if changed:
+                    done.add(e.delivery_id)
+        return done
+
+    def count_pending(self, issue_date: date, now: datetime, subscriber_id: int | None = None,
+                      due_since: datetime | None = None) -> int:
+        """Records of ``issue_date`` left pending that a send could still deliver (as claim_deliveries
+        picks them, whenever their retry comes; not those another live sender holds right now)."""
+        c = t.deliveries.c
+        query = select(func.count()).select_from(t.deliveries).where(
+            c.issue_date == issue_date, c.status == DeliveryStatus.PENDING.value,
+            or_(c.claimed_by.is_(None), c.lease_until < now))
+        if subscriber_id is not None:
+            query = query.where(c.subscriber_id == subscriber_id)
+        if due_since is not None:
+            query = query.where(or_(c.due_at.is_(None), c.due_at >= due_since),
+                                or_(c.day_ends_at.is_(None), c.day_ends_at > now))
+        with self._reading() as conn:
+            return int(conn.execute(query).scalar_one())
 
     def release_claims(self, worker: str) -> int:
         """Give back this worker's unsent claims (clean shutdown)."""

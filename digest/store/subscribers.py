@@ -5,14 +5,14 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import replace
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import bindparam, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from digest.errors import UsageError
-from digest.models import Subscriber, SubscriberStatus
+from digest.models import DeliveryStatus, Subscriber, SubscriberStatus
 from digest.store import schema as t
 from digest.store.base import StoreBase
 from digest.store.rows import chunks, inserted_id, row_to_subscriber, utc_now
@@ -133,6 +133,7 @@ class SubscriberStore(StoreBase):
             issue_ids = select(t.issues.c.id).where(t.issues.c.subscriber_id == sub_id)
             conn.execute(delete(t.deliveries).where(t.deliveries.c.subscriber_id == sub_id))
             conn.execute(delete(t.feedback).where(t.feedback.c.subscriber_id == sub_id))
+            conn.execute(delete(t.address_refusals).where(t.address_refusals.c.subscriber_id == sub_id))
             conn.execute(delete(t.issue_papers).where(t.issue_papers.c.issue_id.in_(issue_ids)))
             conn.execute(delete(t.issues).where(t.issues.c.subscriber_id == sub_id))
             conn.execute(delete(t.subscribers).where(t.subscribers.c.id == sub_id))
@@ -204,3 +205,35 @@ class SubscriberStore(StoreBase):
                                      status_reason=f"hard bounce (smtp): {reason}"[:500]))
                 return True
         return False
+
+    def record_unexplained_refusal(self, subscriber_id: int, issue_date: date, detail: str,
+                                   now: datetime | None = None) -> bool:
+        """Remember that the reader's address was refused, with no reason about it, on ``issue_date``'s
+        issue. True when this is the second sighting: the address was refused so on an earlier issue
+        and nothing was delivered to it since (the caller then counts a hard bounce, and the memory is
+        cleared). One refusal alone never counts: a misconfigured relay says the same of everyone."""
+        now = now or utc_now()
+        r, d = t.address_refusals.c, t.deliveries.c
+        with self.engine.begin() as conn:
+            earlier = conn.execute(select(r.issue_date).where(r.subscriber_id == subscriber_id)).scalar_one_or_none()
+            if earlier is not None and earlier < issue_date:
+                delivered_since = conn.execute(select(d.id).where(
+                    d.subscriber_id == subscriber_id, d.status == DeliveryStatus.SENT.value,
+                    d.issue_date > earlier, d.issue_date < issue_date).limit(1)).first()
+                if delivered_since is None:
+                    conn.execute(delete(t.address_refusals).where(r.subscriber_id == subscriber_id))
+                    return True
+            values = {"issue_date": max(issue_date, earlier or issue_date), "detail": detail[:2000], "refused_at": now}
+            if earlier is None:
+                conn.execute(self._dialect_insert()(t.address_refusals).values(subscriber_id=subscriber_id, **values)
+                             .on_conflict_do_nothing(index_elements=["subscriber_id"]))
+            else:
+                conn.execute(update(t.address_refusals).where(r.subscriber_id == subscriber_id).values(**values))
+        return False
+
+    def unexplained_refusal(self, subscriber_id: int) -> tuple[date, str] | None:
+        """The issue date and reply of the reader's remembered unexplained refusal, if any."""
+        r = t.address_refusals.c
+        with self._reading() as conn:
+            row = conn.execute(select(r.issue_date, r.detail).where(r.subscriber_id == subscriber_id)).first()
+        return (row[0], row[1]) if row else None

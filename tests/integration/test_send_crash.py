@@ -52,7 +52,8 @@ class Setup:
         return {email: (status, mid, bool(doubt)) for email, status, mid, doubt in rows}
 
 
-def prepare(tmp_path: Path, sink: SmtpSink, seed_papers: list[Paper], n: int, lease_seconds: float) -> Setup:
+def prepare(tmp_path: Path, sink: SmtpSink, seed_papers: list[Paper], n: int, lease_seconds: float,
+            delivery: str = "") -> Setup:
     db = tmp_path / "digest.sqlite3"
     config = tmp_path / "digest.toml"
     config.write_text(f"""
@@ -75,6 +76,7 @@ timeout_seconds = 10
 [delivery]
 lease_seconds = {lease_seconds}
 batch_size = 100
+{delivery}
 
 [site]
 base_url = "https://digest.example.org"
@@ -185,10 +187,13 @@ def test_sigterm_finishes_messages_in_flight_and_leaves_nothing_in_doubt(
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=60)
     assert "finishing the messages in flight" in err
-    assert out.strip().splitlines()[-1].startswith("sent=")
     assert setup.query("SELECT count(*) FROM deliveries WHERE status = 'sending' OR claimed_by IS NOT NULL") == [(0,)]
     stopped_at = len(sink.messages)
     assert stopped_at < 120
+    # A stopped run says what it left and fails (issue 16 item 13): it counts every reader.
+    [(sent,)] = setup.query("SELECT count(*) FROM deliveries WHERE status = 'sent'")
+    assert out.strip().splitlines()[-1] == f"sent={sent} skipped=0 failed=0 pending={120 - sent}"
+    assert proc.returncode == 1 and "stopped before the end" in err
 
     proc = setup.run()
     out, err = proc.communicate(timeout=300)
@@ -197,6 +202,50 @@ def test_sigterm_finishes_messages_in_flight_and_leaves_nothing_in_doubt(
     assert {status for status, _, _ in records.values()} == {"sent"}
     assert not any(doubt for _, _, doubt in records.values())
     assert sorted(sink.counts().values()) == [1] * 120  # every reader exactly once
+
+
+def test_messages_recovered_as_unknown_are_counted_and_fail_the_run(tmp_path: Path, seed_papers: list[Paper]) -> None:
+    with SmtpSink() as slow:
+        # The server keeps each message, then takes its time to say so: a kill then leaves it in doubt.
+        fault = slow.add_fault("after_data", delay=3.0)
+        setup = prepare(tmp_path, slow, seed_papers, 10, lease_seconds=300, delivery="resend_in_doubt = false")
+        proc = setup.run()
+        assert wait_until(proc, lambda: len(slow.messages) >= 1)
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate(timeout=60)
+        slow.faults.remove(fault)
+
+        proc = setup.run()  # recovers the dead sender's records as unknown, sends the rest
+        out, err = proc.communicate(timeout=120)
+    [(unknown,)] = setup.query("SELECT count(*) FROM deliveries WHERE status = 'unknown'")
+    assert 1 <= unknown <= CONNECTIONS
+    # Their readers had their issue already (skipped); what became of it is unknown.
+    assert out.strip().splitlines()[-1] == f"sent={10 - unknown} skipped={unknown} failed=0 unknown={unknown}"
+    assert proc.returncode == 1 and "--retry-unknown" in err
+
+
+def test_a_relay_refusing_everybody_suppresses_nobody_and_stops(
+    tmp_path: Path, sink: SmtpSink, seed_papers: list[Paper]
+) -> None:
+    setup = prepare(tmp_path, sink, seed_papers, 50, lease_seconds=300)
+    sink.add_fault("rcpt", "550 relay not permitted")
+    proc = setup.run()
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1
+    assert "the relay is refusing mail" in err and "550 relay not permitted" in err and "Traceback" not in err
+    assert out.strip().splitlines()[-1] == "sent=0 skipped=0 failed=0 pending=50"
+    assert setup.query("SELECT status, count(*) FROM subscribers GROUP BY status") == [("confirmed", 50)]
+    assert setup.query("SELECT status, count(*) FROM deliveries GROUP BY status") == [("pending", 50)]
+    assert setup.query("SELECT count(*) FROM address_refusals") == [(0,)]
+    refused = len(setup.emails) - setup.query("SELECT count(*) FROM deliveries WHERE attempts = 0")[0][0]
+    assert refused < 20  # it stopped early, not after trying everybody
+
+    sink.clear_faults()  # the relay is fixed: the next send delivers everything, once
+    proc = setup.run()
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert out.strip().splitlines()[-1] == "sent=50 skipped=0 failed=0"
+    assert sorted(sink.counts().values()) == [1] * 50
 
 
 def test_a_killed_local_sender_is_recognised_as_dead() -> None:

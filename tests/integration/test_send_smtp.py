@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import socket
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from pathlib import Path
@@ -152,6 +152,76 @@ def test_an_unknown_user_after_the_data_is_a_hard_bounce(world: World) -> None:
     assert world.pipeline.send(DAY).failed == 1
     grace = world.store.get_subscriber("grace@example.com")
     assert grace is not None and grace.status is SubscriberStatus.SUPPRESSED
+
+
+def _readers(n: int) -> list[str]:
+    return [f"reader{k:02d}@example.com" for k in range(n)]
+
+
+def _status(w: World, email: str) -> SubscriberStatus:
+    sub = w.store.get_subscriber(email)
+    assert sub is not None
+    return sub.status
+
+
+def test_an_unknown_user_is_suppressed_at_once_but_a_bare_refusal_is_not(
+    tmp_path: Path, sink: SmtpSink, seed_papers: list[Paper]
+) -> None:
+    readers = _readers(12)
+    w = build_world(tmp_path, sink, seed_papers, [Subscriber(email=e) for e in readers])
+    sink.add_fault("rcpt", "550 5.1.1 user unknown", recipient=readers[3])
+    sink.add_fault("rcpt", "550 no", recipient=readers[7])
+    summary = w.pipeline.send(DAY)
+    assert (summary.sent, summary.failed, summary.pending, summary.relay_refusing) == (10, 2, 0, "")
+    assert _status(w, readers[3]) is SubscriberStatus.SUPPRESSED  # 5.1.1: the address itself
+    assert _status(w, readers[7]) is SubscriberStatus.CONFIRMED  # no reason given: once proves nothing
+    assert w.delivery(readers[7]).status is DeliveryStatus.FAILED
+    assert {e for e, n in sink.counts().items() if n} == set(readers) - {readers[3], readers[7]}
+
+
+def test_a_bare_refusal_suppresses_when_the_address_is_refused_again_in_a_later_run(
+    tmp_path: Path, sink: SmtpSink, seed_papers: list[Paper]
+) -> None:
+    readers = _readers(6)
+    w = build_world(tmp_path, sink, seed_papers, [Subscriber(email=e) for e in readers])
+    sink.add_fault("rcpt", "550 no", recipient=readers[2])
+    first = w.pipeline.send(DAY)
+    assert (first.sent, first.failed) == (5, 1)
+    assert _status(w, readers[2]) is SubscriberStatus.CONFIRMED
+    assert w.pipeline.send(DAY).failed == 0  # the same run's issue is not tried again: still subscribed
+    assert _status(w, readers[2]) is SubscriberStatus.CONFIRMED
+
+    later = DAY + timedelta(days=1)
+    w.clock.now = NOW + timedelta(days=1)
+    # The next day's listing: the same papers retitled, under new ids: every reader has an issue again.
+    w.store.upsert_papers([replace(p, id=f"2609.{k:05d}", title=f"{p.title}, revisited", topics=(),
+                                   published=w.clock.now - timedelta(hours=2))
+                           for k, p in enumerate(seed_papers)], now=w.clock.now - timedelta(hours=2))
+    w.pipeline.tag_pending()
+    second = w.pipeline.send(later)
+    assert second.failed == 1
+    assert _status(w, readers[2]) is SubscriberStatus.SUPPRESSED
+    reason = w.store.bounce_info()[readers[2]]["status_reason"]
+    assert "550 no" in reason and "refused on an earlier issue too" in reason
+    assert all(_status(w, e) is SubscriberStatus.CONFIRMED for e in readers if e != readers[2])
+
+
+def test_refusals_among_the_first_fifty_are_recorded_once_the_relay_proves_healthy(
+    tmp_path: Path, sink: SmtpSink, seed_papers: list[Paper]
+) -> None:
+    readers = _readers(70)
+    w = build_world(tmp_path, sink, seed_papers, [Subscriber(email=e) for e in readers])
+    unknown = {readers[k] for k in (1, 20, 45, 60)}
+    for email in unknown:
+        sink.add_fault("rcpt", f"550 5.1.1 <{email}>: user unknown", recipient=email)
+    summary = w.pipeline.send(DAY)
+    assert (summary.sent, summary.failed, summary.pending, summary.relay_refusing) == (66, 4, 0, "")
+    for email in readers:
+        expected = SubscriberStatus.SUPPRESSED if email in unknown else SubscriberStatus.CONFIRMED
+        assert _status(w, email) is expected, email
+        status = DeliveryStatus.FAILED if email in unknown else DeliveryStatus.SENT
+        assert w.delivery(email).status is status, email
+    assert "550 5.1.1" in w.delivery(readers[1]).last_error and "held" not in w.delivery(readers[1]).last_error
 
 
 @pytest.mark.parametrize(("later", "lateness", "sent"), [

@@ -9,6 +9,7 @@ import pytest
 
 from digest.errors import UsageError
 from digest.models import (
+    AttemptEnd,
     DeliveryStatus,
     Issue,
     IssueEntry,
@@ -287,3 +288,49 @@ def test_feedback_one_verdict_per_reader_and_paper_gone_with_the_reader(any_stor
 
         rows = conn.execute(schema.feedback.select()).all()
     assert [(r.subscriber_id, r.paper_id) for r in rows] == [(bob.id, "2408.00003")]
+
+
+def test_an_unexplained_refusal_counts_only_when_repeated_on_a_later_issue(any_store: Store) -> None:
+    ada = any_store.add_subscriber(Subscriber(email="ada@example.org"), NOW)
+    bob = any_store.add_subscriber(Subscriber(email="bob@example.org"), NOW)
+    d1, d2, d3, d4 = (date(2026, 8, 17) + timedelta(days=k) for k in range(4))
+    assert ada.id is not None and bob.id is not None
+    # Once, or again on the same issue: nothing to count yet.
+    assert not any_store.record_unexplained_refusal(ada.id, d1, "recipient refused: 550 no", NOW)
+    assert not any_store.record_unexplained_refusal(ada.id, d1, "recipient refused: 550 no", NOW)
+    assert any_store.unexplained_refusal(ada.id) == (d1, "recipient refused: 550 no")
+    # Again on a later issue: the address is refused, and the memory is spent.
+    assert any_store.record_unexplained_refusal(ada.id, d2, "recipient refused: 550 no", NOW)
+    assert any_store.unexplained_refusal(ada.id) is None
+    # A message delivered in between shows the address works: the next refusal starts over.
+    assert not any_store.record_unexplained_refusal(bob.id, d1, "550 relay not permitted", NOW)
+    issue_id = _issue(any_store, bob, d2, ["u1"])
+    [claim] = any_store.claim_deliveries("w1", NOW, 60, 10, issue_date=d2)
+    assert claim.issue_id == issue_id and any_store.mark_sending(claim.id, "w1", NOW, 60)
+    any_store.mark_outcome(claim.id, DeliveryStatus.SENT, NOW)
+    assert not any_store.record_unexplained_refusal(bob.id, d3, "550 relay not permitted", NOW)
+    assert any_store.unexplained_refusal(bob.id) == (d3, "550 relay not permitted")
+    assert any_store.record_unexplained_refusal(bob.id, d4, "550 relay not permitted", NOW)
+    # It goes with the reader.
+    assert not any_store.record_unexplained_refusal(ada.id, d3, "550 no", NOW)
+    assert any_store.remove_subscriber("ada@example.org")
+    assert any_store.unexplained_refusal(ada.id) is None
+
+
+def test_pending_records_left_are_counted_and_held_ones_released(any_store: Store) -> None:
+    sub = any_store.add_subscriber(Subscriber(email="r@example.org"), NOW)
+    day = date(2026, 8, 19)
+    _issue(any_store, sub, day, ["c1"])
+    [claim] = any_store.claim_deliveries("w1", NOW, 60, 10, issue_date=day)
+    assert any_store.count_pending(day, NOW) == 0  # another sender holds it
+    assert any_store.mark_sending(claim.id, "w1", NOW, 60)
+    later = NOW + timedelta(hours=1)
+    any_store.settle([AttemptEnd(claim.id, DeliveryStatus.PENDING, "held back", later)], [], "w1", NOW, 60)
+    assert any_store.count_pending(day, NOW) == 1 and any_store.claim_deliveries("w2", NOW, 60, 10) == []
+    assert any_store.release_held([claim.id]) == 1
+    assert [d.id for d in any_store.claim_deliveries("w2", NOW, 60, 10)] == [claim.id]
+    any_store.release_claims("w2")
+    failed = AttemptEnd(claim.id, DeliveryStatus.FAILED, "recipient refused: 550 5.1.1 no such user")
+    assert any_store.fail_held([failed], NOW) == {claim.id}
+    assert any_store.fail_held([failed], NOW) == set()  # no longer pending
+    assert any_store.count_pending(day, NOW) == 0

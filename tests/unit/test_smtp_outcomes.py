@@ -15,7 +15,15 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from digest import dkim as digest_dkim
 from digest.errors import ConfigError
-from digest.mail.smtp import RateLimiter, SMTPMailer, Stage, classify_error, classify_reply
+from digest.mail.smtp import (
+    RateLimiter,
+    Refusal,
+    SMTPMailer,
+    Stage,
+    classify_error,
+    classify_reply,
+    refusal_kind,
+)
 from digest.mail.wire import is_wire_ready, wire_payload
 from digest.models import Outcome
 from tests.conftest import make_settings
@@ -61,38 +69,50 @@ def test_reply_classes(stage: Stage, code: int, outcome: Outcome, slow_down: boo
     assert verdict.slow_down is slow_down
 
 
+A, X, N = Refusal.ADDRESS, Refusal.UNEXPLAINED, Refusal.OTHER
+
+
 @pytest.mark.parametrize(
-    ("stage", "text", "bounce"),
+    ("stage", "text", "kind"),
     [
-        (Stage.RCPT, "5.1.1 <grace@example.com>: no such user", True),
-        (Stage.RCPT, "No such user here", True),  # no RFC 3463 status: at RCPT, the address
-        (Stage.RCPT, "5.2.1 Mailbox disabled", True),
-        (Stage.RCPT, "5.4.1 Recipient address rejected: Access denied", True),
-        (Stage.RCPT, "5.7.1 Client host blocked using zen.spamhaus.org", False),
-        (Stage.RCPT, " 5.7.26 Unauthenticated email is not accepted (DMARC)", False),
-        (Stage.CONTENT, "5.7.1 Message rejected as spam", False),
-        (Stage.CONTENT, "5.6.0 Message content rejected", False),
-        (Stage.CONTENT, "5.3.4 Message too big", False),
-        (Stage.CONTENT, "Rejected", False),  # no status after the data: the message, not the address
-        (Stage.CONTENT, "5.1.1 User unknown", True),
-        (Stage.CONTENT, "5.2.1 Mailbox disabled, not accepting messages", True),
-        (Stage.CONTENT, "5.2.2 Mailbox full", False),
-        (Stage.DATA, "5.5.1 No valid recipients", False),
-        (Stage.RCPT, "5.1.10 Recipient not found", True),
-        (Stage.CONTENT, "5.1 incomplete code", False),
+        (Stage.RCPT, "5.1.1 <grace@example.com>: no such user", A),
+        # No RFC 3463 status at RCPT: an old server's unknown user and a misconfigured relay's refusal
+        # of everybody look alike, so one alone suppresses nobody (issue 16 item 3).
+        (Stage.RCPT, "No such user here", X),
+        (Stage.RCPT, "relay not permitted", X),
+        (Stage.RCPT, "5.2.1 Mailbox disabled", A),
+        (Stage.RCPT, "5.4.1 Recipient address rejected: Access denied", X),  # a status, not about the address
+        (Stage.RCPT, "5.0.0 Recipient rejected", X),
+        (Stage.RCPT, "5.1.8 Sender address rejected: Domain not found", N),  # the sender, not the reader
+        (Stage.RCPT, "5.1.7 Bad sender's mailbox address syntax", N),
+        (Stage.RCPT, "5.7.1 Client host blocked using zen.spamhaus.org", N),
+        (Stage.RCPT, " 5.7.26 Unauthenticated email is not accepted (DMARC)", N),
+        (Stage.RCPT, "5.7.1 Relaying denied", N),
+        (Stage.CONTENT, "5.7.1 Message rejected as spam", N),
+        (Stage.CONTENT, "5.6.0 Message content rejected", N),
+        (Stage.CONTENT, "5.3.4 Message too big", N),
+        (Stage.CONTENT, "Rejected", N),  # no status after the data: the message, not the address
+        (Stage.CONTENT, "5.1.1 User unknown", A),
+        (Stage.CONTENT, "5.2.1 Mailbox disabled, not accepting messages", A),
+        (Stage.CONTENT, "5.2.2 Mailbox full", N),
+        (Stage.DATA, "5.5.1 No valid recipients", N),
+        (Stage.RCPT, "5.1.10 Recipient not found", A),
+        (Stage.CONTENT, "5.1 incomplete code", N),
     ],
 )
-def test_only_refusals_of_the_address_are_hard_bounces(stage: Stage, text: str, bounce: bool) -> None:
+def test_only_refusals_of_the_address_are_hard_bounces(stage: Stage, text: str, kind: Refusal) -> None:
+    assert refusal_kind(stage, text) is kind
     verdict = classify_reply(stage, 550, text)
     assert verdict.outcome is P
-    assert verdict.bounce is bounce
+    assert (verdict.bounce, verdict.unexplained) == (kind is A, kind is X)
     error = classify_error(stage, smtplib.SMTPResponseException(550, text.encode()))
-    assert (error.outcome, error.bounce) == (P, bounce)
+    assert (error.outcome, error.bounce, error.unexplained) == (P, kind is A, kind is X)
 
 
 def test_what_is_not_permanent_is_never_a_bounce() -> None:
     for stage, code in ((Stage.RCPT, 450), (Stage.MAIL, 550), (Stage.CONNECT, 554), (Stage.RCPT, 552)):
         assert not classify_reply(stage, code, "5.1.1 no such user").bounce
+        assert not classify_reply(stage, code, "relay not permitted").unexplained
 
 
 @pytest.mark.parametrize(
