@@ -65,13 +65,13 @@ def test_subscribers_list_loads_only_the_store(tmp_path: Path) -> None:
     assert "sqlalchemy.dialects.postgresql" not in loaded
 
 
-def testschema_head_read_from_the_files_is_alembics() -> None:
+def test_schema_head_read_from_the_files_is_alembics() -> None:
     from importlib import resources
 
     from alembic.config import Config
     from alembic.script import ScriptDirectory
 
-    from digest.store.store import schema_head
+    from digest.store.base import schema_head
 
     cfg = Config()
     cfg.set_main_option("script_location", str(resources.files("digest.store") / "migrations"))
