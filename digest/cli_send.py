@@ -193,13 +193,19 @@ def send(app: App, dry_run: bool, email: str | None, day: str | None, retry_unkn
 def run(app: App, day: str | None, force: bool) -> None:
     """Fetch, tag and send once (a --date more than 7 days from today needs --force).
 
+    --date D is the issue date and the listing day: sources that can fetch a given day (hf_daily,
+    hf_papers, arxiv, a folder of recorded days) fetch day D's listing; the others their latest.
+
     \b
-    Example:
+    Examples:
       digest run && ls var/outbox/
+      digest --config config/replay.toml run --date 2026-08-19 --force
     """
-    _check_date_near(parse_date(day), _utc_today(), force)
+    issue_date = parse_date(day)
+    _check_date_near(issue_date, _utc_today(), force)
     app.creates_database = True
-    summaries = app.pipeline.fetch(None, None)
+    # --date is also the listing day: the sources that can fetch a given day fetch that day's listing.
+    summaries = app.pipeline.fetch(None, issue_date)
     for s in summaries:
         click.echo(s.line())
         if s.errors:

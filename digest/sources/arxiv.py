@@ -137,6 +137,7 @@ class ArxivSource(HttpListingSource[ArxivSettings]):
     (state ``watermark``) minus ``watermark_overlap_hours``; with ``day`` it is the ``lookback_days``
     ending with that day (UTC), and the watermark is left alone unless it grows. Requests are paced by
     ``delay_seconds`` (never under 3 s against arxiv.org). Stops after ``max_results`` papers.
+    A replayed recording (``file:`` URL) is read as one page and kept whole, up to ``max_results``.
     """
 
     default_name = "arxiv"
@@ -164,6 +165,30 @@ class ArxivSource(HttpListingSource[ArxivSettings]):
                 since = max(since, watermark - timedelta(hours=cfg.watermark_overlap_hours))
             query = build_query(cfg.categories)
 
+        if self.replaying:
+            papers, pages, why = self._replayed(), 1, "replayed a recording"
+        else:
+            papers, pages, why = self._paged(query, since, until)
+        log.info("%s: %d papers from %d pages (%s)", self.name, len(papers), pages, why)
+
+        newest = [p.published for p in papers.values() if p.published is not None]
+        marks = [m for m in (watermark, max(newest, default=None)) if m is not None]
+        new_state = {"watermark": max(marks).isoformat()} if marks else {}
+        return FetchResult(self.name, list(papers.values()), new_state)
+
+    def _replayed(self) -> dict[str, Paper]:
+        """A recording is one page answering one query, made before "now": its papers are the listing
+        as recorded (paging on, or a window relative to today, would re-read the page or keep nothing)."""
+        papers: dict[str, Paper] = {}
+        for paper in parse_atom(self._http.get(self.settings.url).content, self.name).papers:
+            if len(papers) >= self.settings.max_results:
+                break
+            papers.setdefault(paper.id, paper)
+        return papers
+
+    def _paged(self, query: str, since: datetime, until: datetime | None) -> tuple[dict[str, Paper], int, str]:
+        """Newest-first pages until a paper older than ``since`` or ``max_results``: (papers, pages, why)."""
+        cfg = self.settings
         papers: dict[str, Paper] = {}
         start, pages, why = 0, 0, "end of results"
         while True:
@@ -188,12 +213,7 @@ class ArxivSource(HttpListingSource[ArxivSettings]):
                 break
             if page.entry_count == 0 or start >= page.total_results:
                 break
-        log.info("%s: %d papers from %d pages (%s)", self.name, len(papers), pages, why)
-
-        newest = [p.published for p in papers.values() if p.published is not None]
-        marks = [m for m in (watermark, max(newest, default=None)) if m is not None]
-        new_state = {"watermark": max(marks).isoformat()} if marks else {}
-        return FetchResult(self.name, list(papers.values()), new_state)
+        return papers, pages, why
 
     def _page(self, query: str, start: int) -> AtomPage:
         """One page; arXiv sometimes answers an in-range page with no entries, so that is retried."""

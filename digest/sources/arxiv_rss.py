@@ -157,7 +157,8 @@ def _split_authors(text: str | None) -> list[str]:
 class ArxivRssSource(HttpListingSource[ArxivRssSettings]):
     """One request for ``{url}/{cat+cat...}``; keeps the announce types in ``announce_types``.
 
-    The feed only ever holds the latest announcement, so ``day`` is ignored. State kept between runs:
+    The feed only ever holds the latest announcement, so ``day`` is ignored (a replayed folder of
+    recorded feeds, ``file:`` URL, is read by day). State kept between runs:
     ``url``, ``etag``, ``last_modified``, ``feed_date`` and ``announce_types``; a feed with the same
     date as last time, for the same URL and announce types, has been seen already and comes back as
     ``not_modified``.

@@ -17,15 +17,19 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import UTC, date, datetime
-from typing import Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 import httpx
 
 from digest.config import HttpSource
 from digest.errors import SourceError
 from digest.models import FetchResult
+from digest.sources.response import MAX_RESPONSE_BYTES, HttpResponse
+
+if TYPE_CHECKING:  # replay imports this module; only replayed fetches need it
+    from digest.sources.replay import ReplayHttp
 
 __all__ = [
     "ARXIV_MIN_INTERVAL",
@@ -49,8 +53,6 @@ _ARXIV_DOMAIN = "arxiv.org"
 _MAX_BACKOFF_SECONDS = 60.0
 _MAX_REDIRECTS = 5
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
-# The largest real response is the RSS feed at its 2,000-item cap (a few MB).
-MAX_RESPONSE_BYTES = 64 * 1024 * 1024
 
 
 def min_interval(url: str | httpx.URL, configured: float) -> float:
@@ -98,30 +100,6 @@ class HostPacer:
 
 
 DEFAULT_PACER = HostPacer()
-
-
-@dataclass(frozen=True, slots=True)
-class HttpResponse:
-    """A completed response: 2xx with its body, or 304 (``not_modified``) with none."""
-
-    url: str
-    status: int
-    content: bytes
-    headers: httpx.Headers
-
-    @property
-    def not_modified(self) -> bool:
-        return self.status == 304
-
-    @property
-    def validators(self) -> dict[str, str]:
-        """What to remember for the next conditional request: ``url``, ``etag``, ``last_modified``."""
-        found = {"url": self.url}
-        if etag := self.headers.get("etag"):
-            found["etag"] = etag
-        if last_modified := self.headers.get("last-modified"):
-            found["last_modified"] = last_modified
-        return found
 
 
 @contextmanager
@@ -258,7 +236,7 @@ class PoliteHttp:
 
     def _checked(self, target: httpx.URL, shown: str) -> httpx.URL:
         if target.scheme not in ("http", "https"):
-            raise SourceError(self.source, f"invalid URL {shown!r}: only http and https are supported")
+            raise SourceError(self.source, f"invalid URL {shown!r}: only http, https and file URLs are supported")
         if not target.host:
             raise SourceError(self.source, f"invalid URL {shown!r}: no host")
         return target
@@ -359,6 +337,8 @@ class HttpListingSource(Generic[S]):
 
     Subclasses set ``default_name``, may override ``request_interval`` (seconds between requests to
     one host), and implement ``_fetch``; ``fetch`` turns any unexpected error into a SourceError.
+    A ``file:`` URL replays recorded responses (see digest.sources.replay): ``replaying`` is then true
+    and ``_http`` answers from the file chosen for the day being fetched.
     """
 
     default_name = "http"
@@ -377,8 +357,10 @@ class HttpListingSource(Generic[S]):
         self.name = name or self.default_name
         self.settings = settings
         self._now = now
-        self._http = PoliteHttp(self.name, client, settings, user_agent, interval=self.request_interval(settings),
-                                pacer=pacer, sleep=sleep)
+        self._http: PoliteHttp | ReplayHttp = PoliteHttp(
+            self.name, client, settings, user_agent, interval=self.request_interval(settings), pacer=pacer,
+            sleep=sleep)
+        self.replaying = settings.url[:5].lower() == "file:"
 
     @staticmethod
     def request_interval(settings: S) -> float:
@@ -387,6 +369,10 @@ class HttpListingSource(Generic[S]):
     def fetch(self, day: date | None, state: Mapping[str, str]) -> FetchResult:
         """See digest.sources.base.Source: the papers listed, the state to keep, or SourceError."""
         with reported_as(self.name):
+            if self.replaying:
+                from digest.sources.replay import Replay, ReplayHttp
+
+                self._http = ReplayHttp(self.name, Replay(self.name, self.settings.url).path_for(day))
             return self._fetch(day, state)
 
     def _fetch(self, day: date | None, state: Mapping[str, str]) -> FetchResult:

@@ -136,7 +136,7 @@ def test_client_errors_are_not_retried_and_can_be_explained() -> None:
 
 def test_invalid_urls_are_source_errors() -> None:
     http = _http(httpx.MockTransport(lambda r: httpx.Response(200)), [])
-    with pytest.raises(SourceError, match="only http and https"):
+    with pytest.raises(SourceError, match="only http, https and file URLs"):
         http.get("ftp://h/x")
     with pytest.raises(SourceError, match="no host"):
         http.get("http:///path-without-host")
