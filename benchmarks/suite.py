@@ -1,4 +1,4 @@
-"""`digest bench`: one generated workload, four measurements (render, send, memory, tagger), key=value last.
+"""`digest bench`: one generated workload, six measurements (render, send, memory, tagger, distinct, mta).
 
 The workload: ``n_papers`` recorded papers (tests/fixtures/render/papers.jsonl, tagged by the real
 tagger; more are made by pairing their titles and abstracts anew) first seen over the last two days,
@@ -18,6 +18,9 @@ the benchmark's date. Every part builds what it needs from the same seed.
 * memory: a full ``send`` of every reader (build, render, record) to a null mailer in a fresh
   interpreter, which reports its peak resident set (VmHWM).
 * tagger: papers tagged per second (wall clock) over the workload's papers.
+* distinct and mta: the workloads in the repository's benchmarks/ (workloads_distinct.py: every reader
+  a different set of 20 recorded papers; workloads_mta.py: ``digest send`` through a local MTA against
+  a bare smtplib loop, and the time to the first delivery).
 
 Lives outside the package: it needs a checkout of the repository (the workload comes from
 tests/samples.py and tests/fixtures) and, for the send part, aiosmtpd (the ``dev`` extra). ``digest
@@ -26,6 +29,7 @@ bench`` runs it from a checkout; an installed wheel has neither and says so.
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import multiprocessing as mp
@@ -46,6 +50,7 @@ from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from email.utils import parseaddr
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from benchmarks.feedback import feedback_tastes
@@ -77,7 +82,7 @@ __all__ = ["PARTS", "BenchError", "NullMailer", "run_bench"]
 # The checkout this runs from: the child interpreters below import this module from there too.
 REPO = Path(__file__).resolve().parent.parent
 
-PARTS = ("render", "send", "memory", "tagger")
+PARTS = ("render", "send", "memory", "tagger", "distinct", "mta")
 NAIVE_SAMPLE = 100
 RENDER_ROUNDS = 10
 ONE_PROCESS_SAMPLE = 10_000
@@ -594,6 +599,11 @@ class BenchReport:
             found["peak_rss_mb"] = self.parts["memory"]["peak_rss_mb"]
         if "tagger" in self.parts:
             found["tag_per_s"] = self.parts["tagger"]["tag_per_s"]
+        if "distinct" in self.parts:
+            found["distinct_per_s"] = self.parts["distinct"]["distinct_per_s"]
+        if "mta" in self.parts:
+            found["mta_ratio"] = self.parts["mta"]["mta_ratio"]
+            found["first_delivery_s"] = self.parts["mta"]["first_delivery_s"]
         return found
 
 
@@ -615,6 +625,9 @@ def run_bench(settings: Settings, n_subscribers: int = 10_000, n_papers: int = 3
         "send": lambda: bench_send(settings, n_subscribers, n_papers),
         "memory": lambda: bench_memory(settings, n_subscribers, n_papers),
         "tagger": lambda: bench_tagger(settings, n_papers),
+        # Workloads that live with the repository's benchmarks (benchmarks/workloads_*.py).
+        "distinct": lambda: _workload("workloads_distinct").bench_distinct(settings, n_subscribers, n_papers),
+        "mta": lambda: _workload("workloads_mta").bench_mta(settings, n_subscribers, n_papers),
     }
     for part in PARTS:
         if part not in chosen:
@@ -666,8 +679,16 @@ _LABELS = {
 }
 
 
+def _workload(name: str) -> ModuleType:
+    """``benchmarks/NAME.py`` of the checkout: workloads that need its data and test servers."""
+    if str(REPO) not in sys.path:
+        sys.path.insert(0, str(REPO))
+    return importlib.import_module(f"benchmarks.{name}")
+
+
 def _table(part: str, figures: dict[str, Any], seconds: float) -> str:
-    rows = [(label, figures[key]) for key, label in _LABELS[part] if key in figures]
+    labels = _LABELS.get(part) or _workload(f"workloads_{part}").LABELS
+    rows = [(label, figures[key]) for key, label in labels if key in figures]
     width = max(len(label) for label, _ in rows)
     lines = [f"{part} ({seconds:.0f} s)"]
     lines += [f"  {label:<{width}}  {value}" for label, value in rows]

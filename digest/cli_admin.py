@@ -118,8 +118,8 @@ def serve(app: App, host: str, port: int) -> None:
               help="Readers in the generated workload (mixed preferences).")
 @click.option("--papers", "n_papers", default=300, show_default=True, type=int,
               help="Papers in the workload (recorded ones, paired anew past their number).")
-@click.option("--only", type=click.Choice(["render", "send", "memory", "tagger"]), multiple=True,
-              help="Run only these parts (repeatable).")
+@click.option("--only", type=click.Choice(["render", "send", "memory", "tagger", "distinct", "mta"]),
+              multiple=True, help="Run only these parts (repeatable).")
 @pass_app
 @handle_errors
 def bench(app: App, n_subscribers: int, n_papers: int, only: tuple[str, ...]) -> None:
@@ -128,8 +128,10 @@ def bench(app: App, n_subscribers: int, n_papers: int, only: tuple[str, ...]) ->
     render_per_s (the real path, the better of one process and two at once), render_speedup (the
     real path at its best against Jinja -> MJML -> premailer per email in one process, by CPU time;
     the table adds the speed-up per core), send_ratio (Pipeline.send against a bare smtplib loop, same
-    bytes), peak_rss_mb (a full send to a null mailer), tag_per_s. Takes about a minute at 10,000
-    readers.
+    bytes), peak_rss_mb (a full send to a null mailer), tag_per_s, distinct_per_s (every reader a
+    different set of 20 papers, two processes at once), mta_ratio and first_delivery_s (digest send
+    through a private Postfix, or the aiosmtpd sink where Postfix cannot run, against a bare smtplib
+    loop; seconds from launch to the first message accepted). Takes a few minutes at 10,000 readers.
 
     \b
     Example:
