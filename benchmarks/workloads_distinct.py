@@ -145,11 +145,11 @@ def bench_distinct(settings: Settings, n_subscribers: int, n_papers: int, rounds
             pipeline.signing_key  # noqa: B018
         issues = distinct_issues(papers, pipeline.labels, count + WARM_UP, seed)
         warm, timed = issues[:WARM_UP], issues[WARM_UP:]
-        jobs = [(issue, pipeline.message_id(issue.id or 0, issue.subscriber.email)) for issue in timed]
+        jobs = [(issue, pipeline.message_id(issue.id or 0)) for issue in timed]
         # Templates compile and the signing key is read here, once, before the workers fork; the
         # warm-up readers are not among the timed ones.
         for issue in warm:
-            pipeline.render_message(issue, pipeline.message_id(issue.id or 0, issue.subscriber.email), NOW)
+            pipeline.render_message(issue, pipeline.message_id(issue.id or 0), NOW)
         store.close()
         _WORK = _Workload(pipeline, jobs)
         try:
@@ -200,7 +200,7 @@ def _profile(settings: Settings, count: int) -> None:
         store = Store(f"sqlite:///{Path(tmp) / 'distinct.sqlite3'}")
         pipeline = Pipeline(settings, store, clock=lambda: NOW)
         issues = distinct_issues(papers, pipeline.labels, count + WARM_UP)
-        jobs = [(issue, pipeline.message_id(issue.id or 0, issue.subscriber.email)) for issue in issues]
+        jobs = [(issue, pipeline.message_id(issue.id or 0)) for issue in issues]
         for issue, mid in jobs[:WARM_UP]:
             pipeline.render_message(issue, mid, NOW)
         profiler = cProfile.Profile()
