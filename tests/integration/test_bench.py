@@ -91,11 +91,10 @@ def test_bench_distinct_and_mta_figures(tmp_path: Path) -> None:
 
 
 def test_distinct_readers_never_share_a_set_of_papers() -> None:
-    from digest.bench import tagged_papers
-
     from benchmarks.workloads_distinct import PAPERS_EACH, distinct_issues
     from digest.compose import topic_labels
     from digest.config import Settings
+    from tests.samples import tagged_papers
 
     settings = Settings()
     papers = tagged_papers(settings, 40)
