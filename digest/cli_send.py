@@ -126,6 +126,8 @@ def _run_send(app: App, day: str | None, email: str | None, dry_run: bool, retry
     if dry_run:
         for address, count in summary.planned:
             click.echo(f"would send {count} papers to {printable(address)}")
+        for address, reason in summary.passed_over:
+            click.echo(f"would skip {printable(address)}: {reason}")
         click.echo(f"would_send={len(summary.planned)} (dry run: nothing sent or recorded)")
     else:
         _explain_unfinished(summary)

@@ -16,8 +16,8 @@ from itertools import groupby
 
 from digest.compose import Composer
 from digest.config import Settings
-from digest.models import DeliveryStatus, Feedback, Issue, Paper, Subscriber
-from digest.selection import Pool, SelectionContext, select, window_start
+from digest.models import DeliveryStatus, Feedback, Issue, Paper, Subscriber, SubscriberStatus
+from digest.selection import Pool, SelectionContext, is_due, select, window_start
 from digest.send_engine import SendSummary
 from digest.store import Store
 from digest.taste import Taste, Vector, build_taste, paper_vector
@@ -31,6 +31,25 @@ log = logging.getLogger("digest")
 _BUILD_CHUNK = 100
 # Papers readers gave feedback on kept in memory (with their vectors) while building.
 _FEEDBACK_PAPERS = 50_000
+
+_WEEKDAYS = ("Mondays", "Tuesdays", "Wednesdays", "Thursdays", "Fridays", "Saturdays", "Sundays")
+_ALREADY = {
+    DeliveryStatus.SENT: "already sent",
+    DeliveryStatus.SENDING: "being sent now",
+    DeliveryStatus.FAILED: "already tried: failed (see digest status)",
+    DeliveryStatus.UNKNOWN: "already handed over, outcome unknown (digest send --retry-unknown)",
+}
+
+
+def _not_considered(sub: Subscriber, issue_date: date) -> str | None:
+    """Why a send would not consider ``sub`` for ``issue_date`` at all; None if it would."""
+    if sub.status is not SubscriberStatus.CONFIRMED:
+        return {SubscriberStatus.PENDING: "not confirmed yet"}.get(sub.status, sub.status.value)
+    if sub.paused:
+        return "paused"
+    if not is_due(sub, issue_date):
+        return f"not due: weekly, on {_WEEKDAYS[sub.weekday]}"
+    return None
 
 
 class IssueBuilder:
@@ -164,21 +183,28 @@ class IssueBuilder:
 
     def plan(self, targets: Iterator[Subscriber], issue_date: date, now: datetime, summary: SendSummary) -> None:
         """What a send would do (``--dry-run``): each target's paper count in ``summary.planned``, stored
-        issues as they are, nothing written."""
+        issues as they are; every other target in ``summary.passed_over`` with why (counted as
+        skipped). Targets may be any readers: those a send would not consider are named too.
+        Nothing is written."""
         papers = Pool(self.candidate_papers(now), self.context)
         for sub in targets:
             assert sub.id is not None
-            existing = self.store.issue_id_for(sub.id, issue_date)
-            issue: Issue | None
-            if existing is not None:
-                delivery = self.store.delivery_for_issue(existing)
-                if delivery is not None and delivery.status is not DeliveryStatus.PENDING:
-                    summary.skipped += 1
-                    continue
-                issue = self.store.load_issue(existing, self.composer.labels)
-            else:
-                issue = self.build(sub, issue_date, now, papers)
-            if issue is None or (issue.count == 0 and not sub.send_empty):
+            reason = _not_considered(sub, issue_date)
+            issue: Issue | None = None
+            if reason is None:
+                existing = self.store.issue_id_for(sub.id, issue_date)
+                if existing is not None:
+                    delivery = self.store.delivery_for_issue(existing)
+                    if delivery is not None and delivery.status is not DeliveryStatus.PENDING:
+                        reason = _ALREADY.get(delivery.status, delivery.status.value)
+                    else:
+                        issue = self.store.load_issue(existing, self.composer.labels)
+                else:
+                    issue = self.build(sub, issue_date, now, papers)
+                if reason is None and (issue is None or (issue.count == 0 and not sub.send_empty)):
+                    reason = "nothing new matches their preferences"
+            if reason is not None or issue is None:
                 summary.skipped += 1
+                summary.passed_over.append((sub.email, reason or "no issue"))
                 continue
             summary.planned.append((sub.email, issue.count))

@@ -139,7 +139,10 @@ class Pipeline:
     # ---- fetch and tag --------------------------------------------------------------------------
 
     def fetch(self, names: list[str] | None = None, day: date | None = None) -> list[FetchSummary]:
-        """Run each enabled source (or those named); a failing source is recorded and the rest go on."""
+        """Run each enabled source (or those named); a failing source is recorded and the rest go on.
+
+        A failure is not logged here but returned (``FetchSummary.reason``): the caller reports it
+        once, the CLI as an ``error:`` line, the daemon in its log."""
         import httpx  # here: only a fetch needs HTTP (status, send and the rest start faster without it)
 
         from digest.sources import build_sources
@@ -163,11 +166,9 @@ class Pipeline:
         try:
             result = source.fetch(day, self.store.source_state(name))
         except SourceError as err:
-            log.warning("fetch failed source=%s reason=%s", name, err.reason)
             self.store.record_fetch(name, ok=False, error=err.reason, now=self.clock())
             return FetchSummary(name, errors=1, reason=err.reason)
         except DigestError as err:
-            log.warning("fetch failed source=%s reason=%s", name, err)
             self.store.record_fetch(name, ok=False, error=str(err), now=self.clock())
             return FetchSummary(name, errors=1, reason=str(err))
         new, updated = self.store.upsert_papers(result.papers, now=self.clock())
@@ -215,6 +216,15 @@ class Pipeline:
         composer = self.composer if renderer is None else Composer(self.settings, self.signing_key, renderer)
         return composer.compose(issue, message_id, now)
 
+    def _everyone(self, only: str | None) -> Iterator[Subscriber]:
+        if only is None:
+            yield from self.store.iter_subscribers(batch_size=self.settings.delivery.batch_size)
+            return
+        sub = self.store.get_subscriber(only)
+        if sub is None:
+            raise UsageError(f"no subscriber {only}")
+        yield sub
+
     def due_subscribers(self, issue_date: date, only: str | None = None) -> Iterator[Subscriber]:
         if only is not None:
             sub = self.store.get_subscriber(only)
@@ -252,7 +262,8 @@ class Pipeline:
         summary = SendSummary()
         progress = progress or NoProgress()
         if dry_run:
-            self.issues.plan(self.due_subscribers(issue_date, only), issue_date, now, summary)
+            # Every reader, so that the plan says why each one who gets nothing gets nothing.
+            self.issues.plan(self._everyone(only), issue_date, now, summary)
             return summary
 
         dkim.signer_for(self.settings)  # a bad DKIM set-up stops the run before anything is claimed

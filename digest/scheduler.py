@@ -362,6 +362,8 @@ class Daemon:
             return None
         finally:
             self._fetch_lock.release()
+        for failed in (s for s in summaries if s.errors):
+            log.warning("fetch failed source=%s reason=%s", failed.source, failed.reason)
         new = sum(s.new for s in summaries)
         errors = sum(s.errors for s in summaries)
         log.info("fetch done sources=%d new=%d updated=%d errors=%d", len(summaries), new,

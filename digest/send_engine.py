@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from digest.compose import Composer
 from digest.config import Settings
+from digest.errors import DeliveryError
 from digest.gcpause import frozen_heap
 from digest.mail import Mailer
 from digest.models import AttemptEnd, Delivery, DeliveryStatus, Issue, Outcome, OutgoingMessage, Paper, SendResult
@@ -65,6 +66,8 @@ class SendSummary:
     stopped: bool = False  # SIGTERM / Ctrl-C (or the daemon stopping) ended it early
     relay_refusing: str = ""  # the relay guard stopped it: one line saying why (digest.relay_guard)
     planned: list[tuple[str, int]] = field(default_factory=list)
+    # A dry run's readers who would get nothing, each with why: (address, reason).
+    passed_over: list[tuple[str, str]] = field(default_factory=list)
 
     def line(self) -> str:
         """The last line of ``digest send``: pending and unknown appear only when there are some."""
@@ -211,6 +214,7 @@ class SendSession:
 
         claims = claim()
         guard: RelayGuard[_Ended] = RelayGuard()
+        error: str | None = None
         try:
             if claims:
                 self._slot.expect(len(claims))
@@ -218,10 +222,16 @@ class SendSession:
                 # that cannot be reached fails the run here, with every message still pending.
                 with engine.mailer as mailer:
                     _Dispatch(engine, mailer, worker, summary, progress, self._slot.process, guard).run(claims, claim)
+        except DeliveryError as err:
+            error = str(err)
+            raise
         finally:
             # Also after an error: claims left behind would block a re-run until their lease expires,
-            # and refusals held back by the relay guard would wait out their hold.
-            engine.store.release_claims(worker)
+            # and refusals held back by the relay guard would wait out their hold. The messages an
+            # error left unsent are deferred, and keep the error to say why.
+            released = engine.store.release_claims(worker, error, engine.clock())
+            if error is not None:
+                summary.deferred += released
             held = guard.still_held()
             if held:
                 engine.store.release_held([e.delivery.id for e in held])

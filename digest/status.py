@@ -44,6 +44,8 @@ class LastSend:
     skipped: int
     failed: int
     deliveries: dict[str, int]
+    deferred: int = 0  # pending after an error (refused for now, or the server could not be reached)
+    deferred_error: str | None = None  # the latest such error
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,9 +122,11 @@ def collect_status(pipeline: Pipeline) -> StatusReport:
     run = store.last_send_run()
     last_send = None
     if run is not None:
+        deferred, deferred_error = store.deferred_deliveries(run.issue_date)
         last_send = LastSend(issue_date=run.issue_date, started_at=run.started_at, finished_at=run.finished_at,
                              sent=run.sent, skipped=run.skipped, failed=run.failed,
-                             deliveries=store.delivery_counts(run.issue_date))
+                             deliveries=store.delivery_counts(run.issue_date), deferred=deferred,
+                             deferred_error=deferred_error)
     due = []
     for sub in store.iter_subscribers(status=SubscriberStatus.CONFIRMED):
         local_day = local_issue_date(sub, now)
@@ -194,12 +198,15 @@ def format_status(report: StatusReport) -> str:
     if not report.sources:
         lines.append("  (never fetched)")
     for s in report.sources:
-        tail = f" error: {s.error}" if s.result == "error" else f" new={s.new} updated={s.updated}"
-        lines.append(f"  {s.source:<10} last fetch {_fmt(s.last_fetch_at)} {s.result}{tail}")
+        outcome = (f"error: {s.error}" if s.result == "error"
+                   else f"{s.result} new={s.new} updated={s.updated}")
+        lines.append(f"  {s.source:<10} last fetch {_fmt(s.last_fetch_at)} {outcome}")
     send = report.last_send
     if send is not None:
-        lines.append(f"last send: issue {_fmt(send.issue_date)} at {_fmt(send.started_at)}: "
-                     f"sent={send.sent} skipped={send.skipped} failed={send.failed}")
+        lines.append(f"last send: issue {_fmt(send.issue_date)} at {_fmt(send.started_at)}"
+                     + ("" if send.finished_at else " (did not finish)")
+                     + f": sent={send.sent} skipped={send.skipped} failed={send.failed}")
+        lines.append(f"  deliveries of {_fmt(send.issue_date)} now: " + _delivery_line(send))
     else:
         lines.append("last send: never")
     if report.next_runs:
@@ -233,6 +240,20 @@ def format_status(report: StatusReport) -> str:
     lines.append(f"signing key: {_key_origin(report.signing_key)}")
     # Error texts from servers and addresses from readers: one printable line each, whatever they hold.
     return "\n".join(printable(line) for line in lines)
+
+
+def _delivery_line(send: LastSend) -> str:
+    """What the delivery records of the last send's issue date say now: a run stopped by an error (the
+    mail server could not be reached) counts nothing itself, but its messages are deferred, not sent."""
+    counts = send.deliveries
+    deferred = send.deferred
+    line = (f"sent={counts.get('sent', 0)} failed={counts.get('failed', 0)} deferred={deferred} "
+            f"waiting={counts.get('pending', 0) - deferred} unknown={counts.get('unknown', 0)}")
+    if counts.get("sending"):
+        line += f" sending={counts['sending']}"
+    if send.deferred_error:
+        line += f" (last error: {send.deferred_error})"
+    return line
 
 
 def _key_origin(key: KeyOrigin) -> str:

@@ -14,7 +14,7 @@ from digest.models import AttemptEnd, Delivery, DeliveryStatus
 from digest.store import schema as t
 from digest.store.base import StoreBase
 from digest.store.records import DeliveryAttention
-from digest.store.rows import Row, chunks
+from digest.store.rows import Row, chunks, utc_now
 
 # The send loop's two statements (``settle``), in the driver's terms ("?" becomes the driver's mark).
 _END_ATTEMPT = (
@@ -26,6 +26,12 @@ _MARK_SENDING = (
     "UPDATE deliveries SET status = 'sending', attempts = attempts + 1, lease_until = ?, updated_at = ?"
     " WHERE id = ? AND claimed_by = ? AND status = 'pending'"
 )
+
+
+def _deferred(c: Any) -> Any:
+    """Pending deliveries that met an error: refused for now (an attempt counted), or left unsent when
+    the mail server could not be reached (the error kept, no attempt made)."""
+    return and_(c.status == DeliveryStatus.PENDING.value, or_(c.attempts > 0, c.last_error.is_not(None)))
 
 
 def _row_to_delivery(r: Row) -> Delivery:
@@ -153,13 +159,18 @@ class DeliveryStore(StoreBase):
         with self._reading() as conn:
             return int(conn.execute(query).scalar_one())
 
-    def release_claims(self, worker: str) -> int:
-        """Give back this worker's unsent claims (clean shutdown)."""
+    def release_claims(self, worker: str, error: str | None = None, now: datetime | None = None) -> int:
+        """Give back this worker's unsent claims (clean shutdown); with ``error`` (the send stopped on
+        it: the mail server could not be reached), each keeps it as its last error, so `digest status`
+        counts them as deferred and says why. Returns how many were given back."""
         c = t.deliveries.c
+        values: dict[str, Any] = {"claimed_by": None, "lease_until": None}
+        if error is not None:
+            values.update(last_error=error, updated_at=now or utc_now())
         with self.engine.begin() as conn:
-            return conn.execute(update(t.deliveries).where(
+            return int(conn.execute(update(t.deliveries).where(
                 c.claimed_by == worker, c.status == DeliveryStatus.PENDING.value
-            ).values(claimed_by=None, lease_until=None)).rowcount
+            ).values(**values)).rowcount)
 
     def claimants(self) -> set[str]:
         """Every worker holding a pending or sending record (to spot senders that died)."""
@@ -312,9 +323,19 @@ class DeliveryStore(StoreBase):
         query = (select(c.id, c.issue_date, c.status, c.attempts, c.last_error, t.subscribers.c.email)
                  .join(t.subscribers, t.subscribers.c.id == c.subscriber_id)
                  .where(or_(c.status.in_([DeliveryStatus.FAILED.value, DeliveryStatus.UNKNOWN.value]),
-                            and_(c.status == DeliveryStatus.PENDING.value, c.attempts > 0)))
+                            _deferred(c)))
                  .order_by(c.updated_at.desc()).limit(limit))
         with self.engine.connect() as conn:
             return [DeliveryAttention(id=r.id, issue_date=r.issue_date, status=DeliveryStatus(r.status),
                                       attempts=r.attempts, last_error=r.last_error, email=r.email)
                     for r in conn.execute(query)]
+
+    def deferred_deliveries(self, issue_date: date) -> tuple[int, str | None]:
+        """How many deliveries of ``issue_date`` wait for another attempt after an error (refused for
+        now, or the server could not be reached), and the latest such error."""
+        c = t.deliveries.c
+        where = and_(c.issue_date == issue_date, _deferred(c))
+        with self._reading() as conn:
+            count = conn.execute(select(func.count()).where(where)).scalar_one()
+            latest = conn.execute(select(c.last_error).where(where).order_by(c.updated_at.desc()).limit(1)).scalar()
+        return int(count), latest
