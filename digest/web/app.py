@@ -226,16 +226,23 @@ class WebApp:
             return self.link_problem(request, err)
         return self.preferences_page(request, sub, saved=request.query_params.get("saved") == "1")
 
-    async def preferences_post(self, request: Request) -> Response:
-        form = await self.read_form(request)
+    async def preferences_owner(self, request: Request, form: FormData) -> Subscriber | Response:
+        """The reader a preferences form was posted for, or the page refusing it (CSRF, bad link)."""
         refused = self.check_csrf(request, form)
         if refused is not None:
             return refused
         try:
-            sub = await run_in_threadpool(self.service.subscriber_for, LinkScope.PREFERENCES,
-                                          request.path_params["token"])
+            sub: Subscriber = await run_in_threadpool(self.service.subscriber_for, LinkScope.PREFERENCES,
+                                                      request.path_params["token"])
         except LinkProblem as err:
             return self.link_problem(request, err)
+        return sub
+
+    async def preferences_post(self, request: Request) -> Response:
+        form = await self.read_form(request)
+        sub = await self.preferences_owner(request, form)
+        if isinstance(sub, Response):
+            return sub
         action = form.get("action")
         if action == "resubscribe":
             # Coming back goes through a new confirmation email, like any subscription.
@@ -259,14 +266,9 @@ class WebApp:
         """A library file (BibTeX, RIS, arXiv ids) from the preferences page: each paper found counts
         as "more like this"."""
         async with request.form(max_files=1, max_fields=20, max_part_size=MAX_UPLOAD_BYTES) as form:
-            refused = self.check_csrf(request, form)
-            if refused is not None:
-                return refused
-            try:
-                sub = await run_in_threadpool(self.service.subscriber_for, LinkScope.PREFERENCES,
-                                              request.path_params["token"])
-            except LinkProblem as err:
-                return self.link_problem(request, err)
+            sub = await self.preferences_owner(request, form)
+            if isinstance(sub, Response):
+                return sub
             upload = form.get("library")
             if upload is None or isinstance(upload, str):
                 return self.preferences_page(request, sub, error="Choose a file to import.", status=400)
