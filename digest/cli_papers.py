@@ -6,7 +6,7 @@ import json
 import sys
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -211,31 +211,34 @@ def papers() -> None:
 
 
 @papers.command("list")
-@click.option("--since", metavar="YYYY-MM-DD", help="Only papers first seen on or after this day (UTC).")
+@click.option("--since", metavar="YYYY-MM-DD", help="Only papers listed on or after this day.")
 @click.option("--topic", metavar="T", help="Only papers tagged with this topic.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
 @pass_app
 @handle_errors
 def papers_list(app: App, since: str | None, topic: str | None, as_json: bool) -> None:
-    """List stored papers, newest first.
+    """List stored papers, newest listing first: id, listing day, topics, title.
+
+    The listing day is the day of the listing that carried the paper (HF's daily date, arXiv's
+    announcement, the day fetched), not when it was fetched: that is first_seen in --json.
 
     \b
     Example:
       digest papers list --since 2026-08-18 --json
     """
-    from datetime import UTC
-
-    day = parse_date(since)
-    start = datetime(day.year, day.month, day.day, tzinfo=UTC) if day else None
     if topic is not None and topic not in app.settings.topics:
         raise UsageError(f"unknown topic {topic!r}")
-    for p in app.store.list_papers(since=start, topic=topic):
+    stored = app.store.list_papers(listed_since=parse_date(since), topic=topic)
+    # Newest listing first; within a day the store's order (newest fetched first) stays.
+    stored.sort(key=lambda p: p.listed_on or date.min, reverse=True)
+    for p in stored:
+        listed = p.listed_on.isoformat() if p.listed_on else None
         if as_json:
             click.echo(json.dumps({
                 "id": p.id, "title": p.title, "topics": list(p.topic_names), "sources": list(p.sources),
                 "authors": list(p.authors), "url": p.link, "upvotes": p.upvotes, "version": p.version,
-                "first_seen": p.first_seen.isoformat() if p.first_seen else None,
+                "listed_on": listed, "first_seen": p.first_seen.isoformat() if p.first_seen else None,
                 "why": {a.topic: list(a.why) for a in p.topics},
             }))
         else:
-            click.echo(f"{printable(p.id)}\t{','.join(p.topic_names) or '-'}\t{printable(p.title)}")
+            click.echo(f"{printable(p.id)}\t{listed or '-'}\t{','.join(p.topic_names) or '-'}\t{printable(p.title)}")

@@ -34,7 +34,9 @@ class Paper:
 
     ``id`` is the arXiv id without version (``2403.12345``) where one is known, else a stable id derived
     from the normalised title (``title:<hex>``). ``sources`` names every source that reported it.
-    ``topics`` is empty until the tagger has run.
+    ``topics`` is empty until the tagger has run. ``listed_on`` is the day of the listing that carried
+    it (HF's daily date, arXiv's announcement, the day fetched), as the source reported it; the store
+    keeps the earliest it was given and, when a source knows none, the day it was fetched.
     """
 
     id: str
@@ -53,6 +55,7 @@ class Paper:
     categories: tuple[str, ...] = ()
     sources: tuple[str, ...] = ()
     first_seen: datetime | None = None
+    listed_on: date | None = None
     topics: tuple[TopicAssignment, ...] = ()
 
     def with_topics(self, topics: tuple[TopicAssignment, ...]) -> Paper:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from datetime import time as clock_time
 
@@ -52,18 +52,23 @@ class AtomPage:
 
 
 def parse_atom(content: bytes, source: str = "arxiv") -> AtomPage:
-    """An API response -> its papers, in feed order; the API's error entry becomes SourceError."""
+    """An API response -> its papers, in feed order; the API's error entry becomes SourceError.
+
+    The API names no announcement day: papers are listed on the day the feed says it was answered
+    (its ``<updated>``), the listing as it stood that day."""
     root = parse_xml(content, source)
     if root.tag != f"{ATOM}feed":
         raise SourceError(source, f"expected an Atom <feed>, got <{etree.QName(root).localname}>")
     papers = []
+    answered = parse_datetime(root.findtext(f"{ATOM}updated"))
+    listed = answered.date() if answered else None
     entries = root.findall(f"{ATOM}entry")
     for entry in entries:
         entry_id = entry.findtext(f"{ATOM}id") or ""
         if "/api/errors" in entry_id:
             message = clean_text(entry.findtext(f"{ATOM}summary")) or entry_id
             raise SourceError(source, f"arXiv API error: {message}")
-        paper = _paper(entry, entry_id, source)
+        paper = _paper(entry, entry_id, source, listed)
         if paper is not None:
             papers.append(paper)
     return AtomPage(
@@ -83,7 +88,7 @@ def atom_error_message(content: bytes) -> str | None:
     return None
 
 
-def _paper(entry: etree._Element, entry_id: str, source: str) -> Paper | None:
+def _paper(entry: etree._Element, entry_id: str, source: str, listed: date | None) -> Paper | None:
     title = clean_text(entry.findtext(f"{ATOM}title"))
     if not title:
         return None
@@ -103,6 +108,7 @@ def _paper(entry: etree._Element, entry_id: str, source: str) -> Paper | None:
         pdf_url=f"https://arxiv.org/pdf/{arxiv_id}" if arxiv_id else _link(entry, "pdf"),
         categories=tuple(dict.fromkeys(t for t in terms if t)),
         sources=(source,),
+        listed_on=listed,
     )
 
 
@@ -130,6 +136,11 @@ def build_query(categories: list[str], since: datetime | None = None, until: dat
     return f"({cats}) AND submittedDate:[{since:%Y%m%d%H%M} TO {until:%Y%m%d%H%M}]"
 
 
+def _listed(page: AtomPage, day: date | None) -> list[Paper]:
+    """The page's papers, listed on ``day`` if one was asked for (else as the feed dates them)."""
+    return [replace(p, listed_on=day) for p in page.papers] if day else page.papers
+
+
 class ArxivSource(HttpListingSource[ArxivSettings]):
     """Newest-first pages of ``search_query=cat:...`` until a paper is older than the window, or a cap.
 
@@ -138,6 +149,9 @@ class ArxivSource(HttpListingSource[ArxivSettings]):
     ending with that day (UTC), and the watermark is left alone unless it grows. Requests are paced by
     ``delay_seconds`` (never under 3 s against arxiv.org). Stops after ``max_results`` papers.
     A replayed recording (``file:`` URL) is read as one page and kept whole, up to ``max_results``.
+
+    The API names no announcement day: papers are listed on ``day`` when one is asked for, else on the
+    day the feed says it was answered (``parse_atom``: today live, the recording's day replayed).
     """
 
     default_name = "arxiv"
@@ -166,9 +180,9 @@ class ArxivSource(HttpListingSource[ArxivSettings]):
             query = build_query(cfg.categories)
 
         if self.replaying:
-            papers, pages, why = self._replayed(), 1, "replayed a recording"
+            papers, pages, why = self._replayed(day), 1, "replayed a recording"
         else:
-            papers, pages, why = self._paged(query, since, until)
+            papers, pages, why = self._paged(query, since, until, day)
         log.info("%s: %d papers from %d pages (%s)", self.name, len(papers), pages, why)
 
         newest = [p.published for p in papers.values() if p.published is not None]
@@ -176,17 +190,19 @@ class ArxivSource(HttpListingSource[ArxivSettings]):
         new_state = {"watermark": max(marks).isoformat()} if marks else {}
         return FetchResult(self.name, list(papers.values()), new_state)
 
-    def _replayed(self) -> dict[str, Paper]:
+    def _replayed(self, day: date | None) -> dict[str, Paper]:
         """A recording is one page answering one query, made before "now": its papers are the listing
         as recorded (paging on, or a window relative to today, would re-read the page or keep nothing)."""
         papers: dict[str, Paper] = {}
-        for paper in parse_atom(self._http.get(self.settings.url).content, self.name).papers:
+        page = parse_atom(self._http.get(self.settings.url).content, self.name)
+        for paper in _listed(page, day):
             if len(papers) >= self.settings.max_results:
                 break
             papers.setdefault(paper.id, paper)
         return papers
 
-    def _paged(self, query: str, since: datetime, until: datetime | None) -> tuple[dict[str, Paper], int, str]:
+    def _paged(self, query: str, since: datetime, until: datetime | None,
+               day: date | None) -> tuple[dict[str, Paper], int, str]:
         """Newest-first pages until a paper older than ``since`` or ``max_results``: (papers, pages, why)."""
         cfg = self.settings
         papers: dict[str, Paper] = {}
@@ -195,7 +211,7 @@ class ArxivSource(HttpListingSource[ArxivSettings]):
             page = self._page(query, start)
             pages += 1
             older = False
-            for paper in page.papers:
+            for paper in _listed(page, day):
                 if paper.published is not None and until is not None and paper.published >= until:
                     continue
                 if paper.published is not None and paper.published < since:

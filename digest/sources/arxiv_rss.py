@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime
 
 from lxml import etree
@@ -55,7 +55,8 @@ def parse_feed(content: bytes, source: str = "arxiv_rss") -> RssFeed:
     """An rss.arxiv.org feed (RSS 2.0 or Atom) -> its items in feed order.
 
     A feed without items is normal (weekends, holidays). The feed arXiv serves for a bad archive name
-    ("Feed error for query ...") and any document that is not a feed are SourceError.
+    ("Feed error for query ...") and any document that is not a feed are SourceError. Each paper is
+    listed on the feed's announcement day (its date, UTC), else its item's.
     """
     root = parse_xml(content, source)
     if root.tag == "rss":
@@ -73,10 +74,18 @@ def parse_feed(content: bytes, source: str = "arxiv_rss") -> RssFeed:
         items = [_atom_item(entry, source) for entry in root.findall(f"{ATOM}entry")]
     else:
         raise SourceError(source, f"expected an RSS or Atom feed, got <{etree.QName(root).localname}>")
-    kept = [item for item in items if item is not None]
+    announced = feed_date.date() if feed_date else None
+    kept = [_listed(item, announced) for item in items if item is not None]
     if len(kept) < len(items):
         log.warning("%s: skipped %d items without a title", source, len(items) - len(kept))
     return RssFeed(title, feed_date, kept)
+
+
+def _listed(item: RssItem, announced: date | None) -> RssItem:
+    """The item listed on the feed's announcement day, if the feed names one (else on its own date)."""
+    if announced is None:
+        return item
+    return RssItem(replace(item.paper, listed_on=announced), item.announce_type)
 
 
 def _check_error(source: str, title: str, description: str | None) -> None:
@@ -133,17 +142,19 @@ def _item(
     if match := _DESCRIPTION.match(abstract):
         described_type = match.group("type")
         abstract = abstract[match.end():]
+    when = parse_datetime(published)
     paper = Paper(
         id=arxiv_id or title_key(clean_title),
         version=version,
         title=clean_title,
         abstract=clean_text(abstract),
         authors=tuple(authors),
-        published=parse_datetime(published),
+        published=when,
         url=f"https://arxiv.org/abs/{arxiv_id}" if arxiv_id else None,
         pdf_url=f"https://arxiv.org/pdf/{arxiv_id}" if arxiv_id else None,
         categories=tuple(dict.fromkeys(c.strip() for c in categories if c.strip())),
         sources=(source,),
+        listed_on=when.date() if when else None,
     )
     kind = clean_text(announce_type) or described_type
     return RssItem(paper, kind.lower())
@@ -158,7 +169,8 @@ class ArxivRssSource(HttpListingSource[ArxivRssSettings]):
     """One request for ``{url}/{cat+cat...}``; keeps the announce types in ``announce_types``.
 
     The feed only ever holds the latest announcement, so ``day`` is ignored (a replayed folder of
-    recorded feeds, ``file:`` URL, is read by day). State kept between runs:
+    recorded feeds, ``file:`` URL, is read by day). Papers are listed on the feed's announcement day
+    (its ``pubDate``), else their item's, else the day asked for. State kept between runs:
     ``url``, ``etag``, ``last_modified``, ``feed_date`` and ``announce_types``; a feed with the same
     date as last time, for the same URL and announce types, has been seen already and comes back as
     ``not_modified``.
@@ -194,7 +206,8 @@ class ArxivRssSource(HttpListingSource[ArxivRssSettings]):
         papers: dict[str, Paper] = {}
         for item in feed.items:
             if not wanted or item.announce_type in wanted:
-                papers.setdefault(item.paper.id, item.paper)
+                paper = item.paper if item.paper.listed_on or day is None else replace(item.paper, listed_on=day)
+                papers.setdefault(paper.id, paper)
         if not feed.items:
             log.info("%s: %s has no items (normal on weekends and holidays)", self.name, url)
         return FetchResult(self.name, list(papers.values()), new_state)

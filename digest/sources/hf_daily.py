@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from datetime import date
 from typing import Any
 
@@ -17,6 +18,7 @@ from digest.sources.normalize import clean_text, parse_datetime, split_arxiv_id,
 __all__ = [
     "HfDailySource",
     "daily_date",
+    "listed_on",
     "load_entries",
     "paper_from_entry",
     "papers_from_entries",
@@ -69,7 +71,8 @@ def paper_from_entry(entry: Mapping[str, Any], source: str) -> Paper | None:
     """One daily-paper entry -> Paper; ``paper.*`` wins over the top-level copies of a field.
 
     The link is the arXiv abstract page (the HF page is derivable from the id); ``code_url`` is
-    ``githubRepo``, ``project_url`` is ``projectPage``. None if the entry has no title.
+    ``githubRepo``, ``project_url`` is ``projectPage``; ``listed_on`` is the day of
+    ``submittedOnDailyAt`` (the daily list that carried it). None if the entry has no title.
     """
     inner = entry.get("paper")
     paper: Mapping[str, Any] = inner if isinstance(inner, Mapping) else {}
@@ -83,6 +86,7 @@ def paper_from_entry(entry: Mapping[str, Any], source: str) -> Paper | None:
     if not title:
         return None
     ai_summary = clean_text(_text(pick("ai_summary"))) or None
+    listed = parse_datetime(_text(paper.get("submittedOnDailyAt")))
     return Paper(
         id=arxiv_id or title_key(title),
         version=version,
@@ -98,7 +102,15 @@ def paper_from_entry(entry: Mapping[str, Any], source: str) -> Paper | None:
         ai_summary=ai_summary,
         ai_keywords=tuple(k for k in (clean_text(_text(x)) for x in _list(pick("ai_keywords"))) if k),
         sources=(source,),
+        listed_on=listed.date() if listed else None,
     )
+
+
+def listed_on(papers: Iterable[Paper], day: date | None) -> list[Paper]:
+    """``papers`` with ``day`` as the listing day of those whose entry named none (unchanged if None)."""
+    if day is None:
+        return list(papers)
+    return [p if p.listed_on is not None else replace(p, listed_on=day) for p in papers]
 
 
 def daily_date(entries: Iterable[Any]) -> str | None:
@@ -142,6 +154,8 @@ def _authors(value: Any) -> tuple[str, ...]:
 class HfDailySource(HttpListingSource[HfDailySettings]):
     """``GET {url}?date=YYYY-MM-DD`` (no date: the latest day); conditional on ETag/Last-Modified.
 
+    Each paper is listed on its entry's daily date (``submittedOnDailyAt``), else on the day asked for.
+
     State kept between runs: ``url``, ``etag``, ``last_modified`` of the last response, and ``date``,
     the newest daily date seen.
     """
@@ -160,7 +174,7 @@ class HfDailySource(HttpListingSource[HfDailySettings]):
         if response.not_modified:
             return FetchResult(self.name, [], dict(state), not_modified=True)
         entries = load_entries(response.content, self.name)
-        papers = papers_from_entries(entries, self.name)
+        papers = listed_on(papers_from_entries(entries, self.name), day)
         new_state = response.validators
         seen = [d for d in (state.get("date"), daily_date(entries), day and day.isoformat()) if d]
         if seen:

@@ -15,7 +15,7 @@ from bs4 import BeautifulSoup, Tag
 from digest.config import HfPapersSource as HfPapersSettings
 from digest.errors import SourceError
 from digest.models import FetchResult, Paper
-from digest.sources.hf_daily import papers_from_entries
+from digest.sources.hf_daily import listed_on, papers_from_entries
 from digest.sources.http import HttpListingSource, conditional_validators
 from digest.sources.normalize import clean_text
 
@@ -149,7 +149,9 @@ def listing_url(base: str, listing: str, day: date | None, today: date) -> str:
 class HfPapersSource(HttpListingSource[HfPapersSettings]):
     """Reads one HF papers listing page per fetch, conditional on ETag/Last-Modified.
 
-    State kept between runs: ``url``, ``etag``, ``last_modified``, and ``date`` (the listing's date).
+    Each paper is listed on its entry's daily date, else the date the page names, else (a daily
+    listing) the day asked for. State kept between runs: ``url``, ``etag``, ``last_modified``, and
+    ``date`` (the listing's date).
     """
 
     default_name = "hf_papers"
@@ -167,4 +169,12 @@ class HfPapersSource(HttpListingSource[HfPapersSettings]):
         new_state = response.validators
         if page.date:
             new_state["date"] = page.date
-        return FetchResult(self.name, page.papers, new_state)
+        named = _day(page.date) or (day if self.settings.listing == "daily" else None)
+        return FetchResult(self.name, listed_on(page.papers, named), new_state)
+
+
+def _day(text: str | None) -> date | None:
+    try:
+        return date.fromisoformat(text) if text else None
+    except ValueError:
+        return None

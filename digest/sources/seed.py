@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import date
 from importlib.resources.abc import Traversable
 from pathlib import Path
@@ -50,7 +51,10 @@ def parse_listing(text: str) -> list[Paper]:
 
 
 class SeedSource:
-    """Reads the listing file on every fetch; the store's merge makes a re-read add nothing new."""
+    """Reads the listing file on every fetch; the store's merge makes a re-read add nothing new.
+
+    The file is undated: its papers are listed on the day asked for, else (no ``listed_on``) on the
+    day the store receives them."""
 
     def __init__(self, path: Path | Traversable, name: str = "seed") -> None:
         self.name = name
@@ -66,4 +70,6 @@ class SeedSource:
         papers = parse_listing(text)
         if not papers and text.strip():
             raise SourceError(self.name, f"{self.path}: no title/abstract pairs found")
+        if day is not None:
+            papers = [replace(p, listed_on=day) for p in papers]
         return FetchResult(source=self.name, papers=papers)

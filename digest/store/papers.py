@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
-from datetime import datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from sqlalchemy import Connection, bindparam, delete, func, insert, or_, select, update
@@ -41,6 +41,8 @@ def _merge(old: Paper, new: Paper) -> Paper:
         ai_keywords=_union(old.ai_keywords, new.ai_keywords),
         categories=_union(old.categories, new.categories),
         sources=_union(old.sources, new.sources),
+        # The first listing that carried it: a past day fetched later moves it back, never forward.
+        listed_on=min((d for d in (old.listed_on, new.listed_on) if d is not None), default=None),
     )
 
 
@@ -55,6 +57,8 @@ def _paper_row(p: Paper, key: str, now: datetime) -> dict[str, Any]:
         "code_url": p.code_url, "project_url": p.project_url, "upvotes": p.upvotes,
         "ai_summary": p.ai_summary, "ai_keywords": list(p.ai_keywords), "categories": list(p.categories),
         "sources": list(p.sources), "first_seen": p.first_seen or now, "updated_at": now, "tagged_at": None,
+        # A source that knows no listing day (the seed file) lists what it has on the day it is fetched.
+        "listed_on": p.listed_on or now.astimezone(UTC).date(),
     }
 
 
@@ -170,9 +174,13 @@ class PaperStore(StoreBase):
         until: datetime | None = None,
         topic: str | None = None,
         ids: Sequence[str] | None = None,
+        listed_since: date | None = None,
     ) -> list[Paper]:
-        """Papers first seen in ``[since, until)`` (all when None), with their topics, newest first."""
+        """Papers first seen in ``[since, until)`` (all when None) and listed on ``listed_since`` or later
+        (if given), with their topics, newest first (by ``first_seen``)."""
         query = select(t.papers)
+        if listed_since is not None:
+            query = query.where(t.papers.c.listed_on >= listed_since)
         if since is not None:
             query = query.where(t.papers.c.first_seen >= since)
         if until is not None:

@@ -42,7 +42,7 @@ def row_to_paper(r: Row, topics: tuple[TopicAssignment, ...] = ()) -> Paper:
         code_url=r["code_url"], project_url=r["project_url"], upvotes=r["upvotes"],
         ai_summary=r["ai_summary"], ai_keywords=tuple(r["ai_keywords"] or ()),
         categories=tuple(r["categories"] or ()), sources=tuple(r["sources"] or ()),
-        first_seen=r["first_seen"], topics=topics,
+        first_seen=r["first_seen"], listed_on=r["listed_on"], topics=topics,
     )
 
 

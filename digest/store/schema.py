@@ -71,6 +71,9 @@ papers = Table(
     Column("categories", JSON, nullable=False, default=list),
     Column("sources", JSON, nullable=False, default=list),
     Column("first_seen", UTCDateTime(), nullable=False, index=True),
+    # The day of the listing that carried the paper (earliest known); NULL only in rows written before
+    # revision 0009 that its backfill could not date.
+    Column("listed_on", Date, index=True),
     Column("updated_at", UTCDateTime(), nullable=False),
     # NULL until the tagger has run on the current title/abstract; reset when they change.
     Column("tagged_at", UTCDateTime()),

@@ -86,6 +86,37 @@ def test_fields_merge_across_sources(any_store: Store) -> None:
     assert merged.code_url == "https://g/x" and merged.pdf_url and merged.version == 1
 
 
+def test_a_paper_keeps_the_earliest_listing_day_it_was_given(any_store: Store) -> None:
+    any_store.upsert_papers([p("2408.00001", listed_on=date(2026, 8, 19)), p("2408.00002")], NOW)
+    got = {x.id: x.listed_on for x in any_store.list_papers()}
+    assert got == {"2408.00001": date(2026, 8, 19), "2408.00002": NOW.date()}  # no day known: the fetch's
+    assert any_store.upsert_papers([p("2408.00001", listed_on=date(2026, 8, 18))], NOW) == (0, 1)
+    assert any_store.upsert_papers([p("2408.00001", listed_on=date(2026, 8, 20)), p("2408.00001")], NOW) == (0, 0)
+    [paper] = any_store.list_papers(ids=["2408.00001"])
+    assert paper.listed_on == date(2026, 8, 18)
+    assert [x.id for x in any_store.list_papers(listed_since=date(2026, 8, 19))] == ["2408.00002"]
+
+
+def test_papers_stored_before_listing_days_are_dated_by_their_first_fetch(any_store: Store) -> None:
+    from importlib import resources
+
+    from alembic import command
+    from alembic.config import Config
+
+    late = datetime(2026, 8, 17, 23, 30, tzinfo=UTC)  # late in the UTC day: still the 17th
+    any_store.upsert_papers([p("2408.00001", listed_on=date(2026, 8, 1))], late)
+    any_store.upsert_papers([p("2408.00002")], NOW)
+    cfg = Config()
+    cfg.set_main_option("script_location", str(resources.files("digest.store") / "migrations"))
+    with any_store.engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0008")  # the rows as revision 0008 kept them: no listing day
+    any_store.migrate()
+    assert any_store.schema_version() == _head()
+    assert {x.id: x.listed_on for x in any_store.list_papers()} == {
+        "2408.00001": date(2026, 8, 17), "2408.00002": NOW.date()}
+
+
 def test_new_version_updates_text_and_needs_tagging_again(any_store: Store) -> None:
     any_store.upsert_papers([p("2408.00001", version=1)], NOW)
     any_store.save_tags([p("2408.00001", topics=(TopicAssignment("nas", 2.0, ("nas",)),))], NOW)
