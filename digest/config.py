@@ -6,12 +6,15 @@ import os
 import tomllib
 from datetime import time
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from digest.errors import ConfigError
 from digest.topics import TopicSpec, default_topics
+
+if TYPE_CHECKING:
+    from importlib.resources.abc import Traversable
 
 DEFAULT_CONFIG_PATH = Path("config/digest.toml")
 CONFIG_ENV = "DIGEST_CONFIG"
@@ -298,12 +301,18 @@ def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
     """
     explicit = path is not None or bool(os.environ.get(CONFIG_ENV))
     chosen = Path(path) if path is not None else Path(os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG_PATH)
+    found: Path | Traversable = chosen
     if not chosen.exists():
-        if explicit:
+        if not explicit:
+            return Settings()
+        from digest.packaged import locate
+
+        # A shipped config (config/replay.toml) is found outside a checkout too; a file there wins.
+        found = locate(chosen)
+        if not found.is_file():
             raise ConfigError(f"config file not found: {chosen}")
-        return Settings()
     try:
-        data = tomllib.loads(chosen.read_text(encoding="utf-8"))
+        data = tomllib.loads(found.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"{chosen}: invalid TOML: {err}") from err
     except (OSError, UnicodeDecodeError) as err:

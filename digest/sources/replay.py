@@ -7,7 +7,8 @@ without one, the latest day in the folder, as the live source answers its latest
 then go through the source's own parser and the store's merge, exactly as an HTTP body does.
 
 Accepted forms: ``file:///absolute/path``, ``file://localhost/absolute/path`` and ``file:relative/path``
-(relative to the working directory, as every relative path in the config is).
+(relative to the working directory, as every relative path in the config is; ``file:examples/replay/...``
+means the recordings shipped in the package when the working directory has no such folder).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from urllib.parse import unquote, urlsplit
 import httpx
 
 from digest.errors import SourceError
+from digest.packaged import locate_path
 from digest.sources.response import MAX_RESPONSE_BYTES, HttpResponse
 
 __all__ = ["Replay", "ReplayHttp"]
@@ -40,7 +42,9 @@ class Replay:
                                       "(file:///absolute/path or file:relative/path)")
         if not parts.path:
             raise SourceError(source, f"invalid URL {url!r}: no path")
-        self.path = Path(unquote(parts.path))
+        # A relative path is read from the working directory; the shipped recordings (examples/replay/,
+        # see digest.packaged) are found outside a checkout too.
+        self.path = locate_path(unquote(parts.path))
 
     def path_for(self, day: date | None) -> Path:
         """The file to read for ``day`` (None: the latest recorded day of a folder)."""

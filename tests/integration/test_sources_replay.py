@@ -123,11 +123,13 @@ def digest(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedPro
     return proc
 
 
+SHIPPED = REPO / "digest" / "defaults"
+
+
 @pytest.fixture
 def replay_dir(tmp_path: Path) -> Path:
-    """The shipped replay config and recordings, in a folder of their own (its state goes there)."""
-    shutil.copytree(REPO / "config", tmp_path / "config")
-    shutil.copytree(REPO / "examples", tmp_path / "examples")
+    """An empty folder (its state goes there): config/replay.toml and examples/replay/ are the copies
+    shipped in the package."""
     return tmp_path
 
 
@@ -139,17 +141,31 @@ def test_the_shipped_replay_config_fetches_real_days_offline(replay_dir: Path) -
     missing = digest(replay_dir, "--config", "config/replay.toml", "fetch", "--date", "2026-08-01", check=False)
     assert missing.returncode == 1 and "Traceback" not in missing.stderr
     assert [line for line in missing.stderr.splitlines() if line.startswith("error:")] == [
-        "error: hf_daily: no recorded response for 2026-08-01 in examples/replay/hf_daily/ "
+        f"error: hf_daily: no recorded response for 2026-08-01 in {SHIPPED / 'replay' / 'hf_daily'}/ "
         "(it has 3 days: 2026-08-18 to 2026-08-20)"]
     # Every source's shipped recordings replay too.
+    (replay_dir / "config").mkdir()
     for name, count in (("arxiv", 25), ("arxiv_rss", 3)):
-        toml = (replay_dir / "config" / "replay.toml").read_text()
+        toml = (SHIPPED / "replay.toml").read_text()
         section = f"[sources.{name}]"
         head, rest = toml.split(section, 1)
         enabled = rest.replace("enabled = false", "enabled = true", 1)
         (replay_dir / "config" / "all.toml").write_text(head + section + enabled)
         proc = digest(replay_dir, "--config", "config/all.toml", "fetch", "--source", name)
         assert proc.stdout == f"source={name} new={count} updated=0 errors=0\n"
+
+
+def test_a_replay_config_or_recordings_of_your_own_take_the_place_of_the_shipped_ones(replay_dir: Path) -> None:
+    days = replay_dir / "examples" / "replay" / "hf_daily"
+    days.mkdir(parents=True)
+    shutil.copy(HF_DAY, days / "2026-09-01.json")
+    assert digest(replay_dir, "--config", "config/replay.toml", "fetch").stdout == (
+        "source=hf_daily new=29 updated=0 errors=0\n")
+    (replay_dir / "config").mkdir()
+    (replay_dir / "config" / "replay.toml").write_text('[sources.seed]\nenabled = false\n')
+    assert digest(replay_dir, "--config", "config/replay.toml", "fetch").stdout == ""
+    missing = digest(replay_dir, "--config", "config/nothing.toml", "fetch", check=False)
+    assert missing.returncode == 2 and missing.stderr.strip() == "error: config file not found: config/nothing.toml"
 
 
 def test_sources_merge_the_same_way_replayed(replay_dir: Path) -> None:

@@ -41,7 +41,9 @@ def test_wheel_holds_the_package_data_and_nothing_from_tests(wheel: Path) -> Non
     for needed in ("digest/templates/email.mjml", "digest/templates/email.txt", "digest/templates/email_card.txt",
                    "digest/templates/web/subscribe.html", "digest/templates/web/static/site.css",
                    "digest/defaults/topics.toml", "digest/defaults/hf_papers_search.txt",
-                   "digest/defaults/demo_subscribers.csv", "digest/store/migrations/env.py",
+                   "digest/defaults/demo_subscribers.csv", "digest/defaults/replay.toml",
+                   "digest/defaults/replay/hf_daily/2026-08-18.json", "digest/defaults/replay/readers.csv",
+                   "digest/store/migrations/env.py",
                    "digest/store/migrations/versions/0001_initial.py", "digest/py.typed"):
         assert needed in names, needed
     assert not [n for n in names if n.startswith("tests/") or "/fixtures/" in n]
@@ -83,6 +85,15 @@ def test_installed_wheel_runs_the_demo_in_an_empty_folder(wheel: Path, tmp_path:
     assert bench.returncode == 2, bench.stderr
     assert "checkout of the repository" in bench.stderr and "Traceback" not in bench.stderr
     assert len(bench.stderr.strip().splitlines()) == 1, bench.stderr
+    # The README's "try it on real days": the replay config and the recorded days come from the wheel.
+    replay = tmp_path / "elsewhere"
+    replay.mkdir()
+    fetched = _run([str(venv / "bin" / "digest"), "--config", "config/replay.toml", "fetch", "--date", "2026-08-18"],
+                   cwd=replay)
+    assert fetched.stdout == "source=hf_daily new=29 updated=0 errors=0\n"
+    ran = _run([str(venv / "bin" / "digest"), "--config", "config/replay.toml", "run"], cwd=replay)
+    assert ran.stdout.splitlines() == ["source=hf_daily new=15 updated=0 errors=0", "sent=3 skipped=1 failed=0"]
+    assert len(list((replay / "var" / "replay-outbox").glob("*.eml"))) == 3
     # The web app's templates come from the wheel too.
     code = "from digest.web.templating import html_env; print(html_env().get_template('subscribe.html').filename)"
     page = _run([str(venv / "bin" / "python"), "-c", code], cwd=empty)
