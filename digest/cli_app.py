@@ -19,9 +19,10 @@ from digest.terminal import SafeFormatter, printable
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from digest.config import Settings
+    from digest.config import DatabaseSettings, Settings
     from digest.pipeline import Pipeline
     from digest.store import Store
+    from digest.store.quick import SubscriberReads
 
 # Start-up time matters (`digest --help`, `subscribers list`): the database layer, pydantic, rich,
 # templates and HTTP are imported inside the commands that use them, never here.
@@ -68,17 +69,34 @@ class App:
     @property
     def store(self) -> Store:
         if self._store is None:
-            database = self.settings.database
-            missing = database.sqlite_path
-            if missing is not None and (missing.exists() or self.creates_database):
-                missing = None
-            if missing is not None:
-                raise UsageError(f"no database at {missing.resolve()} (`digest run` or `digest fetch` "
-                                 "creates it; or pass --config)")
+            database = self._existing_database()
             from digest.store import Store
 
             self._store = Store(database.url)
         return self._store
+
+    def _existing_database(self) -> DatabaseSettings:
+        database = self.settings.database
+        missing = database.sqlite_path
+        if missing is not None and (missing.exists() or self.creates_database):
+            missing = None
+        if missing is not None:
+            raise UsageError(f"no database at {missing.resolve()} (`digest run` or `digest fetch` "
+                             "creates it; or pass --config)")
+        return database
+
+    def subscriber_reads(self) -> SubscriberReads:
+        """What reads the subscribers (``iter_subscribers``, ``bounce_info``): an up-to-date SQLite
+        file straight (``digest.store.quick``: a short command then never loads SQLAlchemy) while the
+        store is not open, else the store."""
+        path = self._existing_database().sqlite_path
+        if self._store is None and path is not None:
+            from digest.store.quick import QuickReader
+
+            reader = QuickReader.open(path)
+            if reader is not None:
+                return reader
+        return self.store
 
     @property
     def pipeline(self) -> Pipeline:

@@ -131,8 +131,9 @@ def subscribers_list(app: App, as_json: bool) -> None:
     """
     from digest.subscribers import subscriber_json
 
-    health = app.store.bounce_info() if as_json else {}
-    for sub in app.store.iter_subscribers():
+    reads = app.subscriber_reads()
+    health = reads.bounce_info() if as_json else {}
+    for sub in reads.iter_subscribers():
         if as_json:
             click.echo(json.dumps({**subscriber_json(sub), **health.get(sub.email, {})}))
         else:

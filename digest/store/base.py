@@ -4,10 +4,8 @@ database-wide locks. Every part of the Store (``digest.store.store``) builds on 
 from __future__ import annotations
 
 import hashlib
-import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from functools import lru_cache
 from importlib import resources
 from typing import Any
 
@@ -16,6 +14,9 @@ from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from digest.config import check_database_url
 from digest.errors import ConfigError, StoreError, UsageError
+from digest.store.revision import schema_head
+
+__all__ = ["StoreBase", "normalize_url", "schema_head"]
 
 # PostgreSQL advisory lock key held while migrating (any constant no other lock uses; "digest" in ASCII).
 _MIGRATION_LOCK = 0x646967657374
@@ -32,32 +33,6 @@ def _revision_of(conn: Connection) -> str | None:
         return None
 
 
-@lru_cache(maxsize=1)
-def schema_head() -> str | None:
-    """The newest migration's revision, read from the migration files' ``revision`` and
-    ``down_revision`` lines (cheap; a test checks it against alembic's own head). None if the files
-    do not form one chain with one head: alembic then decides."""
-    revisions: set[str] = set()
-    parents: set[str] = set()
-    for script in (resources.files("digest.store") / "migrations" / "versions").iterdir():
-        if not script.name.endswith(".py") or script.name.startswith("_"):
-            continue
-        text = script.read_text(encoding="utf-8")
-        revision = _REVISION.search(text)
-        if revision is None:
-            return None
-        revisions.add(revision[1])
-        down = _DOWN_REVISION.search(text)
-        parents.update(_PARENTS.findall(down[0]) if down else ())
-    heads = revisions - parents
-    return heads.pop() if len(heads) == 1 else None
-
-
-_REVISION = re.compile(r'^revision\s*(?::\s*str\s*)?=\s*["\']([^"\']+)["\']', re.MULTILINE)
-
-_DOWN_REVISION = re.compile(r"^down_revision\b.*$", re.MULTILINE)
-
-_PARENTS = re.compile(r'["\']([^"\']+)["\']')
 
 
 def _shown(url: str) -> str:

@@ -14,6 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from digest.models import DeliveryStatus, SubscriberStatus
 from digest.store import schema as t
 from digest.store.records import IssueHealth
+from digest.store.rows import bounce_health
 
 if TYPE_CHECKING:
     from sqlalchemy import Connection, Engine
@@ -168,17 +169,8 @@ class BounceStore:
         s = t.subscribers.c
         query = select(s.email, s.hard_bounces, s.soft_bounces, s.complaints, s.status_reason, s.status_changed_at,
                        s.last_bounce_at, s.last_bounce_kind, s.last_bounce_status, s.last_bounce_diagnostic)
-        info: dict[str, dict[str, Any]] = {}
         with self.engine.connect() as conn:
-            for r in conn.execute(query):
-                last = None
-                if r[6] is not None:
-                    last = {"at": r[6].isoformat(), "kind": r[7], "status": r[8], "diagnostic": r[9]}
-                info[r[0]] = {"hard_bounces": r[1], "soft_bounces": r[2], "complaints": r[3],
-                              "status_reason": r[4],
-                              "status_changed_at": r[5].isoformat() if r[5] is not None else None,
-                              "last_bounce": last}
-        return info
+            return {r["email"]: bounce_health(r) for r in conn.execute(query).mappings()}
 
     def bounce_events(self, limit: int = 100) -> list[dict[str, Any]]:
         """The latest recorded bounces and complaints, newest first."""

@@ -4,16 +4,23 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any
-
-from sqlalchemy import CursorResult, RowMapping
+from typing import TYPE_CHECKING, Any
 
 from digest.config import parse_hhmm
 from digest.errors import StoreError
 from digest.models import Frequency, Paper, Subscriber, SubscriberStatus, TopicAssignment
 
-# A row read by column name: SQLAlchemy's (whose keys may also be Column objects) or a plain dict.
-Row = RowMapping | Mapping[str, Any]
+# SQLAlchemy only for the type checker: the quick reader (digest.store.quick) reads rows with these
+# functions and must not load it.
+if TYPE_CHECKING:
+    from typing import TypeAlias
+
+    from sqlalchemy import CursorResult, RowMapping
+
+    # A row read by column name: SQLAlchemy's (whose keys may also be Column objects) or a plain dict.
+    Row: TypeAlias = RowMapping | Mapping[str, Any]
+else:
+    Row = Mapping
 
 
 def utc_now() -> datetime:
@@ -55,3 +62,16 @@ def row_to_subscriber(r: Row) -> Subscriber:
         send_empty=bool(r["send_empty"]), weekday=r["weekday"], status=SubscriberStatus(r["status"]),
         paused=bool(r["paused"]), id=r["id"], created_at=r["created_at"],
     )
+
+
+def bounce_health(r: Row) -> dict[str, Any]:
+    """A subscriber row's bounce and complaint counts, the latest one, and why its status last changed
+    (``Store.bounce_info``'s values)."""
+    last = None
+    if r["last_bounce_at"] is not None:
+        last = {"at": r["last_bounce_at"].isoformat(), "kind": r["last_bounce_kind"],
+                "status": r["last_bounce_status"], "diagnostic": r["last_bounce_diagnostic"]}
+    changed = r["status_changed_at"]
+    return {"hard_bounces": r["hard_bounces"], "soft_bounces": r["soft_bounces"], "complaints": r["complaints"],
+            "status_reason": r["status_reason"], "status_changed_at": changed.isoformat() if changed else None,
+            "last_bounce": last}

@@ -51,17 +51,48 @@ def test_help_loads_no_database_config_or_rendering(tmp_path: Path) -> None:
     assert not loaded & (HEAVY | {"sqlalchemy", "pydantic"}), sorted(loaded & (HEAVY | {"sqlalchemy", "pydantic"}))
 
 
-def test_subscribers_list_loads_only_the_store(tmp_path: Path) -> None:
+def _database(tmp_path: Path) -> Store:
     database = tmp_path / "var" / "digest.sqlite3"
     store = Store(f"sqlite:///{database}")
     store.add_subscriber(Subscriber(email="ada@example.org"), NOW)
-    store.close()
     (tmp_path / "config").mkdir()
     (tmp_path / "config" / "digest.toml").write_text(f'[database]\nurl = "sqlite:///{database}"\n')
+    return store
+
+
+def test_subscribers_list_reads_an_up_to_date_sqlite_file_without_the_database_layer(tmp_path: Path) -> None:
+    _database(tmp_path).close()
+    for args in (["subscribers", "list"], ["subscribers", "list", "--json"]):
+        loaded = loaded_by(args, tmp_path)
+        assert "pydantic" in loaded  # the config is validated as ever
+        assert not loaded & (HEAVY | {"sqlalchemy"}), sorted(loaded & (HEAVY | {"sqlalchemy"}))
+
+
+def test_subscribers_list_of_a_database_to_migrate_loads_only_the_store(tmp_path: Path) -> None:
+    from importlib import resources
+
+    from alembic import command
+    from alembic.config import Config
+
+    store = _database(tmp_path)
+    cfg = Config()
+    cfg.set_main_option("script_location", str(resources.files("digest.store") / "migrations"))
+    with store.engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0008")
+    store.close()
     loaded = loaded_by(["subscribers", "list"], tmp_path)
-    assert "sqlalchemy" in loaded
-    # An up-to-date database is not handed to alembic, and SQLite needs no PostgreSQL dialect.
-    assert not loaded & HEAVY, sorted(loaded & HEAVY)
+    assert {"sqlalchemy", "alembic"} <= loaded  # the Store migrates it, as any command would
+    # Then up to date: the store is not opened again, nor handed to alembic.
+    loaded = loaded_by(["subscribers", "list"], tmp_path)
+    assert not loaded & (HEAVY | {"sqlalchemy"}), sorted(loaded & (HEAVY | {"sqlalchemy"}))
+
+
+def test_status_of_an_up_to_date_database_is_not_handed_to_alembic(tmp_path: Path) -> None:
+    _database(tmp_path).close()
+    loaded = loaded_by(["status"], tmp_path)
+    assert "sqlalchemy" in loaded and "alembic" not in loaded
+    # SQLite needs no PostgreSQL dialect.
     assert "sqlalchemy.dialects.postgresql" not in loaded
 
 
