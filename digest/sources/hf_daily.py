@@ -18,11 +18,11 @@ from digest.sources.normalize import clean_text, parse_datetime, split_arxiv_id,
 __all__ = [
     "HfDailySource",
     "daily_date",
-    "listed_on",
     "load_entries",
     "paper_from_entry",
     "papers_from_entries",
     "parse_daily_papers",
+    "with_listing_day",
 ]
 
 log = logging.getLogger(__name__)
@@ -106,7 +106,7 @@ def paper_from_entry(entry: Mapping[str, Any], source: str) -> Paper | None:
     )
 
 
-def listed_on(papers: Iterable[Paper], day: date | None) -> list[Paper]:
+def with_listing_day(papers: Iterable[Paper], day: date | None) -> list[Paper]:
     """``papers`` with ``day`` as the listing day of those whose entry named none (unchanged if None)."""
     if day is None:
         return list(papers)
@@ -174,7 +174,7 @@ class HfDailySource(HttpListingSource[HfDailySettings]):
         if response.not_modified:
             return FetchResult(self.name, [], dict(state), not_modified=True)
         entries = load_entries(response.content, self.name)
-        papers = listed_on(papers_from_entries(entries, self.name), day)
+        papers = with_listing_day(papers_from_entries(entries, self.name), day)
         new_state = response.validators
         seen = [d for d in (state.get("date"), daily_date(entries), day and day.isoformat()) if d]
         if seen:

@@ -15,7 +15,7 @@ from bs4 import BeautifulSoup, Tag
 from digest.config import HfPapersSource as HfPapersSettings
 from digest.errors import SourceError
 from digest.models import FetchResult, Paper
-from digest.sources.hf_daily import listed_on, papers_from_entries
+from digest.sources.hf_daily import papers_from_entries, with_listing_day
 from digest.sources.http import HttpListingSource, conditional_validators
 from digest.sources.normalize import clean_text
 
@@ -170,7 +170,7 @@ class HfPapersSource(HttpListingSource[HfPapersSettings]):
         if page.date:
             new_state["date"] = page.date
         named = _day(page.date) or (day if self.settings.listing == "daily" else None)
-        return FetchResult(self.name, listed_on(page.papers, named), new_state)
+        return FetchResult(self.name, with_listing_day(page.papers, named), new_state)
 
 
 def _day(text: str | None) -> date | None:
