@@ -363,6 +363,11 @@ _card = _CARDS.memo(_make_card)
 _NO_FEEDBACK = ("", "")
 
 
+def plain_card(paper: Paper, fallback_url: str, feedback: tuple[str, str]) -> CardView:
+    """``paper``'s card with no number and no reason (kept: see _card)."""
+    return _card(paper, "", 0, fallback_url, feedback)
+
+
 @lru_cache(maxsize=4096)
 def _anchor(topic: str, index: int) -> str:
     slug = re.sub(r"[^a-z0-9]+", "-", topic.lower()).strip("-")
@@ -402,14 +407,15 @@ def issue_subject(settings: Settings, issue: Issue) -> str:
 
 def build_view(settings: Settings, issue: Issue, links: PersonalLinks, full_issue_url: str | None,
                personal: tuple[str, str, str, str] | None = None,
-               feedback: Sequence[tuple[str, str]] | None = None) -> EmailView:
+               feedback: Sequence[tuple[str, str]] | None = None, cards: bool = True) -> EmailView:
     """The complete (untrimmed) view of one issue for one subscriber.
 
     ``personal`` stands in for the reader's own values (address, then the preferences, unsubscribe and
     archive links, already cleaned) wherever the view shows them, the "full issue" link included when it
     is the archive link: a body rendered this way serves every reader of the same papers. ``feedback``
     holds each card's (more, less) link in reading order (feedback_urls), or marks standing in for them;
-    None shows none.
+    None shows none. Without ``cards`` the sections hold none (their counts stay): the page around
+    the cards, for a renderer that puts in cards of its own (digest.assemble).
     """
     site_title = clean_text(settings.site.title) or "Paper Digest"
     if personal is None:
@@ -422,17 +428,19 @@ def build_view(settings: Settings, issue: Issue, links: PersonalLinks, full_issu
     others = 0
     top_id = issue.top_pick.paper.id if issue.top_pick is not None else None
     for index, section in enumerate(s for s in issue.sections if s.entries):
-        cards = []
+        shown: list[CardView] = []
         label = clean_text(section.label) or clean_text(section.topic) or "Papers"
         for entry in section.entries:
             number += 1
-            cards.append(_card(entry.paper, entry.reason, number, more_url,
-                               feedback[number - 1] if feedback else _NO_FEEDBACK))
+            if cards:
+                shown.append(_card(entry.paper, entry.reason, number, more_url,
+                                   feedback[number - 1] if feedback else _NO_FEEDBACK))
             if top is None and entry.paper.id == top_id:
-                top = TopView(cards[-1].title, cards[-1].url, number, f"No. {number} below, in {label}")
+                title, url = (shown[-1].title, shown[-1].url) if cards else _title_and_url(entry.paper, more_url)
+                top = TopView(title, url, number, f"No. {number} below, in {label}")
         if section.topic == OTHER_SECTION:
-            others += len(cards)
-        sections.append(SectionView(_anchor(section.topic, index + 1), label, len(cards), tuple(cards)))
+            others += len(section.entries)
+        sections.append(SectionView(_anchor(section.topic, index + 1), label, len(section.entries), tuple(shown)))
     count = number
     if top is None and issue.top_pick is not None:  # a top pick outside the sections: shown up top only
         card = _card(issue.top_pick.paper, issue.top_pick.reason, 0, more_url, _NO_FEEDBACK)
@@ -458,6 +466,12 @@ def build_view(settings: Settings, issue: Issue, links: PersonalLinks, full_issu
         postal=clean_text(settings.site.postal_address),
         links=LinksView(personal[1], personal[2], archive),
     )
+
+
+def _title_and_url(paper: Paper, fallback_url: str) -> tuple[str, str]:
+    """A card's title and link (the fallback when the paper has none of its own), without the card."""
+    p = paper_view(paper)
+    return p.title, p.url or fallback_url
 
 
 def count_line(count: int, topics: int, others: int) -> str:

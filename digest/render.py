@@ -39,6 +39,7 @@ from jinja2.runtime import new_context
 from markupsafe import Markup
 from premailer import Premailer
 
+from digest.assemble import LESS, MORE, NUMBER, WHY, CardFormats
 from digest.config import Settings
 from digest.email_view import (
     CardView,
@@ -259,6 +260,12 @@ class Renderer:
         self._numbered: IdentityCache[_CardParts] = IdentityCache(limit=NUMBERED_CARDS)
         self._unnumbered: dict[CardView, _Fragment] = {}
         self._shared = _SharedBodies()
+        # Each paper's card as a format, for readers whose bodies are not kept (_mime_direct).
+        self._formats = CardFormats(
+            self._marked_card, lambda why: (_escape(why).encode("utf-8"), _wrap("Why: " + why).encode("utf-8")),
+            {**_PERSONAL_KINDS, _NUMBER_MARK_BYTES: NUMBER, _WHY_HTML: WHY, _MORE_BYTES: MORE, _LESS_BYTES: LESS},
+            {**_PERSONAL_KINDS, _NUMBER_MARK_BYTES: NUMBER, _WHY_TEXT: WHY, _MORE_BYTES: MORE, _LESS_BYTES: LESS},
+            NUMBER_MARK, WHY_MARK, (MORE_MARK, LESS_MARK))
         self._split_why = self._why_splits()
 
     def __reduce__(self) -> tuple[Any, ...]:
@@ -386,17 +393,50 @@ class Renderer:
             return None  # a feedback link that cannot be used: its card shows none, the full path says how
         key = content_key(issue, links, full_issue_url, personal)
         body = self._shared.get(key)
-        if body is None:
-            body = self._shared_body(issue, links, full_issue_url, personal)
-            self._shared.put(key, body)
         text_values = [v.encode("utf-8") for v in personal]
         # The usual address and links hold nothing to escape: the HTML takes the same bytes.
         joined = b"".join(text_values)
         plain = b"&" not in joined and b"<" not in joined and b">" not in joined
         html_values = text_values if plain else [_escape(v).encode("utf-8") for v in personal]
+        if body is None:
+            if self._split_why and not self._shared.seen(key):
+                # A body seen for the first time is most often the only one of its kind (readers who
+                # each get their own papers): the reader's values go straight in, nothing is cut or kept.
+                # Its second reader has it kept for the rest.
+                return self._mime_direct(issue, links, full_issue_url, personal, html_values, text_values)
+            body = self._shared_body(issue, links, full_issue_url, personal)
+            self._shared.put(key, body)
         if body.html.size_with(html_values) > self.html_budget:
             return None
         return MimeEmail(body.subject, body.html.fill(html_values), body.text.fill(text_values))
+
+    def _mime_direct(self, issue: Issue, links: PersonalLinks, full_issue_url: str | None,
+                     personal: tuple[str, ...], html_values: list[bytes], text_values: list[bytes],
+                     ) -> MimeEmail | None:
+        """The email of one reader whose body is not kept: the page rendered with marks for the reader's
+        values, its cards each one ``%`` of a format rendered once per paper (digest.assemble), the values
+        put in as the pieces are joined; nothing cut, scanned or kept as a whole. None when it would not
+        fit the size budget whole."""
+        # The page shows the reader's own values (Jinja escapes them as it does every value); a card
+        # shows the archive link only for a paper with no link of its own, and has a mark there instead.
+        view = build_view(self.settings, issue, links, full_issue_url, personal=personal[:len(_PERSONAL)],  # type: ignore[arg-type]
+                          cards=False)
+        archive = _PERSONAL[3] if personal[3] else ""
+        fallback = archive if own_archive(links, full_issue_url) else (view.more_url or archive)
+        try:
+            html_cards, text_cards = self._formats.sections(issue, fallback, html_values, text_values)
+            context = _page_context(view)
+            html = _render_spliced(self._fast_template, context, html_cards, self._page_literals)
+            if len(html) > self.html_budget:
+                return None
+            text = _render_spliced(self._text_template, context, text_cards, self._text_literals)
+        except jinja2.TemplateError as err:
+            raise RenderError(f"email template failed to render: {err}") from err
+        return MimeEmail(view.subject, Utf8Body(html), Utf8Body(text))
+
+    def _marked_card(self, card: CardView) -> tuple[bytes, bytes]:
+        return (self._card_template.render(cards=(card,)).encode("utf-8"),
+                self._text_card_template.render(c=card).encode("utf-8"))
 
     def _shared_body(self, issue: Issue, links: PersonalLinks, full_issue_url: str | None,
                      personal: tuple[str, ...]) -> _SharedBody:
@@ -595,9 +635,13 @@ _SLOT = Markup("\x00")
 # Stand-ins for the reader's address and links (personal_values order) in a body shared by many readers.
 _PERSONAL = ("\x01", "\x02", "\x03", "\x04")
 _PERSONAL_BYTES = tuple(m.encode("ascii") for m in _PERSONAL)
+_PERSONAL_KINDS = {mark: slot for slot, mark in enumerate(_PERSONAL_BYTES)}
 # Bodies kept for readers of the same papers, by the memory they hold (about 75 KB each, so some 1,100):
 # readers of the same papers come far apart in a large send, and a body built again costs 250 µs.
 SHARED_BODY_BYTES = 80 * 1024 * 1024
+# Bodies seen once and not kept, remembered by hash (about 100 bytes each): a body is kept from its
+# second reader on, and readers of the same papers can come a whole large send apart.
+SEEN_KEYS = 200_000
 
 
 def _find_all(data: bytes, marker: bytes) -> list[int]:
@@ -757,6 +801,7 @@ class _SharedBodies:
         self._limit = limit
         self._bytes = 0
         self._lock = threading.Lock()
+        self._seen: OrderedDict[int, None] = OrderedDict()
 
     def get(self, key: Any) -> _SharedBody | None:
         # No lock: each OrderedDict call is atomic, and a body evicted in between is simply not moved.
@@ -767,6 +812,19 @@ class _SharedBodies:
             except KeyError:
                 pass
         return body
+
+    def seen(self, key: Any) -> bool:
+        """Whether a body of this key was asked for before (and not kept): remembered by hash, the
+        last SEEN_KEYS of them. A collision only has a body kept that need not be; ``get`` still
+        compares whole keys."""
+        digest = hash(key)
+        if digest in self._seen:
+            return True
+        with self._lock:
+            self._seen[digest] = None
+            if len(self._seen) > SEEN_KEYS:
+                self._seen.popitem(last=False)
+        return False
 
     def put(self, key: Any, body: _SharedBody) -> None:
         with self._lock:

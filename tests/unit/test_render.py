@@ -396,7 +396,10 @@ def test_plain_ascii_text_bodies_are_shared_and_stay_7bit(tmp_path: Path) -> Non
     renderer = Renderer(settings, templates_dir=copy)
     papers = [Paper(id=f"2611.{i:05d}", title=f"Plain title {i}", abstract="Plain words. " * 5) for i in range(3)]
     issue = issue_of([("a", "A", papers)])
-    mime = renderer.mime(issue, LINKS)
+    first = renderer.mime(issue, LINKS)  # the body's first reader: rendered with their values, not kept
+    assert isinstance(first.html, Utf8Body) and isinstance(first.text, Utf8Body)
+    mime = renderer.mime(issue, LINKS)  # the second: the body is kept, cut where each reader's values go
+    assert mime.rendered() == first.rendered()
     assert isinstance(mime.text, Utf8Body) and mime.text.utf8().isascii()
     assert isinstance(mime.html, Base64Body)  # the HTML part is not ASCII (the footer's dots)
 
@@ -418,7 +421,22 @@ def test_shared_bodies_are_bounded_by_memory() -> None:
     papers = [paper(i) for i in range(60)]
     for k in range(40):
         issue = issue_of([("a", "A", papers[k:k + 12])], email=f"r{k}@example.org")
-        assert renderer.render(issue, LINKS) == renderer.render_naive(issue, LINKS)
+        naive = renderer.render_naive(issue, LINKS)
+        assert renderer.render(issue, LINKS) == naive == renderer.render(issue, LINKS)  # first, then kept
     kept = renderer._shared
     assert 1 <= len(kept._items) < 40
     assert kept._bytes == sum(body.memory for body in kept._items.values()) <= 400_000
+
+
+def test_a_body_is_kept_from_its_second_reader_on() -> None:
+    """Readers who each get their own papers cost no bookkeeping: a body seen once is rendered with the
+    reader's values and not kept; seen again, it is kept, and later readers of it take it filled in."""
+    renderer = Renderer(SETTINGS)
+    papers = [paper(i) for i in range(30)]
+    alone = [issue_of([("a", "A", papers[k:k + 5])], email=f"alone{k}@example.org") for k in range(10)]
+    for issue in alone:
+        assert renderer.render(issue, LINKS) == renderer.render_naive(issue, LINKS)
+    assert not renderer._shared._items
+    shared = issue_of([("a", "A", papers[3:8])], email="second@example.org")  # alone[3]'s papers
+    assert renderer.render(shared, LINKS) == renderer.render_naive(shared, LINKS)
+    assert len(renderer._shared._items) == 1
