@@ -21,23 +21,18 @@ installed wheel has them; pass ``templates_dir`` to use others.
 
 from __future__ import annotations
 
-import logging
 import re
-import textwrap
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
-from functools import lru_cache
 from pathlib import Path
 from types import CodeType
 from typing import Any
 
 import jinja2
-import mjml
 from jinja2.runtime import new_context
 from markupsafe import Markup
-from premailer import Premailer
 
 from digest.assemble import LESS, MORE, NUMBER, WHY, CardFormats
 from digest.config import Settings
@@ -57,6 +52,21 @@ from digest.links import PersonalLinks
 from digest.message import MAX_LINE, Base64Body, MimeBody, MimeEmail, Utf8Body, base64_lines
 from digest.models import Issue, IssueEntry, IssueSection, RenderedEmail
 from digest.packaged import templates_dir
+from digest.templating import (
+    CARD_LOOP_OPEN,
+    LESS_MARK,
+    MORE_MARK,
+    NUMBER_MARK,
+    WHY_MARK,
+    compile_mjml,
+    html_env,
+    inline_css,
+    number_prefix,
+    split_card_loop,
+    text_env,
+)
+from digest.templating import escape_text as _escape
+from digest.templating import wrap as _wrap
 
 __all__ = ["CARD_LOOP_OPEN", "HTML_BUDGET", "TEMPLATES_DIR", "ReferenceRenderer", "Renderer", "compile_mjml",
            "inline_css"]
@@ -64,155 +74,14 @@ __all__ = ["CARD_LOOP_OPEN", "HTML_BUDGET", "TEMPLATES_DIR", "ReferenceRenderer"
 TEMPLATES_DIR = templates_dir()
 # Gmail clips an HTML part above about 102 KB (and hides the unsubscribe link with it); stay clear.
 HTML_BUDGET = 100 * 1024
-DOCTYPE = "<!DOCTYPE html>\n"
 FRAGMENTS = 20_000  # cards kept rendered (each a few KB)
 # Numbered cards kept (about 5 KB each): a card for each paper, reason and position soon adds up over a
 # 100,000-reader send, and numbering a kept fragment again costs little.
 NUMBERED_CARDS = 8_192
 
 _JINJA_COMMENT = re.compile(r"\s*\{#.*?#\}\s*", re.DOTALL)
-
-
-# ---------------------------------------------------------------------------------------------------
-# Compilation steps.
-
-
-def compile_mjml(source: str) -> str:
-    """MJML -> HTML with MRML; no web fonts (MRML links Google Fonts unless told otherwise)."""
-    try:
-        return mjml.mjml2html(source, fonts={})
-    except Exception as err:  # MRML raises plain exceptions with its parser message
-        raise RenderError(f"MJML template failed to compile: {err}") from err
-
-
-def inline_css(html: str) -> str:
-    """Inline the CSS of ``<style>`` blocks into style attributes with premailer (offline).
-
-    Rules premailer cannot inline (media queries) stay in a ``<style>``; blocks marked
-    ``data-premailer="ignore"`` and MSO conditional comments are left alone; ``!important`` is kept.
-    A doctype is written first (premailer drops MRML's lower-case one).
-    """
-    try:
-        out: str = Premailer(
-            html,
-            allow_network=False,
-            allow_loading_external_files=False,
-            strip_important=False,
-            keep_style_tags=False,
-            disable_validation=True,
-            disable_link_rewrites=True,
-            cssutils_logging_level=logging.CRITICAL,
-        ).transform(pretty_print=False)
-    except Exception as err:
-        raise RenderError(f"CSS inlining failed: {err}") from err
-    return DOCTYPE + out
-
-
-def _escape(value: Any) -> str:
-    """Jinja ``finalize``: escape as libxml2 writes text, so both paths agree byte for byte. Markup (a
-    card already rendered from the same template) passes through."""
-    if value is None:
-        return ""
-    if isinstance(value, Markup):
-        return str(value)
-    text = str(value)
-    if "&" in text or "<" in text or ">" in text:
-        text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-    return text
-
-
-def _html_env(loader: jinja2.BaseLoader | None = None) -> jinja2.Environment:
-    return jinja2.Environment(loader=loader, autoescape=False, finalize=_escape,
-                              undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
-
-
-# Stands for a card's number in a card rendered once for every position it may take in an issue.
-NUMBER_MARK = "\x05"
-# Stands for a card's "why" line (the reason differs from reader to reader, the rest of a card does not).
-WHY_MARK = "\x06"
-# Stand for a card's "More like this" / "Less like this" links (each reader's own, for each paper).
-MORE_MARK = "\x07"
-LESS_MARK = "\x08"
 _MORE_BYTES = MORE_MARK.encode("ascii")
 _LESS_BYTES = LESS_MARK.encode("ascii")
-
-
-def number_prefix(number: int) -> str:
-    """`` 7. `` or ``12. ``: a card's number in the text part, four characters up to 99."""
-    return f"{number:>2}. "
-
-
-def _numbered(title: str, number: int | str) -> str:
-    """Text-part filter: the card's number and its title wrapped under a four-space hanging indent; the
-    wrapping never depends on the number, so one rendering serves every position."""
-    body = _wrap(title, indent="    ")
-    return (NUMBER_MARK if number == NUMBER_MARK else number_prefix(int(number))) + body[4:]
-
-
-@lru_cache(maxsize=65536)
-def _wrap(text: str, indent: str = "    ", first: str | None = None, width: int = 76) -> str:
-    """Text-part filter: wrap at ``width`` with a hanging indent; URLs and long words are never split.
-    Cached: the same paper's texts are wrapped once, not once per subscriber."""
-    first = indent if first is None else first
-    if _SIMPLE_SPACING.search(text) is None and text:
-        return _fill_words(text.split(" "), first, indent, width)
-    return textwrap.fill(text, width=width, initial_indent=first, subsequent_indent=indent,
-                         break_long_words=False, break_on_hyphens=False)
-
-
-# What textwrap treats as whitespace, and text that is more than words between single spaces.
-_SIMPLE_SPACING = re.compile(r"^ |  | $|[\t\n\x0b\x0c\r]")
-
-
-def _fill_words(words: list[str], first: str, indent: str, width: int) -> str:
-    """textwrap.fill, greedy, for words separated by single spaces (what clean_text leaves), without
-    breaking long words or at hyphens: the same lines (tests compare the two) at a tenth of the cost.
-    A word longer than a line gets a line of its own."""
-    lines: list[str] = []
-    line = first
-    room = width - len(first)
-    used = -1  # characters on the line so far, counting one space before each word
-    for word in words:
-        if used >= 0 and used + 1 + len(word) > room:
-            lines.append(line)
-            line, room, used = indent, width - len(indent), -1
-        line = line + word if used < 0 else line + " " + word
-        used += 1 + len(word)
-    lines.append(line)
-    return "\n".join(lines)
-
-
-def _text_env(loader: jinja2.BaseLoader) -> jinja2.Environment:
-    env = jinja2.Environment(loader=loader, autoescape=False, undefined=jinja2.StrictUndefined,
-                             trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
-    env.filters["wrap"] = _wrap
-    env.filters["numbered"] = _numbered
-    return env
-
-
-CARD_LOOP_OPEN = "{%- for c in s.cards -%}"
-CARD_LOOP_CLOSE = "{%- endfor -%}"
-_CARD_CALL = "{{- section_cards[loop.index0] -}}"
-
-
-def split_card_loop(compiled: str) -> tuple[str, str]:
-    """Split the compiled HTML template into (page template, card template).
-
-    The body of the one ``{%- for c in s.cards -%} ... {%- endfor -%}`` loop becomes a template of its
-    own, wrapped in the same loop tags so Jinja trims exactly the same whitespace; in the page the loop
-    becomes ``{{ section_cards[loop.index0] }}``: the section's cards, rendered from that card template
-    and cached (a paper's card is the same for every reader who gets it, but for its number). Raises
-    RenderError if the template lost its card loop.
-    """
-    start = compiled.find(CARD_LOOP_OPEN)
-    end = compiled.find(CARD_LOOP_CLOSE, start + 1)
-    if start < 0 or end < 0 or compiled.count(CARD_LOOP_OPEN) != 1:
-        raise RenderError("email template: expected exactly one card loop "
-                          f"'{CARD_LOOP_OPEN} ... {CARD_LOOP_CLOSE}'")
-    body = compiled[start + len(CARD_LOOP_OPEN): end]
-    page = compiled[:start] + _CARD_CALL + compiled[end + len(CARD_LOOP_CLOSE):]
-    card = "{% for c in cards -%}" + body + "{%- endfor %}"
-    return page, card
 
 
 class Renderer:
@@ -240,16 +109,16 @@ class Renderer:
             raise RenderError(f"cannot read template {mjml_path}: {err}") from err
         # Jinja comments document the template; drop them before MJML sees the source (both paths).
         self._mjml_source = _JINJA_COMMENT.sub("", source)
-        env = _html_env()
-        text_env = _text_env(jinja2.FileSystemLoader(self.templates_dir))
+        env = html_env()
+        texts = text_env(jinja2.FileSystemLoader(self.templates_dir))
         try:
             self._naive_template = env.from_string(self._mjml_source)
             self.compiled_html = inline_css(compile_mjml(self._mjml_source))
             page, card = split_card_loop(self.compiled_html)
             self._fast_template = env.from_string(page)
             card_template = env.from_string(card)
-            self._text_template = text_env.get_template("email.txt")
-            text_card_template = text_env.get_template("email_card.txt")
+            self._text_template = texts.get_template("email.txt")
+            text_card_template = texts.get_template("email_card.txt")
         except jinja2.TemplateError as err:
             raise RenderError(f"email template failed to compile: {err}") from err
 

@@ -102,8 +102,11 @@ def test_issue_links_are_signed_and_scoped() -> None:
     signer = Signer(SECRET)
     builder = LinkBuilder("https://d.example", signer, "x@d.example")
     link = builder.archive("42")
-    assert link.startswith("https://d.example/issue/") and "42" not in link.removeprefix("https://d.example/issue/")
+    assert link.startswith("https://d.example/issue/")
     token = link.rsplit("/", 1)[1]
+    # The issue number is not there in the clear (its payload part is base64 JSON; "42" may still turn
+    # up by chance in the timestamp or signature parts, so they are not looked at).
+    assert "42" not in token.split(".")[0]
     assert signer.verify(Scope.ISSUE, token) == "42"
     for other in (Scope.CONFIRM, Scope.PREFERENCES, Scope.UNSUBSCRIBE):
         with pytest.raises(TokenError):

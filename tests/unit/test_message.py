@@ -214,7 +214,8 @@ def test_bodies_the_renderer_prepared_give_the_same_bytes_as_plain_strings() -> 
         links = sample_links(SETTINGS, email, "2026-11-27")
         issue = issue_of([("a", "Topic A", papers)], email=email)
         prepared = renderer.mime(issue, links)
-        assert isinstance(prepared.html, Base64Body) and prepared.html.lead, "the shared body kept no encoded lead"
+        if i:  # the first reader's body is assembled for them alone; from the second on it is kept
+            assert isinstance(prepared.html, Base64Body) and prepared.html.lead, "the shared body kept no encoded lead"
         rendered = renderer.render(issue, links)
         data = build(prepared, recipient=email, links=links)
         assert data == build(rendered, recipient=email, links=links), i
