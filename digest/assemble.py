@@ -16,9 +16,9 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from functools import lru_cache
+from operator import itemgetter
 
-from digest.email_view import CardView, IdentityCache, clean_text, plain_card
+from digest.email_view import CardView, clean_text, plain_card
 from digest.errors import RenderError
 from digest.models import Issue, Paper
 
@@ -27,7 +27,7 @@ __all__ = ["LESS", "MORE", "NUMBER", "WHY", "CardFormat", "CardFormats"]
 # What fills a card's ``%s``: the reader's address and three links (0-3, reader_values order), then the
 # card's own "more" and "less" links, number and "why" line.
 MORE, LESS, NUMBER, WHY = 4, 5, 6, 7
-# Cards kept (paper, whether it has a reason, fallback link, feedback or not); each a few KB.
+# Card formats kept (paper, whether it has a reason, fallback link, feedback or not); each a few KB.
 CARD_FORMATS = 20_000
 
 
@@ -37,6 +37,14 @@ class CardFormat:
 
     format: bytes
     slots: tuple[int, ...]
+
+    @property
+    def pick(self) -> Callable[[Sequence[bytes]], tuple[bytes, ...]]:
+        """The values of the slots, in order, out of a card's eight (one C call)."""
+        slots = self.slots
+        if len(slots) > 1:
+            return itemgetter(*slots)
+        return lambda values: tuple(values[slot] for slot in slots)
 
     @classmethod
     def cut(cls, data: bytes, marks: re.Pattern[bytes], kinds: dict[bytes, int]) -> CardFormat:
@@ -68,20 +76,34 @@ class CardFormats:
         self._html_marks = _alternation(html_kinds)
         self._text_marks = _alternation(text_kinds)
         self._number_mark, self._why_mark, self._feedback_marks = number_mark, why_mark, feedback_marks
-        self._cache: IdentityCache[tuple[CardFormat, CardFormat]] = IdentityCache(limit=CARD_FORMATS)
+        # (fallback link, feedback shown) -> id(paper) -> (paper, its formats (HTML, text) without and with
+        # a "why" line): a card costs one int-keyed lookup; the entry keeps its paper, checked with ``is``.
+        self._tables: dict[tuple[str, bool], dict[int, tuple[Paper, list[_Formats | None]]]] = {}
+        self._kept = 0
 
-    def card(self, paper: Paper, has_why: bool, fallback_url: str, feedback: bool) -> tuple[CardFormat, CardFormat]:
+    def card(self, paper: Paper, has_why: bool, fallback_url: str, feedback: bool) -> _Formats:
         """The (HTML, text) formats of ``paper``'s card: with or without a "why" line, its link falling
         back to ``fallback_url`` (a mark, or the full issue's own link), with or without feedback links."""
-        hit = self._cache.get(paper, (has_why, fallback_url, feedback))
-        if hit is not None:
-            return hit
-        marked = replace(plain_card(paper, fallback_url, self._feedback_marks if feedback else ("", "")),
-                         number=self._number_mark, why=self._why_mark if has_why else "")  # type: ignore[arg-type]
-        html, text = self._render(marked)
-        formats = (CardFormat.cut(html, self._html_marks, self._html_kinds),
-                   CardFormat.cut(text, self._text_marks, self._text_kinds))
-        return self._cache.put(paper, (has_why, fallback_url, feedback), formats)
+        table = self._tables.get((fallback_url, feedback))
+        if table is None:
+            table = self._tables.setdefault((fallback_url, feedback), {})
+        hit = table.get(id(paper))
+        if hit is None or hit[0] is not paper:
+            if self._kept >= CARD_FORMATS:  # a daemon meets new papers every day: start afresh
+                self._tables.clear()
+                self._kept = 0
+                table = self._tables.setdefault((fallback_url, feedback), {})
+            hit = table[id(paper)] = (paper, [None, None])
+        formats = hit[1][has_why]
+        if formats is None:
+            marked = replace(plain_card(paper, fallback_url, self._feedback_marks if feedback else ("", "")),
+                             number=self._number_mark, why=self._why_mark if has_why else "")  # type: ignore[arg-type]
+            html, text = self._render(marked)
+            html_cut = CardFormat.cut(html, self._html_marks, self._html_kinds)
+            text_cut = CardFormat.cut(text, self._text_marks, self._text_kinds)
+            formats = hit[1][has_why] = ((html_cut.format, html_cut.pick), (text_cut.format, text_cut.pick))
+            self._kept += 1
+        return formats
 
     def sections(self, issue: Issue, fallback_url: str, html_values: Sequence[bytes],
                  text_values: Sequence[bytes]) -> tuple[list[list[bytes]], list[list[bytes]]]:
@@ -94,8 +116,8 @@ class CardFormats:
         text_out: list[list[bytes]] = []
         html_card = list(html_values[:4]) + [b""] * 4
         text_card = list(text_values[:4]) + [b""] * 4
-        html_get, text_get = html_card.__getitem__, text_card.__getitem__
-        cache, key_of, card = self._cache.entries, (fallback_url, feedback), self.card
+        table = self._tables.get((fallback_url, feedback)) or {}
+        whys, numbers = self._whys, _NUMBERS
         number, link = 0, 4
         for section in issue.sections:
             if not section.entries:
@@ -105,23 +127,24 @@ class CardFormats:
             text_args: list[bytes] = []
             for entry in section.entries:
                 number += 1
-                html_why, text_why = self._why(entry.reason)
+                why = whys.get(entry.reason) or self._why(entry.reason)
+                has_why = bool(why[1])
                 paper = entry.paper
-                hit = cache.get((id(paper), bool(text_why), *key_of))
-                html_format, text_format = (hit[1] if hit is not None and hit[0] is paper
-                                            else card(paper, bool(text_why), fallback_url, feedback))
+                hit = table.get(id(paper))
+                formats = hit[1][has_why] if hit is not None and hit[0] is paper else None
+                html_format, text_format = formats or self.card(paper, has_why, fallback_url, feedback)
                 if feedback:
                     if link + 1 >= len(html_values):
                         raise RenderError("email template: more feedback links than cards")
                     html_card[MORE], html_card[LESS] = html_values[link], html_values[link + 1]
                     text_card[MORE], text_card[LESS] = text_values[link], text_values[link + 1]
                     link += 2
-                html_card[NUMBER], text_card[NUMBER] = _number(number)
-                html_card[WHY], text_card[WHY] = html_why, text_why
-                html_formats.append(html_format.format)
-                text_formats.append(text_format.format)
-                html_args += map(html_get, html_format.slots)
-                text_args += map(text_get, text_format.slots)
+                html_card[NUMBER], text_card[NUMBER] = numbers[number] if number < len(numbers) else _number(number)
+                html_card[WHY], text_card[WHY] = why
+                html_formats.append(html_format[0])
+                text_formats.append(text_format[0])
+                html_args += html_format[1](html_card)
+                text_args += text_format[1](text_card)
             html_out.append([b"".join(html_formats) % tuple(html_args)])
             text_out.append([b"".join(text_formats) % tuple(text_args)])
         return html_out, text_out
@@ -142,7 +165,12 @@ def _alternation(kinds: dict[bytes, int]) -> re.Pattern[bytes]:
     return re.compile(b"|".join(re.escape(mark) for mark in sorted(kinds, key=len, reverse=True)))
 
 
-@lru_cache(maxsize=1024)
 def _number(number: int) -> tuple[bytes, bytes]:
     """A card's number as the HTML shows it, and as the text part's ``numbered`` filter writes it."""
     return b"%d" % number, f"{number:>2}. ".encode("ascii")
+
+
+_NUMBERS = tuple(_number(n) for n in range(1000))
+# A card side as kept: its format and the pick of its values (CardFormat.pick).
+_Side = tuple[bytes, Callable[[Sequence[bytes]], tuple[bytes, ...]]]
+_Formats = tuple[_Side, _Side]
