@@ -213,19 +213,23 @@ class FeedbackLinks:
     (hashlib, no JSON, no itsdangerous): every card of every email carries two of them.
     """
 
-    __slots__ = ("_email", "_head", "_state")
+    __slots__ = ("_head", "_state")
 
     def __init__(self, base_url: str, state: Any, email: str, subscriber_id: int) -> None:
-        self._email = email.lower()
-        self._state = state
+        # The hash of (address, paper) is the hash of the address part, then the paper's: the address
+        # part is hashed once per reader here, each paper's link only adds its id (_feedback_digest).
+        self._state = state.copy()
+        self._state.update(email.lower().encode("utf-8") + b"\x00")
         self._head = f"{base_url}/feedback/{subscriber_id}."
 
     def pairs(self, paper_ids: Sequence[str]) -> list[tuple[str, str]]:
         """(more, less) URL of each paper, in order."""
-        head, email, state, part = self._head, self._email, self._state, _paper_part
+        head, state, part = self._head, self._state, _paper_part
         out = []
         for paper_id in paper_ids:
-            digest = _feedback_digest(state, email, paper_id)
+            h = state.copy()
+            h.update(paper_id.encode("utf-8"))
+            digest = h.hexdigest()
             at = head + (_PAPER_PARTS.get(paper_id) or part(paper_id))
             out.append((f"{at}.more.{digest[:_TAG_CHARS]}", f"{at}.less.{digest[_TAG_CHARS:]}"))
         return out
