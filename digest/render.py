@@ -4,8 +4,10 @@ Two paths produce byte-identical emails:
 
 * ``Renderer.render`` (fast): ``digest/templates/email.mjml`` is compiled by MJML and its CSS inlined by premailer
   once, when the Renderer is built; the result (HTML that still holds the Jinja tags) is the per-subscriber
-  Jinja template. Per email only Jinja runs, over cards rendered once per paper; and a body that several
-  readers share (same papers) is rendered once, only each reader's address and links filled in.
+  Jinja template. Per email only Jinja runs, over cards rendered once per paper: a body's first reader
+  gets the page rendered with their values around cards each filled by one ``%`` (digest.assemble); a
+  body that several readers share (same papers) is kept from its second reader on, only each reader's
+  address and links filled in.
 * ``Renderer.render_naive``: Jinja fills the MJML source, then MJML, then premailer, for every email. It
   exists to prove the fast path right (tests compare the two) and for the benchmark.
 

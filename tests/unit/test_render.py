@@ -440,3 +440,16 @@ def test_a_body_is_kept_from_its_second_reader_on() -> None:
     shared = issue_of([("a", "A", papers[3:8])], email="second@example.org")  # alone[3]'s papers
     assert renderer.render(shared, LINKS) == renderer.render_naive(shared, LINKS)
     assert len(renderer._shared._items) == 1
+
+
+def test_readers_of_papers_of_their_own_share_each_papers_card() -> None:
+    """Readers who each get a different set of papers: every message is the reference path's, each
+    paper's card is rendered once (not once per reader), and no body is kept."""
+    renderer = Renderer(SETTINGS)
+    papers = [paper(i) for i in range(12)]
+    issues = [issue_of([("a", "A", papers[k:k + 4]), ("b", "B", papers[k + 4:k + 6])], email=f"own{k}@example.org")
+              for k in range(6)]
+    for issue in issues:
+        assert renderer.render(issue, LINKS) == renderer.render_naive(issue, LINKS)
+    assert not renderer._shared._items
+    assert 0 < renderer._formats._kept <= len(papers)
