@@ -261,3 +261,13 @@ def prepare_store(settings: Settings, n_papers: int, subscribers: Iterator[Subsc
 def tagged_papers(settings: Settings, n_papers: int) -> list[Paper]:
     tagger = Tagger(settings.enabled_topics)
     return [tagger.tag_paper(p) for p in make_papers(n_papers)]
+
+
+def direct_first(renderer: Any) -> Any:
+    """``renderer`` with a body's first reader always on the direct path (digest.assemble) and the body
+    kept from its second reader on, whatever share of readers share bodies: the default keeps every
+    body for a run's first few dozen readers and then decides by the share (see _SharedBodies)."""
+    from digest.render import _SharedBodies
+
+    renderer._shared = _SharedBodies(keep_share=2.0, warm_up=0)
+    return renderer

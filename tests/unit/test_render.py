@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import random
 import re
 import shutil
 from datetime import date
@@ -16,7 +17,7 @@ from digest.email_view import clean_text, count_line, safe_url, summarize
 from digest.errors import RenderError
 from digest.models import Issue, IssueEntry, IssueSection, Paper, Subscriber
 from digest.render import HTML_BUDGET, TEMPLATES_DIR, Renderer
-from tests.samples import issue_of, sample_links
+from tests.samples import direct_first, issue_of, sample_links
 
 SETTINGS = Settings()
 LINKS = sample_links(SETTINGS, "reader@example.org", "2026-11-27")
@@ -393,7 +394,7 @@ def test_plain_ascii_text_bodies_are_shared_and_stay_7bit(tmp_path: Path) -> Non
         path = copy / name
         path.write_text(path.read_text(encoding="utf-8").replace("\u2014", "-"), encoding="utf-8")
     settings = Settings.model_validate({"site": {"title": "Plain Digest", "postal_address": "1 Main St, Paris"}})
-    renderer = Renderer(settings, templates_dir=copy)
+    renderer = direct_first(Renderer(settings, templates_dir=copy))
     papers = [Paper(id=f"2611.{i:05d}", title=f"Plain title {i}", abstract="Plain words. " * 5) for i in range(3)]
     issue = issue_of([("a", "A", papers)])
     first = renderer.mime(issue, LINKS)  # the body's first reader: rendered with their values, not kept
@@ -431,7 +432,7 @@ def test_shared_bodies_are_bounded_by_memory() -> None:
 def test_a_body_is_kept_from_its_second_reader_on() -> None:
     """Readers who each get their own papers cost no bookkeeping: a body seen once is rendered with the
     reader's values and not kept; seen again, it is kept, and later readers of it take it filled in."""
-    renderer = Renderer(SETTINGS)
+    renderer = direct_first(Renderer(SETTINGS))
     papers = [paper(i) for i in range(30)]
     alone = [issue_of([("a", "A", papers[k:k + 5])], email=f"alone{k}@example.org") for k in range(10)]
     for issue in alone:
@@ -445,7 +446,7 @@ def test_a_body_is_kept_from_its_second_reader_on() -> None:
 def test_readers_of_papers_of_their_own_share_each_papers_card() -> None:
     """Readers who each get a different set of papers: every message is the reference path's, each
     paper's card is rendered once (not once per reader), and no body is kept."""
-    renderer = Renderer(SETTINGS)
+    renderer = direct_first(Renderer(SETTINGS))
     papers = [paper(i) for i in range(12)]
     issues = [issue_of([("a", "A", papers[k:k + 4]), ("b", "B", papers[k + 4:k + 6])], email=f"own{k}@example.org")
               for k in range(6)]
@@ -453,3 +454,27 @@ def test_readers_of_papers_of_their_own_share_each_papers_card() -> None:
         assert renderer.render(issue, LINKS) == renderer.render_naive(issue, LINKS)
     assert not renderer._shared._items
     assert 0 < renderer._formats._kept <= len(papers)
+
+
+def test_bodies_are_kept_from_their_first_reader_only_while_readers_share_them() -> None:
+    """The default renderer keeps every body for a run's first readers, then by what readers do: readers
+    of papers of their own soon get their bodies put together for them alone (none kept), readers who
+    share bodies keep having them kept from the first reader on."""
+    from digest.render import SHARE_WINDOW
+
+    papers = [paper(i) for i in range(40)]
+    rng = random.Random(3)
+    own = Renderer(SETTINGS)
+    for k in range(SHARE_WINDOW // 4):
+        issue = issue_of([("a", "A", rng.sample(papers, 6))], email=f"own{k}@example.org")
+        own.render(issue, LINKS)
+    warm_up = SHARE_WINDOW // 16
+    assert warm_up - 1 <= len(own._shared._items) <= warm_up + 2
+    shared = Renderer(SETTINGS)
+    groups = [rng.sample(papers, 6) for _ in range(SHARE_WINDOW // 16)]
+    for k in range(SHARE_WINDOW // 4):
+        shared.render(issue_of([("a", "A", groups[k % len(groups)])], email=f"s{k}@example.org"), LINKS)
+    late = issue_of([("a", "A", papers[:7])], email="late@example.org")  # a body not seen before
+    shared.render(late, LINKS)
+    assert len(shared._shared._items) == len(groups) + 1
+    assert shared.render(late, LINKS) == shared.render_naive(late, LINKS)

@@ -13,7 +13,7 @@ from digest.config import Settings
 from digest.links import PersonalLinks
 from digest.models import Issue, IssueEntry, IssueSection, Paper, Subscriber
 from digest.render import CARD_LOOP_OPEN, Renderer
-from tests.samples import issue_of, load_papers, make_jobs, sample_links
+from tests.samples import direct_first, issue_of, load_papers, make_jobs, sample_links
 
 SETTINGS = Settings()
 FIXTURE = Path(__file__).resolve().parent.parent / "fixtures" / "render" / "papers.jsonl"
@@ -29,9 +29,14 @@ NASTY = [
 ]
 
 
-@pytest.fixture(scope="module", params=[True, False], ids=["shared-bodies", "per-reader"])
+@pytest.fixture(scope="module", params=["shared-bodies", "direct-first", "per-reader"])
 def renderer(request: pytest.FixtureRequest) -> Renderer:
-    return Renderer(SETTINGS, share_bodies=request.param)
+    """The default renderer (a run's first readers keep their bodies); one whose bodies' first readers take
+    the direct path (digest.assemble) and are kept from the second on; one that shares nothing."""
+    if request.param == "per-reader":
+        return Renderer(SETTINGS, share_bodies=False)
+    renderer = Renderer(SETTINGS)
+    return direct_first(renderer) if request.param == "direct-first" else renderer
 
 
 def assert_identical(renderer: Renderer, issue: Issue, links: PersonalLinks = LINKS,
@@ -196,7 +201,8 @@ def test_whole_messages_are_identical_on_both_paths() -> None:
     long_text = "This sentence is long enough to matter for the size of the email. " * 40
     long_papers = [Paper(id=f"2611.{i:05d}", title=f"Title {i}", abstract=long_text) for i in range(25)]
     big = issue_of([("a", "A", long_papers[:10]), ("b", "B", long_papers[10:])])
-    for renderer in (Renderer(SETTINGS), Renderer(SETTINGS, html_budget=20_000)):
+    for renderer in (Renderer(SETTINGS), Renderer(SETTINGS, html_budget=20_000), direct_first(Renderer(SETTINGS)),
+                     direct_first(Renderer(SETTINGS, html_budget=20_000))):
         for issue, links in [(j.issue, j.links) for j in jobs] + [(big, LINKS)]:
             mid = make_message_id(issue.id or 0, "localhost", f"{issue.id or 0:024x}")
 
