@@ -180,11 +180,18 @@ class RichProgress:
         self._bar = Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
                              TimeRemainingColumn(), console=console, transient=True)
         self._task: Any = None
+        self._total: int | None = None
 
     def start(self, total: int | None) -> None:
+        self._total = total
         if self.enabled:
             self._bar.start()
             self._task = self._bar.add_task(self.description, total=total)
+
+    def grow(self, n: int) -> None:
+        if self._task is not None:
+            self._total = (self._total or 0) + n
+            self._bar.update(self._task, total=self._total)
 
     def advance(self, n: int = 1) -> None:
         if self._task is not None:

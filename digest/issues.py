@@ -10,12 +10,13 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Generator, Iterator
-from contextlib import closing
+from contextlib import AbstractContextManager, closing, contextmanager, nullcontext
 from datetime import date, datetime, timedelta
 from itertools import groupby
 
 from digest.compose import Composer
 from digest.config import Settings
+from digest.issue_feed import IssueFeed
 from digest.models import DeliveryStatus, Feedback, Issue, Paper, Subscriber, SubscriberStatus
 from digest.selection import Pool, SelectionContext, is_due, select, window_start
 from digest.send_engine import SendSummary
@@ -112,18 +113,52 @@ class IssueBuilder:
             taste = self.tastes(self.store.feedback_of([sub.id])).get(sub.id)
         return select(pool, sub, received, now, issue_date, self.context, since=since, taste=taste)
 
+    @contextmanager
+    def alongside(self, targets: Iterator[Subscriber], issue_date: date, now: datetime, summary: SendSummary,
+                  writing: AbstractContextManager[object]) -> Iterator[IssueFeed]:
+        """``store_issues`` in a thread of its own for the block, which delivers what it stores meanwhile
+        (see digest.issue_feed). Leaving the block stops the building after the chunk in hand and waits
+        for it; then the readers it skipped are counted in ``summary`` and an error it met is raised."""
+        feed = IssueFeed()
+        part = SendSummary()
+        failed: list[BaseException] = []
+
+        def build() -> None:
+            try:
+                self.store_issues(targets, issue_date, now, part, None, built=feed.stored, writing=writing,
+                                  stop=feed.cancelled.is_set)
+            except BaseException as err:  # raised in the sending thread, once the building has stopped
+                failed.append(err)
+            finally:
+                feed.finish()
+
+        thread = threading.Thread(target=build, name="digest-build", daemon=True)
+        thread.start()
+        try:
+            yield feed
+        finally:
+            feed.cancel()
+            thread.join()
+            summary.skipped += part.skipped
+        if failed:
+            raise failed[0]
+
     def store_issues(
         self, targets: Iterator[Subscriber], issue_date: date, now: datetime, summary: SendSummary,
         only: str | None, built: Callable[[int], None] = lambda count: None,
+        writing: AbstractContextManager[object] | None = None, stop: Callable[[], bool] = lambda: False,
     ) -> int | None:
         """Store an issue and a pending delivery record for each target who has none for the date yet;
         the id of the subscriber named ``only`` if one was among them.
 
         By chunks of neighbouring subscribers: what the store knows of a chunk (issues built, papers
-        received, last issue) is read in three queries and its new issues written in one transaction;
-        selection runs on the candidate papers prepared once for the whole run. ``built`` hears the
-        running count of issues stored.
+        received, last issue) is read in three queries and its new issues written in one transaction
+        (under ``writing``, the send loop's write lock when it runs beside one: SQLite then never makes
+        this process wait on itself); selection runs on the candidate papers prepared once for the whole
+        run. ``built`` hears the running count of issues stored, after each commit; ``stop`` (or the
+        pipeline's stop request) ends the building between chunks.
         """
+        writing = writing or nullcontext()
         pool: Pool | None = None
         papers_since = self.candidates_since(now)
         only_id: int | None = None
@@ -132,7 +167,7 @@ class IssueBuilder:
         with_feedback = self.store.readers_with_feedback()
         with closing(self._building_order(targets, issue_date)) as order:
             for subs in order:
-                if self.stop_requested.is_set():
+                if self.stop_requested.is_set() or stop():
                     break
                 if only is not None and subs:
                     only_id = subs[0].id
@@ -158,9 +193,10 @@ class IssueBuilder:
                         continue
                     new.append(issue)
                 if new:
-                    created += self.store.create_issues(
-                        new, message_id=lambda i, _: self.composer.message_id(i), now=now,
-                        subject=self.composer.subject)
+                    with writing:
+                        created += self.store.create_issues(
+                            new, message_id=lambda i, _: self.composer.message_id(i), now=now,
+                            subject=self.composer.subject)
                     built(created)
         return only_id
 

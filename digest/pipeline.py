@@ -272,12 +272,21 @@ class Pipeline:
         with self.engine.session() as session:
             if subscribers is None and only is None:
                 # Every confirmed reader may be due: a large run's render process starts now, and is
-                # ready by the time the issues are built.
+                # ready by the time the first issues are built.
                 session.expect(self.store.count_subscribers().get(SubscriberStatus.CONFIRMED.value, 0))
             targets = subscribers() if subscribers is not None else self.due_subscribers(issue_date, only)
-            only_id = self.issues.store_issues(targets, issue_date, now, summary, only, built=session.expect)
-            progress.start(self.store.delivery_counts(issue_date).get(DeliveryStatus.PENDING.value))
-            session.deliver(issue_date, summary, progress, subscriber_id=only_id, due_since=due_since)
+            if only is not None:
+                only_id = self.issues.store_issues(targets, issue_date, now, summary, only)
+                progress.start(self.store.delivery_counts(issue_date).get(DeliveryStatus.PENDING.value))
+                session.deliver(issue_date, summary, progress, subscriber_id=only_id, due_since=due_since)
+            else:
+                # The issues are built by chunks in a thread beside the send loop, which delivers each
+                # chunk once it is stored: the first messages go out within seconds however many
+                # readers there are. The progress bar starts with the records already pending and
+                # grows by each chunk.
+                progress.start(self.store.delivery_counts(issue_date).get(DeliveryStatus.PENDING.value, 0))
+                with self.issues.alongside(targets, issue_date, now, summary, session.writing) as feed:
+                    session.deliver(issue_date, summary, progress, due_since=due_since, feed=feed)
         self.store.finish_send_run(run_id, self.clock(), summary.sent, summary.skipped,
                                    summary.failed + summary.unknown)
         log.info("send done date=%s %s deferred=%d", issue_date, summary.line(), summary.deferred)

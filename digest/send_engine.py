@@ -36,6 +36,7 @@ from digest.relay_guard import GuardState, RelayGuard
 from digest.store import Store
 
 if TYPE_CHECKING:
+    from digest.issue_feed import IssueFeed
     from digest.render_process import RenderProcess
 
 __all__ = ["NoProgress", "Progress", "SendEngine", "SendSession", "SendSummary", "is_dead_local_worker", "worker_id"]
@@ -43,6 +44,8 @@ __all__ = ["NoProgress", "Progress", "SendEngine", "SendSession", "SendSummary",
 log = logging.getLogger("digest")
 
 Clock = Callable[[], datetime]
+# The send loop's claims: ``claim(wait)`` (see SendSession.deliver).
+Claim = Callable[[bool], list[Delivery]]
 
 # Messages a render process renders per request: small enough that the first ones go out at once.
 _RENDER_BATCH = 16
@@ -90,9 +93,12 @@ class SendSummary:
 
 class Progress(Protocol):
     """What the send loop reports as it goes; the CLI plugs a rich progress bar in (any object with
-    these two methods will do, so the CLI need not import this module up front)."""
+    these three methods will do, so the CLI need not import this module up front). ``start`` comes
+    first, with the work known then; ``grow`` adds work found later (issues built during the send)."""
 
     def start(self, total: int | None) -> None: ...
+
+    def grow(self, n: int) -> None: ...
 
     def advance(self, n: int = 1) -> None: ...
 
@@ -101,6 +107,9 @@ class NoProgress(Progress):
     """Reports nothing: the default where no one watches."""
 
     def start(self, total: int | None) -> None:
+        pass
+
+    def grow(self, n: int) -> None:
         pass
 
     def advance(self, n: int = 1) -> None:
@@ -191,41 +200,84 @@ class SendSession:
     def __init__(self, engine: SendEngine, slot: _RenderProcessSlot) -> None:
         self._engine = engine
         self._slot = slot
+        # This process's database writes go one at a time (the send loop's, and those of the thread
+        # building issues beside it): SQLite then never makes the process wait on itself.
+        self.writing = threading.Lock()
 
     def expect(self, messages: int) -> None:
         """About ``messages`` are to be sent: starts the render process if that pays (once per send)."""
         self._slot.expect(messages)
 
     def deliver(self, issue_date: date, summary: SendSummary, progress: Progress, *,
-                subscriber_id: int | None = None, due_since: datetime | None = None) -> None:
+                subscriber_id: int | None = None, due_since: datetime | None = None,
+                feed: IssueFeed | None = None) -> None:
         """Claim, render, send and record the pending deliveries of ``issue_date`` (of one subscriber if
         given; with ``due_since``, none whose reader's send moment is older, see Store.claim_deliveries),
-        counting them in ``summary``."""
+        counting them in ``summary``.
+
+        With ``feed``, issues are still being built meanwhile (IssueBuilder.alongside): the records of
+        each chunk are claimed as soon as it is stored, ``progress`` grows by them, and the run ends
+        only once the builder has ended and nothing is left to claim. A run that stops early (a stop
+        request, the relay guard, an error) stops the builder too, and waits for it before counting
+        what stays pending.
+        """
         engine = self._engine
         worker = worker_id()
         cfg = engine.settings.delivery
+        dispatch: _Dispatch | None = None
+        grown = 0
 
-        def claim() -> list[Delivery]:
-            if engine.stop_requested.is_set():
-                return []
-            return engine.store.claim_deliveries(worker, engine.clock(), cfg.lease_seconds, cfg.batch_size,
-                                                 issue_date=issue_date, subscriber_id=subscriber_id,
-                                                 due_since=due_since)
+        def stopping() -> bool:
+            return engine.stop_requested.is_set() or (dispatch is not None and dispatch.halted)
 
-        claims = claim()
+        def claim_now() -> list[Delivery]:
+            with self.writing:
+                return engine.store.claim_deliveries(worker, engine.clock(), cfg.lease_seconds, cfg.batch_size,
+                                                     issue_date=issue_date, subscriber_id=subscriber_id,
+                                                     due_since=due_since)
+
+        def grow() -> None:
+            nonlocal grown
+            if feed is not None and feed.created > grown:
+                progress.grow(feed.created - grown)
+                grown = feed.created
+                self._slot.expect(grown)
+
+        def claim(wait: bool = True) -> list[Delivery]:
+            """The next claims. With a feed and ``wait``, when none is claimable yet, waits for the
+            builder's next chunk: nothing comes back only once the builder has ended (or the run stops)."""
+            if feed is None:
+                return [] if stopping() else claim_now()
+            while not stopping():
+                grow()
+                seen = feed.state()  # before claiming: a chunk stored after it wakes the wait below
+                claims = claim_now()
+                if claims or seen.done or not wait:
+                    return claims
+                feed.wait_past(seen, timeout=0.2)
+            return []
+
         guard: RelayGuard[_Ended] = RelayGuard()
         error: str | None = None
         try:
+            claims = claim()
             if claims:
-                self._slot.expect(len(claims))
+                self._slot.expect(max(len(claims), feed.created if feed is not None else 0))
                 # The mailer opens only once there is work: no SMTP session for nothing, and a server
                 # that cannot be reached fails the run here, with every message still pending.
                 with engine.mailer as mailer:
-                    _Dispatch(engine, mailer, worker, summary, progress, self._slot.process, guard).run(claims, claim)
+                    dispatch = _Dispatch(engine, mailer, worker, summary, progress, self._slot, self.writing, guard)
+                    dispatch.run(claims, claim)
         except DeliveryError as err:
             error = str(err)
             raise
         finally:
+            if feed is not None:
+                # Whatever ended the run ends the building: what it stores from now on waits for the
+                # next run. Counting what stays pending waits for its last chunk.
+                feed.cancel()
+                while not feed.done:
+                    feed.wait_past(feed.state(), timeout=1.0)
             # Also after an error: claims left behind would block a re-run until their lease expires,
             # and refusals held back by the relay guard would wait out their hold. The messages an
             # error left unsent are deferred, and keep the error to say why.
@@ -313,7 +365,7 @@ class _Dispatch:
     """
 
     def __init__(self, engine: SendEngine, mailer: Mailer, worker: str, summary: SendSummary,
-                 progress: Progress, render_process: RenderProcess | None = None,
+                 progress: Progress, slot: _RenderProcessSlot, writing: threading.Lock,
                  guard: RelayGuard[_Ended] | None = None) -> None:
         self.engine = engine
         self.store = engine.store
@@ -327,19 +379,23 @@ class _Dispatch:
         self.claimed: deque[Delivery] = deque()
         self.issues: dict[int, Issue] = {}
         self.rendered: deque[_Ready | _Ended] = deque()
-        self.render_process = render_process
-        self.writing = threading.Lock()
+        self.slot = slot  # its render process may start after the first claims (issues still being built)
+        self.writing = writing
         self.local = threading.local()  # a sender thread's own settle (Store.settling)
         self.counting = threading.Lock()
         self.error: BaseException | None = None
         self.guard: RelayGuard[_Ended] = guard if guard is not None else RelayGuard()
 
     @property
+    def render_process(self) -> RenderProcess | None:
+        return self.slot.process
+
+    @property
     def halted(self) -> bool:
         """Stop handing messages over: asked to, an error, or the relay refuses mail."""
         return self.engine.stop_requested.is_set() or self.error is not None or self.guard.tripped
 
-    def run(self, claims: list[Delivery], claim: Callable[[], list[Delivery]]) -> None:
+    def run(self, claims: list[Delivery], claim: Claim) -> None:
         self.claimed.extend(claims)
         if self.slots == 1 and self.render_process is None:
             self._run_inline(claim)
@@ -349,7 +405,7 @@ class _Dispatch:
             with self.writing:
                 self._record_released()
 
-    def _run_threads(self, claim: Callable[[], list[Delivery]]) -> None:
+    def _run_threads(self, claim: Claim) -> None:
         senders = [threading.Thread(target=self._sender, name=f"digest-send-{k}", daemon=True)
                    for k in range(self.slots)]
         for thread in senders:
@@ -370,7 +426,7 @@ class _Dispatch:
         if self.error is not None:
             raise self.error
 
-    def _prepared(self, claim: Callable[[], list[Delivery]]) -> Iterator[_Ready | _Ended]:
+    def _prepared(self, claim: Claim) -> Iterator[_Ready | _Ended]:
         """The claimed messages, rendered, one at a time, until all are done or the run stops."""
         while not self.halted:
             prepared = self._prepare_next(claim)
@@ -385,13 +441,13 @@ class _Dispatch:
         except queue.Full:
             return False
 
-    def _claim_more(self, claim: Callable[[], list[Delivery]]) -> bool:
-        with self.writing:
-            more = claim()
+    def _claim_more(self, claim: Claim, wait: bool = True) -> bool:
+        """Claim more (the claim takes the write lock itself: it may wait for issues being built)."""
+        more = claim(wait)
         self.claimed.extend(more)
         return bool(more)
 
-    def _prepare_next(self, claim: Callable[[], list[Delivery]]) -> _Ready | _Ended | None:
+    def _prepare_next(self, claim: Claim) -> _Ready | _Ended | None:
         """The next claimed message, rendered (claiming more when none is left); None when all are done."""
         if self.rendered:
             return self.rendered.popleft()
@@ -401,7 +457,8 @@ class _Dispatch:
                 # Asked for by configuration: wait for it; chosen here: render meanwhile.
                 if worker.ready(wait=_RENDER_START_SECONDS if self.engine.settings.delivery.workers else 0.0):
                     # Two batches in the worker: it renders the next while this thread hands out one.
-                    while len(worker.pending) < 2 and (self.claimed or self._claim_more(claim)):
+                    # Waiting for issues still being built only when the worker has nothing in hand.
+                    while len(worker.pending) < 2 and (self.claimed or self._claim_more(claim, not worker.pending)):
                         batch = [self.claimed.popleft() for _ in range(min(_RENDER_BATCH, len(self.claimed)))]
                         worker.submit(self.engine.clock(), batch)
                     if worker.pending:
@@ -415,7 +472,7 @@ class _Dispatch:
                     self.claimed.extendleft(reversed(batch))
                 worker.pending.clear()
                 worker.close()
-                self.render_process = None
+                self.slot.process = None
         if not self.claimed and not self._claim_more(claim):
             return None
         delivery = self.claimed.popleft()
@@ -482,7 +539,7 @@ class _Dispatch:
         recipient = ready.message.recipient
         return _Ended(ready.delivery, recipient, self.engine.attempt_end(ready.delivery, recipient, result), result)
 
-    def _run_inline(self, claim: Callable[[], list[Delivery]]) -> None:
+    def _run_inline(self, claim: Claim) -> None:
         """One message at a time, all in this thread: for a mailer that takes one at a time and needs no
         network round trip (file, memory), handing each message to another thread costs more than it
         saves."""
