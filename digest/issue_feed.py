@@ -10,6 +10,7 @@ issues written so far, whether the builder is done, and a way to stop it early.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
 __all__ = ["FeedState", "IssueFeed"]
@@ -31,7 +32,10 @@ class IssueFeed:
         self._generation = 0
         self._done = False
         self.created = 0  # issues (and pending delivery records) written so far
+        # Readers found with a delivery past pending: skipped, unless this send delivered it meanwhile.
+        self.already: list[int] = []
         self.cancelled = threading.Event()  # the send stopped: build no further chunk
+        self._on_cancel: list[Callable[[], None]] = []
 
     # ---- the builder's side -----------------------------------------------------------------------
 
@@ -65,5 +69,16 @@ class IssueFeed:
             self._changed.wait_for(lambda: self._generation != seen.generation, timeout)
             return FeedState(self._generation, self._done)
 
+    def on_cancel(self, hook: Callable[[], None]) -> None:
+        """Call ``hook`` on the first ``cancel`` (a builder in another process is told so)."""
+        self._on_cancel.append(hook)
+
     def cancel(self) -> None:
-        self.cancelled.set()
+        """Stop the builder after the chunk in hand (idempotent)."""
+        with self._changed:
+            if self.cancelled.is_set():
+                return
+            self.cancelled.set()
+            hooks, self._on_cancel = self._on_cancel, []
+        for hook in hooks:
+            hook()

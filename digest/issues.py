@@ -89,6 +89,13 @@ class IssueBuilder:
                 found[sub_id] = taste
         return found
 
+    def due(self, issue_date: date) -> Iterator[Subscriber]:
+        """Every confirmed reader, not paused, whose issue is due on ``issue_date``."""
+        for sub in self.store.iter_subscribers(status=SubscriberStatus.CONFIRMED,
+                                               batch_size=self.settings.delivery.batch_size):
+            if not sub.paused and is_due(sub, issue_date):
+                yield sub
+
     def candidates_since(self, now: datetime) -> datetime:
         """The oldest first-seen time of a paper an issue built at ``now`` may hold."""
         return now - timedelta(days=max(7, self.settings.selection.daily_window_days))
@@ -118,7 +125,8 @@ class IssueBuilder:
                   writing: AbstractContextManager[object]) -> Iterator[IssueFeed]:
         """``store_issues`` in a thread of its own for the block, which delivers what it stores meanwhile
         (see digest.issue_feed). Leaving the block stops the building after the chunk in hand and waits
-        for it; then the readers it skipped are counted in ``summary`` and an error it met is raised."""
+        for it; then the readers it skipped for having nothing new are counted in ``summary`` (those
+        found served already are in ``feed.already``) and an error it met is raised."""
         feed = IssueFeed()
         part = SendSummary()
         failed: list[BaseException] = []
@@ -126,7 +134,7 @@ class IssueBuilder:
         def build() -> None:
             try:
                 self.store_issues(targets, issue_date, now, part, None, built=feed.stored, writing=writing,
-                                  stop=feed.cancelled.is_set)
+                                  stop=feed.cancelled.is_set, already=feed.already)
             except BaseException as err:  # raised in the sending thread, once the building has stopped
                 failed.append(err)
             finally:
@@ -147,6 +155,7 @@ class IssueBuilder:
         self, targets: Iterator[Subscriber], issue_date: date, now: datetime, summary: SendSummary,
         only: str | None, built: Callable[[int], None] = lambda count: None,
         writing: AbstractContextManager[object] | None = None, stop: Callable[[], bool] = lambda: False,
+        already: list[int] | None = None,
     ) -> int | None:
         """Store an issue and a pending delivery record for each target who has none for the date yet;
         the id of the subscriber named ``only`` if one was among them.
@@ -156,7 +165,9 @@ class IssueBuilder:
         (under ``writing``, the send loop's write lock when it runs beside one: SQLite then never makes
         this process wait on itself); selection runs on the candidate papers prepared once for the whole
         run. ``built`` hears the running count of issues stored, after each commit; ``stop`` (or the
-        pipeline's stop request) ends the building between chunks.
+        pipeline's stop request) ends the building between chunks. A target whose delivery is past
+        pending counts as skipped, or, with ``already``, goes there by id: a send loop running beside
+        the building may have delivered it meanwhile, and then it is not skipped but sent.
         """
         writing = writing or nullcontext()
         pool: Pool | None = None
@@ -180,7 +191,10 @@ class IssueBuilder:
                     history = histories[sub.id]
                     if history.issue_id is not None:
                         if history.delivery is not None and history.delivery is not DeliveryStatus.PENDING:
-                            summary.skipped += 1
+                            if already is None:
+                                summary.skipped += 1
+                            else:
+                                already.append(sub.id)
                         continue
                     if pool is None:
                         pool = Pool(self.candidate_papers(now), self.context)

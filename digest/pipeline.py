@@ -8,8 +8,10 @@ render.py and message.py, send_engine.py with mail/); a Pipeline holds one confi
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from functools import cached_property
@@ -19,6 +21,7 @@ from digest import dkim
 from digest.compose import Composer, MimeRenderer, topic_labels
 from digest.config import Settings
 from digest.errors import DigestError, SourceError, UsageError
+from digest.issue_feed import IssueFeed
 from digest.issues import IssueBuilder
 from digest.links import LinkBuilder
 from digest.mail import Mailer, build_mailer
@@ -62,6 +65,10 @@ class FetchSummary:
 
 class Pipeline:
     """One configured instance of the service: settings, store, mailer and clock, injected."""
+
+    # Readers from which a send builds its issues in a process of its own (digest.build_process): its
+    # start costs about half a second of CPU, building a thousand readers in the sending process more.
+    build_process_from = 1000
 
     def __init__(
         self,
@@ -233,10 +240,7 @@ class Pipeline:
             if sub.active and is_due(sub, issue_date):
                 yield sub
             return
-        for sub in self.store.iter_subscribers(status=SubscriberStatus.CONFIRMED,
-                                               batch_size=self.settings.delivery.batch_size):
-            if not sub.paused and is_due(sub, issue_date):
-                yield sub
+        yield from self.issues.due(issue_date)
 
     # ---- send -----------------------------------------------------------------------------------
 
@@ -270,27 +274,38 @@ class Pipeline:
         run_id = self.store.start_send_run(issue_date, now)
         summary.unknown += self.engine.recover(now)
         with self.engine.session() as session:
-            if subscribers is None and only is None:
-                # Every confirmed reader may be due: a large run's render process starts now, and is
-                # ready by the time the first issues are built.
-                session.expect(self.store.count_subscribers().get(SubscriberStatus.CONFIRMED.value, 0))
-            targets = subscribers() if subscribers is not None else self.due_subscribers(issue_date, only)
             if only is not None:
-                only_id = self.issues.store_issues(targets, issue_date, now, summary, only)
+                only_id = self.issues.store_issues(self.due_subscribers(issue_date, only), issue_date, now,
+                                                   summary, only)
                 progress.start(self.store.delivery_counts(issue_date).get(DeliveryStatus.PENDING.value))
                 session.deliver(issue_date, summary, progress, subscriber_id=only_id, due_since=due_since)
             else:
-                # The issues are built by chunks in a thread beside the send loop, which delivers each
-                # chunk once it is stored: the first messages go out within seconds however many
-                # readers there are. The progress bar starts with the records already pending and
-                # grows by each chunk.
+                # The issues are built by chunks beside the send loop, which delivers each chunk once it
+                # is stored: the first messages go out within seconds however many readers there are.
+                # The progress bar starts with the records already pending and grows by each chunk.
+                listed = list(subscribers()) if subscribers is not None else None
+                expected = len(listed) if listed is not None else self.store.count_subscribers().get(
+                    SubscriberStatus.CONFIRMED.value, 0)
+                session.expect(expected)  # a large run's render process starts now
                 progress.start(self.store.delivery_counts(issue_date).get(DeliveryStatus.PENDING.value, 0))
-                with self.issues.alongside(targets, issue_date, now, summary, session.writing) as feed:
+                with self._building(listed, expected, issue_date, now, summary, session.writing) as feed:
                     session.deliver(issue_date, summary, progress, due_since=due_since, feed=feed)
+                summary.skipped += session.skipped(feed)
         self.store.finish_send_run(run_id, self.clock(), summary.sent, summary.skipped,
                                    summary.failed + summary.unknown)
         log.info("send done date=%s %s deferred=%d", issue_date, summary.line(), summary.deferred)
         return summary
+
+    def _building(self, listed: list[Subscriber] | None, expected: int, issue_date: date, now: datetime,
+                  summary: SendSummary, writing: AbstractContextManager[object]) -> AbstractContextManager[IssueFeed]:
+        """Where a send's issues are built beside its send loop: in a process of their own for a large
+        send on a machine with a core to spare (digest.build_process says why), else in a thread."""
+        if expected >= self.build_process_from and (os.cpu_count() or 1) >= 2:
+            from digest.build_process import build_alongside
+
+            return build_alongside(self.settings, issue_date, now, listed, summary)
+        targets = iter(listed) if listed is not None else self.issues.due(issue_date)
+        return self.issues.alongside(targets, issue_date, now, summary, writing)
 
     def deliver_pending(self, issue_dates: Iterable[date] = (), progress: Progress | None = None) -> SendSummary:
         """Deliver the pending records that exist, building no issue: the work of an extra sender.

@@ -203,10 +203,15 @@ class SendSession:
         # This process's database writes go one at a time (the send loop's, and those of the thread
         # building issues beside it): SQLite then never makes the process wait on itself.
         self.writing = threading.Lock()
+        self.claimed: set[int] = set()  # subscribers whose delivery this send claimed (``served``)
 
     def expect(self, messages: int) -> None:
         """About ``messages`` are to be sent: starts the render process if that pays (once per send)."""
         self._slot.expect(messages)
+
+    def skipped(self, feed: IssueFeed) -> int:
+        """The readers a builder found served already that this send did not deliver itself: skipped."""
+        return sum(1 for sub_id in feed.already if sub_id not in self.claimed)
 
     def deliver(self, issue_date: date, summary: SendSummary, progress: Progress, *,
                 subscriber_id: int | None = None, due_since: datetime | None = None,
@@ -232,9 +237,12 @@ class SendSession:
 
         def claim_now() -> list[Delivery]:
             with self.writing:
-                return engine.store.claim_deliveries(worker, engine.clock(), cfg.lease_seconds, cfg.batch_size,
-                                                     issue_date=issue_date, subscriber_id=subscriber_id,
-                                                     due_since=due_since)
+                claims = engine.store.claim_deliveries(worker, engine.clock(), cfg.lease_seconds, cfg.batch_size,
+                                                       issue_date=issue_date, subscriber_id=subscriber_id,
+                                                       due_since=due_since)
+            # Before any of them can be handed over: a builder that finds one past pending asks here.
+            self.claimed.update(d.subscriber_id for d in claims)
+            return claims
 
         def grow() -> None:
             nonlocal grown

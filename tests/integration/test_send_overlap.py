@@ -128,6 +128,23 @@ def test_the_first_chunk_is_delivered_before_the_last_is_built(
     store.close()
 
 
+def test_a_large_send_builds_in_a_process_of_its_own(tmp_path: Path, sink: SmtpSink, seed_papers: list[Paper]) -> None:
+    pipeline, store = _world(tmp_path, sink, seed_papers, 2, 0)
+    pipeline.build_process_from = 0  # as a send of many readers does
+    # The daemon's way first: the readers it names, listed; the others wait.
+    few = [sub for sub in store.iter_subscribers() if sub.id is not None and sub.id % 7 == 0]
+    first = pipeline.send(DAY, subscribers=lambda: iter(few))
+    assert (first.sent, first.skipped, first.pending) == (len(few), 0, 0)
+    assert store.delivery_counts(DAY) == {"sent": len(few)}
+    progress = Recorded()
+    summary = pipeline.send(DAY, progress=progress)
+    rest = READERS - len(few)
+    assert (summary.sent, summary.skipped, summary.failed, summary.pending) == (rest, len(few), 0, 0)
+    assert sorted(sink.counts().values()) == [1] * READERS
+    assert progress.started == [0] and (progress.grown, progress.advanced) == (rest, rest)
+    store.close()
+
+
 def test_a_stop_during_the_build_ends_both_and_the_next_run_finishes(
     tmp_path: Path, sink: SmtpSink, seed_papers: list[Paper]
 ) -> None:
@@ -153,6 +170,32 @@ def test_a_stop_during_the_build_ends_both_and_the_next_run_finishes(
     store.close()
 
 
+def test_a_stop_with_the_builder_in_a_process_leaves_nothing_claimed(
+    tmp_path: Path, sink: SmtpSink, seed_papers: list[Paper]
+) -> None:
+    pipeline, store = _world(tmp_path, sink, seed_papers, 2, 0)
+    pipeline.build_process_from = 0
+
+    def stop_at_the_first_message() -> None:
+        sink.wait_for(1, timeout=60)
+        pipeline.stop_requested.set()
+
+    watcher = threading.Thread(target=stop_at_the_first_message)
+    watcher.start()
+    first = pipeline.send(DAY)
+    watcher.join()
+    assert first.stopped and first.incomplete
+    assert first.sent + first.pending == sum(store.delivery_counts(DAY).values())
+    with sqlite3.connect(f"file:{store.db}?mode=ro", uri=True) as conn:
+        left = conn.execute("SELECT count(*) FROM deliveries WHERE claimed_by IS NOT NULL OR status = 'sending'")
+        assert left.fetchone()[0] == 0
+    pipeline.stop_requested.clear()
+    second = pipeline.send(DAY)
+    assert (second.sent, second.skipped, second.pending) == (READERS - first.sent, first.sent, 0)
+    assert sorted(sink.counts().values()) == [1] * READERS
+    store.close()
+
+
 # ---- killed mid-build: a real `digest send` process, held in the builder until the kill -------------
 
 _HELD_SEND = """
@@ -163,6 +206,8 @@ from digest.pipeline import Pipeline
 from digest.store import Store
 
 last = int(sys.argv[3])
+if sys.argv[4] == "process":
+    Pipeline.build_process_from = 0  # the builder is a process: not held, killed with its sender
 
 class Held(Store):
     def issue_histories(self, ids, *args, **kwargs):
@@ -175,8 +220,21 @@ Pipeline(settings, Held(settings.database.url)).send(date.fromisoformat(sys.argv
 """
 
 
+def _children(pid: int) -> list[int]:
+    return [int(child) for task in Path(f"/proc/{pid}/task").iterdir()
+            for child in (task / "children").read_text().split()]
+
+
+def _running(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("builder", ["thread", "process"])
 def test_killed_mid_build_the_next_run_delivers_everyone_exactly_once(
-    tmp_path: Path, seed_papers: list[Paper]
+    tmp_path: Path, seed_papers: list[Paper], builder: str
 ) -> None:
     with SmtpSink() as sink:
         sink.add_fault("after_data", delay=0.01)  # a window in which a kill leaves a message in doubt
@@ -220,18 +278,25 @@ level = "WARNING"
         store.close()
         day = datetime.now(UTC).date().isoformat()
         env = {k: v for k, v in os.environ.items() if not k.startswith("DIGEST_")}
-        held = subprocess.Popen([sys.executable, "-c", _HELD_SEND, str(config), day, str(last)], cwd=REPO, env=env,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        held = subprocess.Popen([sys.executable, "-c", _HELD_SEND, str(config), day, str(last), builder], cwd=REPO,
+                                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         deadline = time.monotonic() + 120
         while len(sink.messages) < 30 and held.poll() is None and time.monotonic() < deadline:
             time.sleep(0.005)
         assert held.poll() is None, held.communicate()[1]
         assert len(sink.messages) >= 30, "the held send delivered nothing"
+        children = _children(held.pid)  # its render process, its build process
+        assert len(children) == (2 if builder == "process" else 1)
         held.send_signal(signal.SIGKILL)
         held.communicate(timeout=60)
         with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
             [(issues,)] = conn.execute("SELECT count(*) FROM issues").fetchall()
-        assert 30 <= issues < READERS  # killed while delivering the first chunks, before the last was built
+        if builder == "thread":
+            assert 30 <= issues < READERS  # killed while delivering the first chunks, before the last was built
+        deadline = time.monotonic() + 30
+        while any(_running(pid) for pid in children) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not any(_running(pid) for pid in children), "a worker outlived its killed sender"
 
         rerun = subprocess.run([sys.executable, "-m", "digest", "--config", str(config), "send", "--date", day],
                                cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
