@@ -1,14 +1,17 @@
 """End to end through a local MTA: ``digest send`` against a bare smtplib loop, and time to first delivery.
 
-The MTA is a private Postfix (its own config, queue and port under /tmp; every message accepted and
-then thrown away by the discard transport) when Postfix is installed and this runs as root, else the
-aiosmtpd sink of the send part (another process, keeps nothing). Each round:
+The MTA is a private Postfix (tests/integration/mta.py's ``DiscardPostfix``: its own config, queue and
+port under /tmp; every message accepted and then thrown away by the discard transport) when Postfix is
+installed and this runs as root, else the aiosmtpd sink of the send part (another process, keeps
+nothing). Each round:
 
 * ``digest send``: a fresh interpreter (``send_child``) runs ``Pipeline.send`` for the workload's readers
   (the bench's mixed readers, stored but no issue built yet) through SMTP with ``[smtp] max_connections``
-  connections. It reports when the first message was accepted by the MTA, when the issues were built,
-  and when it ended. ``first_delivery_s`` is measured from the moment the interpreter was launched
-  (imports, database, templates, building: all that a real ``digest send`` does first).
+  connections. It reports when the first message was accepted by the MTA and when it ended, its own
+  peak RSS and that of it and its workers together. ``first_delivery_s`` is measured from the moment
+  the interpreter was launched (imports, database, templates, the first chunk of issues: all that a
+  real ``digest send`` does first); issues are built while the first ones are sent, so the "phase"
+  ratio counts from the first message on.
 * the bare loop: ``smtplib`` over as many connections sends the same bytes (the messages the send
   produced, rendered again from its database; at most ``BARE_SAMPLE`` of them) with nothing else to do.
 
@@ -16,7 +19,9 @@ aiosmtpd sink of the send part (another process, keeps nothing). Each round:
 building included) over (messages / seconds of the bare loop). The two loops take turns (the send
 first, then the bare loop first, ...) and the MTA's queue is empty before each.
 
-Run alone: ``.venv/bin/python benchmarks/workloads_mta.py [--readers 2000] [--rounds 3] [--sink]``.
+Run alone: ``.venv/bin/python benchmarks/workloads_mta.py [--readers 2000] [--rounds 3] [--sink]``;
+``--readers 100000 --rounds 1`` takes some minutes (so does ``DIGEST_BENCH_MTA_READERS=100000 digest
+bench``, which otherwise caps this workload at ``MTA_SAMPLE`` readers).
 """
 
 from __future__ import annotations
@@ -26,14 +31,14 @@ import os
 import pickle
 import pwd
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from email.utils import parseaddr
 from pathlib import Path
 from typing import Any
@@ -42,9 +47,10 @@ REPO = Path(__file__).resolve().parent.parent
 if __name__ == "__main__":  # run as a script: the checkout's package, not an installed one
     sys.path.insert(0, str(REPO))
 
-from benchmarks.suite import BenchError, _raw_send, _sink  # noqa: E402
+from benchmarks.suite import BenchError, raw_send, smtp_sink  # noqa: E402
 from digest.config import Settings  # noqa: E402
 from digest.models import Outcome, OutgoingMessage, SendResult  # noqa: E402
+from tests.integration.mta import DiscardPostfix, postfix_missing, private_dir  # noqa: E402
 from tests.samples import (  # noqa: E402
     BENCH_DATE,
     NOW,
@@ -59,66 +65,18 @@ from tests.samples import (  # noqa: E402
 __all__ = ["MTA_SAMPLE", "bench_mta", "postfix_usable", "send_child"]
 
 MTA_SAMPLE = 2000  # readers at most in `digest bench` (the standalone script takes more)
+READERS_ENV = "DIGEST_BENCH_MTA_READERS"  # readers of `digest bench`'s MTA workload instead
 BARE_SAMPLE = 3000  # messages at most in the bare loop: a rate, not a total
 ROUNDS = 3
 WARM_UP = 20
 _WARM_UP_MESSAGE = (b"From: warm-up@example.org\r\nTo: warm-up@example.org\r\nSubject: warm-up\r\n\r\n"
                     + b"Wakes the MTA's smtpd processes before a timed loop.\r\n" * 200)
 
-MAIN_CF = """\
-compatibility_level = 3.6
-queue_directory = {queue}
-data_directory = {data}
-mail_owner = postfix
-setgid_group = postdrop
-myhostname = mta.bench.test
-mydomain = bench.test
-myorigin = $myhostname
-mydestination =
-inet_interfaces = 127.0.0.1
-inet_protocols = ipv4
-mynetworks = 127.0.0.0/8
-smtpd_relay_restrictions = permit_mynetworks, reject
-local_recipient_maps =
-alias_maps =
-alias_database =
-default_transport = discard:bench
-relay_transport = discard:bench
-notify_classes =
-biff = no
-smtputf8_enable = no
-maillog_file = {base}/maillog
-maillog_file_prefixes = {base}
-"""
-
-MASTER_CF = """\
-{listen} inet n - n - - smtpd
-pickup unix n - n 60 1 pickup
-cleanup unix n - n - 0 cleanup
-qmgr unix n - n 300 1 qmgr
-rewrite unix - - n - - trivial-rewrite
-bounce unix - - n - 0 bounce
-defer unix - - n - 0 bounce
-trace unix - - n - 0 bounce
-verify unix - - n - 1 verify
-flush unix n - n 1000? 0 flush
-proxymap unix - - n - - proxymap
-showq unix n - n - - showq
-error unix - - n - - error
-retry unix - - n - - error
-discard unix - - n - - discard
-anvil unix - - n - 1 anvil
-scache unix - - n - 1 scache
-postlog unix-dgram n - n - 1 postlogd
-"""
-
-
 def postfix_usable() -> str | None:
     """None if a private Postfix can run here, else why not."""
-    if shutil.which("postfix") is None and not Path("/usr/sbin/postfix").exists():
-        return "postfix is not installed"
-    if os.geteuid() != 0:
-        return "a private Postfix needs root"
+    missing = postfix_missing()
+    if missing is not None:
+        return missing
     try:
         pwd.getpwnam("postfix")
     except KeyError:
@@ -126,89 +84,73 @@ def postfix_usable() -> str | None:
     return None
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _wait_port(port: int, seconds: float = 30.0) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise BenchError(f"the private Postfix does not listen on 127.0.0.1:{port}")
-
-
-class _Postfix:
-    """A private Postfix on 127.0.0.1 that accepts every message and discards it."""
-
-    def __init__(self, base: Path) -> None:
-        self.base = base
-        self.etc, self.queue, self.data = (base / n for n in ("etc", "queue", "data"))
-        for folder in (self.etc, self.queue, self.data):
-            folder.mkdir()
-        postfix = pwd.getpwnam("postfix")
-        os.chown(self.data, postfix.pw_uid, postfix.pw_gid)
-        self.port = _free_port()
-        (self.etc / "main.cf").write_text(MAIN_CF.format(queue=self.queue, data=self.data, base=base))
-        (self.etc / "master.cf").write_text(MASTER_CF.format(listen=f"127.0.0.1:{self.port}"))
-
-    def _postfix(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(["postfix", "-c", str(self.etc), *args], capture_output=True, text=True, timeout=120)
-
-    def start(self) -> None:
-        done = self._postfix("start")
-        if done.returncode != 0:
-            raise BenchError(f"postfix start failed: {(done.stderr or done.stdout).strip().splitlines()[-1:]}")
-        _wait_port(self.port)
-
-    def stop(self) -> None:
-        self._postfix("stop")
-        if self._postfix("status").returncode == 0:
-            self._postfix("abort")
-
-    def queued(self) -> int:
-        return sum(1 for sub in ("maildrop", "incoming", "active", "deferred") if (self.queue / sub).exists()
-                   for path in (self.queue / sub).rglob("*") if path.is_file())
-
-    def drain(self, seconds: float = 120.0) -> None:
-        """Wait until the queue is empty (the discard transport has caught up)."""
-        deadline = time.monotonic() + seconds
-        while self.queued() and time.monotonic() < deadline:
-            time.sleep(0.2)
-
-
 @contextmanager
 def _mta(use_postfix: bool) -> Iterator[tuple[str, int, Callable[[], None]]]:
     """(what it is, its port, a function that waits until it has nothing queued)."""
     if use_postfix:
-        base = Path(tempfile.mkdtemp(prefix="digest-bench-postfix-", dir="/tmp"))
-        base.chmod(0o755)
-        postfix = _Postfix(base)
+        base = private_dir("digest-bench-postfix-")
+        postfix = DiscardPostfix(base)
         try:
-            postfix.start()
-            version = subprocess.run(["postconf", "-c", str(postfix.etc), "-h", "mail_version"],
-                                     capture_output=True, text=True, timeout=30).stdout.strip()
-            yield f"Postfix {version} (private, discard transport)", postfix.port, postfix.drain
+            try:
+                postfix.start()
+            except RuntimeError as err:
+                raise BenchError(str(err)) from err
+            yield f"Postfix {postfix.version()} (private, discard transport)", postfix.port, postfix.drain
         finally:
             postfix.stop()
             shutil.rmtree(base, ignore_errors=True)
     else:
-        with _sink() as (port, _counts):
+        with smtp_sink() as (port, _counts):
             yield "aiosmtpd sink (another process, keeps nothing)", port, lambda: None
 
 
 # ---- the digest side, in its own interpreter ----------------------------------------------------
 
 
+def _status_kb(pid: int | str, field: str) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(f"{field}:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+class _TreeMemory:
+    """Samples the resident memory of this process and its children (the render and build processes)
+    every 50 ms: the peak of their sum, which no single process's peak gives."""
+
+    def __init__(self) -> None:
+        self.peak_kb = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.05):
+            children: list[str] = []
+            for task in Path("/proc/self/task").iterdir():
+                with suppress(OSError):
+                    children += (task / "children").read_text().split()
+            total = _status_kb("self", "VmRSS") + sum(_status_kb(pid, "VmRSS") for pid in children)
+            self.peak_kb = max(self.peak_kb, total)
+
+    def __enter__(self) -> _TreeMemory:
+        if Path("/proc/self/task").exists():
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+
 def send_child(settings_file: str) -> None:
-    """One ``Pipeline.send`` through SMTP, timed; one JSON line of wall-clock times (time.time())."""
+    """One ``Pipeline.send`` through SMTP, timed; one JSON line of wall-clock times (time.time()) and
+    memory: this process's peak RSS, and the peak of its own plus its workers' (sampled)."""
     from digest.mail.smtp import SMTPMailer
-    from digest.pipeline import Pipeline, Progress
+    from digest.pipeline import Pipeline
     from digest.store import Store
 
     settings = pickle.loads(Path(settings_file).read_bytes())
@@ -221,26 +163,17 @@ def send_child(settings_file: str) -> None:
                 first.append(time.time())
             return result
 
-    class Built(Progress):
-        at: float | None = None
-
-        def start(self, total: int | None) -> None:
-            self.at = time.time()
-
     called = time.time()
-    store = Store(settings.database.url)
-    progress = Built()
-    pipeline = Pipeline(settings, store, mailer=FirstAccepted.from_settings(settings), clock=lambda: NOW)
-    summary = pipeline.send(BENCH_DATE, progress=progress)
-    ended = time.time()
-    store.close()
-    rss = 0.0
-    for line in Path("/proc/self/status").read_text().splitlines() if Path("/proc/self/status").exists() else ():
-        if line.startswith("VmHWM:"):
-            rss = int(line.split()[1]) / 1024
+    with _TreeMemory() as memory:
+        store = Store(settings.database.url)
+        pipeline = Pipeline(settings, store, mailer=FirstAccepted.from_settings(settings), clock=lambda: NOW)
+        summary = pipeline.send(BENCH_DATE)
+        ended = time.time()
+        store.close()
     print(json.dumps({"sent": summary.sent, "failed": summary.failed, "skipped": summary.skipped,
-                      "called": called, "built": progress.at, "first": first[0] if first else None,
-                      "ended": ended, "rss_mb": round(rss, 1)}))
+                      "called": called, "first": first[0] if first else None, "ended": ended,
+                      "rss_mb": round(_status_kb("self", "VmHWM") / 1024, 1),
+                      "tree_rss_mb": round(memory.peak_kb / 1024, 1)}))
 
 
 def _run_send(settings: Settings, directory: Path) -> dict[str, Any]:
@@ -297,6 +230,8 @@ def bench_mta(settings: Settings, n_subscribers: int, n_papers: int, rounds: int
               use_postfix: bool | None = None, seed: int = SEED, cap: int | None = MTA_SAMPLE) -> dict[str, Any]:
     """The MTA workload (see the module's docstring)."""
     count = min(n_subscribers, cap) if cap else n_subscribers
+    if cap == MTA_SAMPLE and os.environ.get(READERS_ENV):
+        count = int(os.environ[READERS_ENV])  # `digest bench` at another scale (100,000 takes minutes)
     if use_postfix is None:
         use_postfix = postfix_usable() is None
     connections = settings.smtp.max_connections
@@ -309,16 +244,16 @@ def bench_mta(settings: Settings, n_subscribers: int, n_papers: int, rounds: int
     send_rates: list[float] = []
     bare_rates: list[float] = []
     rss: list[float] = []
-    builds: list[float] = []
+    tree_rss: list[float] = []
     messages: list[tuple[str, bytes]] = []
     readers = 0
     with _mta(use_postfix) as (mta, port, drain):
 
         def bare() -> float:
             drain()
-            _raw_send(port, sender, warm_up, connections)
+            raw_send(port, sender, warm_up, connections)
             drain()
-            return len(messages) / _raw_send(port, sender, messages, connections)
+            return len(messages) / raw_send(port, sender, messages, connections)
 
         for k in range(rounds):
             bare_first = bool(messages) and k % 2 == 1
@@ -334,7 +269,7 @@ def bench_mta(settings: Settings, n_subscribers: int, n_papers: int, rounds: int
                     count, list(bench.enabled_topics), authors_of(papers), seed=seed))
                 store.close()
                 drain()
-                _raw_send(port, sender, warm_up, connections)
+                raw_send(port, sender, warm_up, connections)
                 drain()
                 report = _run_send(bench, Path(tmp))
                 if not messages:
@@ -342,16 +277,16 @@ def bench_mta(settings: Settings, n_subscribers: int, n_papers: int, rounds: int
             if not bare_first:
                 bare_rate = bare()
             send_rate = report["sent"] / (report["ended"] - report["called"])
-            built = report["built"] or report["called"]
-            phase_rate = report["sent"] / max(1e-9, report["ended"] - built)
+            # Issues are built while the first ones are sent: the "phase" is from the first message on.
+            phase_rate = report["sent"] / max(1e-9, report["ended"] - report["first"])
             ratios.append(send_rate / bare_rate)
             phase_ratios.append(phase_rate / bare_rate)
             firsts.append(report["first"] - report["launched"])
             firsts_call.append(report["first"] - report["called"])
-            builds.append(built - report["called"])
             send_rates.append(send_rate)
             bare_rates.append(bare_rate)
             rss.append(report["rss_mb"])
+            tree_rss.append(report["tree_rss_mb"])
 
     def med(values: list[float], digits: int = 1) -> float:
         return round(statistics.median(values), digits)
@@ -361,10 +296,9 @@ def bench_mta(settings: Settings, n_subscribers: int, n_papers: int, rounds: int
         "messages": report["sent"], "bare_messages": len(messages),
         "avg_message_kb": round(sum(len(d) for _, d in messages) / max(1, len(messages)) / 1024, 1),
         "send_per_s": med(send_rates), "bare_per_s": med(bare_rates),
-        "build_s": med(builds, 2),
         "ratios": " ".join(f"{r:.2f}" for r in ratios), "phase_ratio": med(phase_ratios, 3),
         "firsts": " ".join(f"{s:.2f}" for s in firsts), "first_delivery_call_s": med(firsts_call, 2),
-        "sender_rss_mb": max(rss),
+        "sender_rss_mb": max(rss), "send_rss_mb": max(tree_rss),
         "mta_ratio": med(ratios, 3), "first_delivery_s": med(firsts, 2),
     }
 
@@ -377,11 +311,12 @@ LABELS = [
     ("send_per_s", "digest send, whole run, messages/s (median)"),
     ("bare_per_s", "bare smtplib loop, same bytes, messages/s (median)"),
     ("ratios", "ratio in each round"), ("mta_ratio", "ratio, whole run (median)"),
-    ("phase_ratio", "ratio, delivery phase only (median)"), ("build_s", "building issues, s (median)"),
+    ("phase_ratio", "ratio, from the first message on (median)"),
     ("firsts", "first message accepted, s from launch, each round"),
     ("first_delivery_s", "first message accepted, s from launch (median)"),
     ("first_delivery_call_s", "first message accepted, s from Pipeline.send (median)"),
     ("sender_rss_mb", "peak RSS of the sending process, MB"),
+    ("send_rss_mb", "peak RSS of the send with its workers (sampled), MB"),
 ]
 
 

@@ -111,9 +111,6 @@ def serve(fd: int) -> None:
     """The worker: its orders first, then one ``store_issues``, each chunk reported as it is stored."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    # Building runs ahead of sending: it may wait for a free core, the render process and the SMTP
-    # threads (each message a chain of round trips) may not.
-    os.nice(_NICE)
     conn = Connection(fd)
     settings, level, issue_date, now, targets = pickle.loads(conn.recv_bytes())
     handler = logging.StreamHandler(sys.stderr)
@@ -138,10 +135,19 @@ def serve(fd: int) -> None:
     error: str | None = None
     try:
         subs = iter(targets) if targets is not None else builder.due(issue_date)
+        niced: list[bool] = []
+
+        def built(created: int) -> None:
+            conn.send(("stored", created, None))
+            if not niced:
+                # The first chunk at full speed (nothing goes out before it); from then on building
+                # runs ahead of sending: it may wait for a free core, the render process and the SMTP
+                # threads (each message a chain of round trips) may not.
+                os.nice(_NICE)
+                niced.append(True)
+
         # Anything from the sender (a stop, or the end of the socket) stops the building between chunks.
-        builder.store_issues(subs, issue_date, now, summary, None,
-                             built=lambda created: conn.send(("stored", created, None)), stop=conn.poll,
-                             already=already)
+        builder.store_issues(subs, issue_date, now, summary, None, built=built, stop=conn.poll, already=already)
     except (OSError, EOFError):
         return  # the sender is gone
     except Exception as err:  # told to the sender, which fails the run with it

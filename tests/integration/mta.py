@@ -26,7 +26,8 @@ READERS_DOMAIN = "readers.test"
 BOUNCE_DOMAIN = "bounces.test"
 PIPE_USER = "digest"  # the pipe transport never runs as root; .ci/run creates this user
 
-MASTER_CF = """\
+# The services every private Postfix here runs (none chrooted: a private queue has no copy of /etc).
+MASTER_CF_COMMON = """\
 {listen} inet n - n - - smtpd
 pickup unix n - n 60 1 pickup
 cleanup unix n - n - 0 cleanup
@@ -42,32 +43,44 @@ showq unix n - n - - showq
 error unix - - n - - error
 retry unix - - n - - error
 discard unix - - n - - discard
-virtual unix - n n - - virtual
 anvil unix - - n - 1 anvil
 scache unix - - n - 1 scache
 postlog unix-dgram n - n - 1 postlogd
+"""
+
+MASTER_CF = MASTER_CF_COMMON + """\
+virtual unix - n n - - virtual
 digestbounce unix - n n - 4 pipe
   flags=Rq user={pipe_user} argv={digest} --config {config} bounces ingest --recipient ${{original_recipient}}
 """
 
-MAIN_CF = """\
+# What every private Postfix here has: its own queue and log, 127.0.0.1 only, relaying for it alone.
+MAIN_CF_COMMON = """\
 compatibility_level = 3.6
 queue_directory = {queue}
 data_directory = {data}
 mail_owner = postfix
 setgid_group = postdrop
-myhostname = relay.digest.test
-mydomain = digest.test
+myhostname = {hostname}
+mydomain = {domain}
 myorigin = $myhostname
 mydestination =
 inet_interfaces = 127.0.0.1
 inet_protocols = ipv4
 mynetworks = 127.0.0.0/8
 smtpd_relay_restrictions = permit_mynetworks, reject
-smtpd_reject_unlisted_recipient = no
 local_recipient_maps =
 alias_maps =
 alias_database =
+notify_classes =
+biff = no
+smtputf8_enable = no
+maillog_file = {base}/maillog
+maillog_file_prefixes = {base}
+"""
+
+MAIN_CF = MAIN_CF_COMMON + """\
+smtpd_reject_unlisted_recipient = no
 virtual_mailbox_domains = {virtual_domains}
 virtual_mailbox_maps = texthash:{etc}/vmailbox
 virtual_mailbox_base = {mail}
@@ -78,13 +91,14 @@ recipient_delimiter = +
 transport_maps = texthash:{etc}/transport
 default_transport = error:5.4.4 this test relay delivers nowhere else
 relay_transport = error:5.4.4 this test relay delivers nowhere else
-notify_classes =
-biff = no
-smtputf8_enable = no
-maillog_file = {base}/maillog
-maillog_file_prefixes = {base}
 import_environment = MAIL_CONFIG MAIL_DEBUG MAIL_LOGTAG TZ LANG=C {environment}
 export_environment = TZ MAIL_CONFIG LANG {exported}
+"""
+
+# A Postfix that accepts every message and throws it away (the benchmarks' MTA).
+DISCARD_MAIN_CF = MAIN_CF_COMMON + """\
+default_transport = discard:bench
+relay_transport = discard:bench
 """
 
 
@@ -94,7 +108,7 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _wait_port(port: int, seconds: float = 20.0) -> None:
+def wait_port(port: int, seconds: float = 20.0) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         try:
@@ -152,6 +166,7 @@ class Postfix:
         env = environment or {}
         domains = READERS_DOMAIN if bounce_to == "pipe" else f"{READERS_DOMAIN}, {BOUNCE_DOMAIN}"
         (self.etc / "main.cf").write_text(MAIN_CF.format(
+            hostname="relay.digest.test", domain="digest.test",
             queue=self.queue, data=self.data, etc=self.etc, mail=self.mail, base=base, uid=nobody.pw_uid,
             gid=nobody.pw_gid, virtual_domains=domains,
             environment=" ".join(f"{k}={v}" for k, v in env.items()), exported=" ".join(env)))
@@ -175,7 +190,7 @@ class Postfix:
         proc = self._postfix("start")
         if proc.returncode != 0:
             raise RuntimeError(f"postfix start failed: {proc.stderr.strip()}\n{self.log()}")
-        _wait_port(self.port)
+        wait_port(self.port)
 
     def stop(self) -> None:
         self._postfix("stop")
@@ -246,7 +261,7 @@ service imap-login {{
         self.process = subprocess.Popen(["dovecot", "-F", "-c", str(self.config)], stdout=subprocess.DEVNULL,
                                         stderr=subprocess.PIPE)
         try:
-            _wait_port(self.port)
+            wait_port(self.port)
         except RuntimeError:
             self.stop()
             raise
@@ -271,3 +286,47 @@ def dovecot_missing() -> str | None:
     if os.geteuid() != 0:
         return "a private Dovecot needs root"
     return None
+
+
+class DiscardPostfix:
+    """A private Postfix on 127.0.0.1 that accepts every message and discards it (the benchmarks' MTA)."""
+
+    def __init__(self, base: Path) -> None:
+        self.base = base
+        self.etc, self.queue, self.data = (base / n for n in ("etc", "queue", "data"))
+        for folder in (self.etc, self.queue, self.data):
+            folder.mkdir()
+        postfix = pwd.getpwnam("postfix")
+        os.chown(self.data, postfix.pw_uid, postfix.pw_gid)
+        self.port = free_port()
+        (self.etc / "main.cf").write_text(DISCARD_MAIN_CF.format(
+            hostname="mta.bench.test", domain="bench.test", queue=self.queue, data=self.data, base=base))
+        (self.etc / "master.cf").write_text(MASTER_CF_COMMON.format(listen=f"127.0.0.1:{self.port}"))
+
+    def _postfix(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["postfix", "-c", str(self.etc), *args], capture_output=True, text=True, timeout=120)
+
+    def start(self) -> None:
+        done = self._postfix("start")
+        if done.returncode != 0:
+            raise RuntimeError(f"postfix start failed: {(done.stderr or done.stdout).strip().splitlines()[-1:]}")
+        wait_port(self.port, 30.0)
+
+    def stop(self) -> None:
+        self._postfix("stop")
+        if self._postfix("status").returncode == 0:
+            self._postfix("abort")
+
+    def version(self) -> str:
+        return subprocess.run(["postconf", "-c", str(self.etc), "-h", "mail_version"], capture_output=True,
+                              text=True, timeout=30).stdout.strip()
+
+    def queued(self) -> int:
+        return sum(1 for sub in ("maildrop", "incoming", "active", "deferred") if (self.queue / sub).exists()
+                   for path in (self.queue / sub).rglob("*") if path.is_file())
+
+    def drain(self, seconds: float = 120.0) -> None:
+        """Wait until the queue is empty (the discard transport has caught up)."""
+        deadline = time.monotonic() + seconds
+        while self.queued() and time.monotonic() < deadline:
+            time.sleep(0.2)
