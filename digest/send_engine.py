@@ -552,9 +552,22 @@ class _Dispatch:
         network round trip (file, memory), handing each message to another thread costs more than it
         saves."""
         last: _Ended | None = None
+
+        def claim_or_record(wait: bool) -> list[Delivery]:
+            # Before waiting for issues still being built, the last outcome is recorded: no record
+            # stays "sending" longer than its message is in flight.
+            nonlocal last
+            more = claim(False)
+            if more or not wait:
+                return more
+            if last is not None:
+                self._record([last], None)
+                last = None
+            return claim(True)
+
         with self._own_connection():
             try:
-                for prepared in self._prepared(claim):
+                for prepared in self._prepared(claim_or_record):
                     if isinstance(prepared, _Ended):
                         self._record([prepared, *([last] if last is not None else [])], None)
                         last = None
