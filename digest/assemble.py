@@ -22,7 +22,11 @@ from digest.email_view import CardView, clean_text, plain_card
 from digest.errors import RenderError
 from digest.models import Issue, Paper
 
-__all__ = ["LESS", "MORE", "NUMBER", "WHY", "CardFormat", "CardFormats"]
+__all__ = ["LESS", "MORE", "NUMBER", "WHY", "CardFormat", "CardFormats", "UnusualCard"]
+
+class UnusualCard(Exception):
+    """A card template this path does not take (the renderer's other paths do)."""
+
 
 # What fills a card's ``%s``: the reader's address and three links (0-3, reader_values order), then the
 # card's own "more" and "less" links, number and "why" line.
@@ -54,8 +58,8 @@ class CardFormat:
             slots.append(kinds[found.group()])
             at = found.end()
         pieces.append(data[at:].replace(b"%", b"%%"))
-        if slots.count(MORE) != slots.count(LESS) or slots.count(MORE) > 1:
-            raise RenderError("email template: a card must show its feedback links once each")
+        if slots.count(MORE) > 1 or slots.count(LESS) > 1:
+            raise UnusualCard("a card template that shows a feedback link more than once")
         return cls(b"%s".join(pieces), tuple(slots))
 
 

@@ -36,7 +36,7 @@ import jinja2
 from jinja2.runtime import new_context
 from markupsafe import Markup
 
-from digest.assemble import LESS, MORE, NUMBER, WHY, CardFormats
+from digest.assemble import LESS, MORE, NUMBER, WHY, CardFormats, UnusualCard
 from digest.config import Settings
 from digest.email_view import (
     CardView,
@@ -276,6 +276,8 @@ class Renderer:
                 # reader of it has it kept for the rest.
                 return self._mime_direct(issue, links, full_issue_url, personal, html_values, text_values)
             body = self._shared_body(issue, links, full_issue_url, personal)
+            if body is None:
+                return None
             self._shared.put(key, body)
         if body.html.size_with(html_values) > self.html_budget:
             return None
@@ -295,7 +297,10 @@ class Renderer:
         archive = _PERSONAL[3] if personal[3] else ""
         fallback = archive if own_archive(links, full_issue_url) else (view.more_url or archive)
         try:
-            html_cards, text_cards = self._formats.sections(issue, fallback, html_values, text_values)
+            try:
+                html_cards, text_cards = self._formats.sections(issue, fallback, html_values, text_values)
+            except UnusualCard:
+                return None  # the full path renders it (and says what is wrong, if anything is)
             context = _page_context(view)
             html = _render_spliced(self._fast_template, context, html_cards, self._page_literals)
             if len(html) > self.html_budget:
@@ -310,7 +315,7 @@ class Renderer:
                 self._text_card_template.render(c=card).encode("utf-8"))
 
     def _shared_body(self, issue: Issue, links: PersonalLinks, full_issue_url: str | None,
-                     personal: tuple[str, ...]) -> _SharedBody:
+                     personal: tuple[str, ...]) -> _SharedBody | None:
         # The personal values are markers that no cleaned value can contain (or empty, as the reader's
         # are: the key says which), and the body is cut there.
         anchors = _anchors(issue)
@@ -322,6 +327,9 @@ class Renderer:
             html, text = self._html_fast(view, cards, context), self._text_fast(view, cards, context)
         except jinja2.TemplateError as err:
             raise RenderError(f"email template failed to render: {err}") from err
+        entries = sum(len(s.entries) for s in issue.sections)
+        if any(data.count(mark) > entries for data in (html, text) for mark in (_MORE_BYTES, _LESS_BYTES)):
+            return None  # a card template that shows a feedback link more than once: the full path's
         return _SharedBody(anchors, view.subject, _Cut.of(html), _Cut.of(text))
 
     def _render(self, issue: Issue, links: PersonalLinks, full_issue_url: str | None, fast: bool) -> MimeEmail:
@@ -337,7 +345,10 @@ class Renderer:
                 text = _fill_feedback(self._text_fast(_text_view(view, dropped)), text_values)
             except jinja2.TemplateError as err:
                 raise RenderError(f"email template failed to render: {err}") from err
-            return MimeEmail(view.subject, Utf8Body(html), Utf8Body(text))
+            except _UnusualFeedback:
+                pass  # a card shows a link more than once: cards rendered with this reader's links, below
+            else:
+                return MimeEmail(view.subject, Utf8Body(html), Utf8Body(text))
         view = build_view(self.settings, issue, links, full_issue_url, feedback=pairs)
         try:
             html, dropped = self._fit(view, self._html_fast if fast else self._html_naive)
@@ -402,13 +413,17 @@ def _feedback_marks(issue: Issue) -> list[tuple[str, str]]:
     return [(MORE_MARK, LESS_MARK)] * sum(len(s.entries) for s in issue.sections)
 
 
+class _UnusualFeedback(RenderError):
+    """A card template that shows a feedback link more than once (the marks cannot say whose it is)."""
+
+
 def _fill_feedback(data: bytes, values: list[tuple[bytes, bytes]]) -> bytes:
     """``data`` with the k-th MORE_MARK and LESS_MARK replaced by the k-th card's links (a trimmed body
     holds the first cards' marks only)."""
     for side, mark in ((0, _MORE_BYTES), (1, _LESS_BYTES)):
         pieces = data.split(mark)
         if len(pieces) - 1 > len(values):
-            raise RenderError("email template: more feedback links than cards")
+            raise _UnusualFeedback("email template: more feedback links than cards")
         out = [pieces[0]]
         for pair, piece in zip(values, pieces[1:], strict=False):
             out += (pair[side], piece)

@@ -478,3 +478,30 @@ def test_bodies_are_kept_from_their_first_reader_only_while_readers_share_them()
     shared.render(late, LINKS)
     assert len(shared._shared._items) == len(groups) + 1
     assert shared.render(late, LINKS) == shared.render_naive(late, LINKS)
+
+
+@pytest.mark.parametrize("change", ["more-only", "twice"])
+def test_card_templates_that_show_feedback_links_otherwise_still_render(tmp_path: Path, change: str) -> None:
+    """A card template that shows only the "more" link, or shows it twice: every reader's email is the
+    reference path's (the direct path takes the first, the full path the second)."""
+    copy = tmp_path / "templates"
+    shutil.copytree(TEMPLATES_DIR, copy)
+    edits = {
+        "more-only": {"email.mjml": (' · <a href="{{c.less_url}}"', ' · <a href="https://d.example/less"'),
+                      "email_card.txt": ("    Less like this: {{ c.less_url }}\n", "")},
+        "twice": {"email.mjml": (">More like this</a>", '>More like this</a> <a href="{{c.more_url}}">Again</a>'),
+                  "email_card.txt": ("    More like this: {{ c.more_url }}\n",
+                                     "    More like this: {{ c.more_url }}\n    Again: {{ c.more_url }}\n")},
+    }
+    for name, (old, new) in edits[change].items():
+        path = copy / name
+        source = path.read_text(encoding="utf-8")
+        assert old in source, name
+        path.write_text(source.replace(old, new, 1), encoding="utf-8")
+    renderer = direct_first(Renderer(SETTINGS, templates_dir=copy))
+    papers = [paper(i) for i in range(8)]
+    for k in range(3):
+        issue = issue_of([("a", "A", papers[k:k + 4]), ("b", "B", papers[k + 4:k + 5])], email=f"f{k}@example.org")
+        naive = renderer.render_naive(issue, LINKS)
+        assert renderer.render(issue, LINKS) == naive == renderer.render(issue, LINKS)
+        assert ("Again" in naive.text) == (change == "twice")
