@@ -28,6 +28,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
+from itertools import chain
 from pathlib import Path
 from types import CodeType
 from typing import Any
@@ -406,7 +407,7 @@ def reader_values(issue: Issue, links: PersonalLinks) -> tuple[str, ...]:
     preferences, unsubscribe and archive links (personal_values), then each card's (more, less) links."""
     personal = personal_values(issue, links)
     pairs = feedback_urls(issue, links)
-    return (*personal, *(url for pair in pairs for url in pair)) if pairs else personal
+    return (*personal, *chain.from_iterable(pairs)) if pairs else personal
 
 
 def _feedback_marks(issue: Issue) -> list[tuple[str, str]]:
