@@ -117,16 +117,31 @@ def _status_kb(pid: int | str, field: str) -> int:
     return 0
 
 
+def _pss_kb(pid: int | str) -> int:
+    """The proportional set size of a process: its resident pages, each shared page divided among the
+    processes that share it (a forked worker's pages it still shares with its parent count once)."""
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
 class _TreeMemory:
-    """Samples the resident memory of this process and its children (the render and build processes)
-    every 50 ms: the peak of their sum, which no single process's peak gives."""
+    """Samples the memory of this process and its children (the render and build processes) every
+    50 ms: the peak of the sum of their RSS, which no single process's peak gives, and (every 250 ms,
+    reading it costs more) the peak of the sum of their PSS, which counts shared pages once."""
 
     def __init__(self) -> None:
         self.peak_kb = 0
+        self.peak_pss_kb = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
+        tick = 0
         while not self._stop.wait(0.05):
             children: list[str] = []
             for task in Path("/proc/self/task").iterdir():
@@ -134,6 +149,10 @@ class _TreeMemory:
                     children += (task / "children").read_text().split()
             total = _status_kb("self", "VmRSS") + sum(_status_kb(pid, "VmRSS") for pid in children)
             self.peak_kb = max(self.peak_kb, total)
+            tick += 1
+            if tick % 5 == 0:
+                pss = _pss_kb("self") + sum(_pss_kb(pid) for pid in children)
+                self.peak_pss_kb = max(self.peak_pss_kb, pss)
 
     def __enter__(self) -> _TreeMemory:
         if Path("/proc/self/task").exists():
@@ -173,7 +192,8 @@ def send_child(settings_file: str) -> None:
     print(json.dumps({"sent": summary.sent, "failed": summary.failed, "skipped": summary.skipped,
                       "called": called, "first": first[0] if first else None, "ended": ended,
                       "rss_mb": round(_status_kb("self", "VmHWM") / 1024, 1),
-                      "tree_rss_mb": round(memory.peak_kb / 1024, 1)}))
+                      "tree_rss_mb": round(memory.peak_kb / 1024, 1),
+                      "tree_pss_mb": round(memory.peak_pss_kb / 1024, 1)}))
 
 
 def _run_send(settings: Settings, directory: Path) -> dict[str, Any]:
@@ -245,6 +265,7 @@ def bench_mta(settings: Settings, n_subscribers: int, n_papers: int, rounds: int
     bare_rates: list[float] = []
     rss: list[float] = []
     tree_rss: list[float] = []
+    tree_pss: list[float] = []
     messages: list[tuple[str, bytes]] = []
     readers = 0
     with _mta(use_postfix) as (mta, port, drain):
@@ -287,6 +308,7 @@ def bench_mta(settings: Settings, n_subscribers: int, n_papers: int, rounds: int
             bare_rates.append(bare_rate)
             rss.append(report["rss_mb"])
             tree_rss.append(report["tree_rss_mb"])
+            tree_pss.append(report["tree_pss_mb"])
 
     def med(values: list[float], digits: int = 1) -> float:
         return round(statistics.median(values), digits)
@@ -298,7 +320,7 @@ def bench_mta(settings: Settings, n_subscribers: int, n_papers: int, rounds: int
         "send_per_s": med(send_rates), "bare_per_s": med(bare_rates),
         "ratios": " ".join(f"{r:.2f}" for r in ratios), "phase_ratio": med(phase_ratios, 3),
         "firsts": " ".join(f"{s:.2f}" for s in firsts), "first_delivery_call_s": med(firsts_call, 2),
-        "sender_rss_mb": max(rss), "send_rss_mb": max(tree_rss),
+        "sender_rss_mb": max(rss), "send_rss_mb": max(tree_rss), "send_pss_mb": max(tree_pss),
         "mta_ratio": med(ratios, 3), "first_delivery_s": med(firsts, 2),
     }
 
@@ -317,6 +339,7 @@ LABELS = [
     ("first_delivery_call_s", "first message accepted, s from Pipeline.send (median)"),
     ("sender_rss_mb", "peak RSS of the sending process, MB"),
     ("send_rss_mb", "peak RSS of the send with its workers (sampled), MB"),
+    ("send_pss_mb", "peak PSS of the send with its workers (shared pages once), MB"),
 ]
 
 
