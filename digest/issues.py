@@ -218,18 +218,22 @@ class IssueBuilder:
                         ) -> Generator[list[Subscriber], None, None]:
         """``targets`` by chunks of neighbouring ids, each yielded while this sender holds its build lock.
 
-        Chunks another sender is building come last, when their issues are mostly stored: senders
-        running at once share the building instead of all selecting the same issues.
+        Chunks another sender is building come last, once that sender is done with them (their issues
+        stored, their records claimable): senders running at once share the building instead of all
+        selecting the same issues, and none ends its run while a chunk is still being built, which
+        would leave that chunk's records looking pending to it.
         """
-        put_off: list[list[Subscriber]] = []
+        put_off: list[tuple[int, list[Subscriber]]] = []
         for chunk, group in groupby(targets, key=lambda sub: (sub.id or 0) // _BUILD_CHUNK):
             subs = list(group)
             with self.store.building(issue_date, chunk) as ours:
                 if ours:
                     yield subs
                 else:
-                    put_off.append(subs)
-        yield from put_off
+                    put_off.append((chunk, subs))
+        for chunk, subs in put_off:
+            with self.store.building(issue_date, chunk, wait=True):
+                yield subs
 
     def plan(self, targets: Iterator[Subscriber], issue_date: date, now: datetime, summary: SendSummary) -> None:
         """What a send would do (``--dry-run``): each target's paper count in ``summary.planned``, stored

@@ -11,8 +11,8 @@ from datetime import UTC, date, datetime, timedelta
 from itertools import groupby
 from typing import Any
 
-from sqlalchemy import Connection, Table, func, insert, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Connection, Table, func, insert, select, text
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from digest.errors import StoreError
 from digest.models import DeliveryStatus, Issue, IssueEntry, IssueSection, Paper, Subscriber, rank_order, section_label
@@ -21,6 +21,10 @@ from digest.store.base import StoreBase
 from digest.store.papers import paper_topics
 from digest.store.records import IssueHistory, IssueListing
 from digest.store.rows import Row, chunks, row_to_paper, row_to_subscriber, utc_now
+
+# How long a sender waits for another to finish building a chunk it put off (a chunk of readers takes
+# well under a second to build; a sender stuck longer than this is left to its lease and recovery).
+BUILD_WAIT_SECONDS = 30.0
 
 log = logging.getLogger("digest.store")
 
@@ -73,20 +77,32 @@ class IssueStore(StoreBase):
         return value
 
     @contextmanager
-    def building(self, issue_date: date, chunk: int) -> Iterator[bool]:
+    def building(self, issue_date: date, chunk: int, wait: bool = False) -> Iterator[bool]:
         """Hold the right to build chunk ``chunk`` of ``issue_date``'s issues; yields False if taken.
 
         Only saves work (``create_issue`` stays idempotent whoever builds): on PostgreSQL it is a
         session advisory lock, so senders running at once split the building instead of all selecting
-        the same issues; it ends with the block, or with the session if the sender dies. SQLite takes
-        one writer at a time anyway, so there every caller gets True.
+        the same issues; it ends with the block, or with the session if the sender dies. With ``wait``
+        it waits for the sender that holds it (at most BUILD_WAIT_SECONDS, then yields False): the chunk
+        is then built, whoever built it. SQLite takes one writer at a time anyway, so there every
+        caller gets True.
         """
         if self.dialect != "postgresql":
             yield True
             return
         key = (issue_date.toordinal(), chunk)
         with self.engine.connect() as conn:
-            ours = bool(conn.execute(select(func.pg_try_advisory_lock(*key))).scalar())
+            if wait:
+                try:
+                    conn.execute(text(f"SET lock_timeout = '{int(BUILD_WAIT_SECONDS * 1000)}ms'"))
+                    conn.execute(select(func.pg_advisory_lock(*key)))
+                    ours = True
+                except OperationalError:  # lock_timeout: the other sender is slow; go on without it
+                    conn.rollback()
+                    ours = False
+                conn.execute(text("SET lock_timeout = 0"))
+            else:
+                ours = bool(conn.execute(select(func.pg_try_advisory_lock(*key))).scalar())
             conn.commit()  # the lock is the session's: no transaction stays open while building
             try:
                 yield ours

@@ -115,6 +115,46 @@ def test_one_builder_per_chunk_at_a_time(postgres_url: str) -> None:
         second.close()
 
 
+def test_a_put_off_chunk_is_waited_for_until_its_builder_is_done(postgres_url: str,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """A sender that put a chunk off takes it once the sender building it lets go (so it never ends its
+    run while that chunk's records are still to be stored), and goes on without it if that takes longer
+    than BUILD_WAIT_SECONDS."""
+    from digest.store import issues as store_issues
+
+    first, second = Store(postgres_url), Store(postgres_url)
+    try:
+        day = date(2026, 8, 19)
+        events: list[str] = []
+        got: list[bool] = []
+
+        def wait_for_chunk() -> None:
+            with second.building(day, 3, wait=True) as ours:
+                events.append("second took it")
+                got.append(ours)
+
+        with first.building(day, 3) as ours:
+            assert ours
+            waiter = threading.Thread(target=wait_for_chunk)
+            waiter.start()
+            waiter.join(timeout=0.5)
+            assert waiter.is_alive(), "the put-off chunk was taken while its builder still held it"
+            events.append("first let go")
+        waiter.join(timeout=10)
+        assert events == ["first let go", "second took it"] and got == [True]
+
+        monkeypatch.setattr(store_issues, "BUILD_WAIT_SECONDS", 0.2)
+        with first.building(day, 3) as ours:
+            started = time.monotonic()
+            with second.building(day, 3, wait=True) as theirs:
+                assert not theirs and time.monotonic() - started < 5
+        with second.building(day, 3) as ours_now:
+            assert ours_now  # the timed-out wait left nothing held
+    finally:
+        first.close()
+        second.close()
+
+
 def test_racing_claimers_never_share_a_delivery(postgres_url: str) -> None:
     store = Store(postgres_url)
     try:
