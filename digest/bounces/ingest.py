@@ -168,7 +168,8 @@ class BounceProcessor:
                             (Action(target.email, target.delivery_id, "complaint", action, None, diagnostic),))
 
 
-_SEVERITY = {FailureKind.HARD: 3, FailureKind.SOFT: 2, FailureKind.REFUSED: 1, FailureKind.DELAYED: 0}
+_SEVERITY = {FailureKind.HARD: 4, FailureKind.SOFT: 3, FailureKind.UNEXPLAINED: 2, FailureKind.REFUSED: 1,
+             FailureKind.DELAYED: 0}
 
 
 def _worst(failures: list[Failure]) -> Failure:

@@ -10,7 +10,8 @@ cannot read becomes ``ReportKind.UNRECOGNISED``. The order of the checks matters
     4. non-standard bounce: flufl.bounce (Mailman's detectors: Exim, qmail, Yahoo, Exchange, ...)
 
 What a failure means (``classify_status``) follows the send path (digest.mail.smtp): only a refusal of
-the address itself is a hard bounce.
+the address itself is a hard bounce, and a refusal that gives no reason about the address is
+*unexplained* (counted only when the same address is refused so again on a later issue).
 """
 
 from __future__ import annotations
@@ -36,17 +37,26 @@ class ReportKind(StrEnum):
 class FailureKind(StrEnum):
     """What one recipient's failure says about the address.
 
-    HARD     the address is gone (5.1.x but 5.1.7/5.1.8, 5.2.1, 5.4.4): counts toward suppression
-    SOFT     delivery finally failed for a passing reason (4.x.x, 5.2.2 mailbox full): counted, and
-             suppresses only after ``[bounces] soft_bounces_to_suppress`` within the period
-    DELAYED  a warning (Action: delayed): the message may still arrive; recorded only
-    REFUSED  a permanent refusal of this message (5.7.x policy, content, ...): recorded only, as the
-             send path does; it says something about the sender or the content, not the address
+    HARD         the address is gone (5.1.x but 5.1.7/5.1.8, 5.2.1, 5.4.4, or words such as "User
+                 unknown"): counts toward suppression (``[smtp] hard_bounces_to_suppress``)
+    SOFT         delivery finally failed for a passing reason (4.x.x, 5.2.2 mailbox full): counted, and
+                 suppresses only after ``[bounces] soft_bounces_to_suppress`` within the period
+    DELAYED      a warning (Action: delayed): the message may still arrive; recorded only
+    UNEXPLAINED  a permanent refusal that gives no reason about the address (a bare 5.0.0, a 5xx with no
+                 RFC 3463 status such as "550 relay not permitted", or another status the send path
+                 calls unexplained at RCPT, e.g. 5.4.1): what a misconfigured relay says of everyone,
+                 so, as in the send path, one alone never suppresses; the same address refused so on
+                 an earlier issue too counts as a hard bounce (the send path's
+                 ``Store.record_unexplained_refusal`` memory, shared by both paths)
+    REFUSED      a permanent refusal of this message (5.7.x policy, 5.1.7/5.1.8 our sender, content or
+                 size, anything the DSN says came after the message data): recorded only, as the send
+                 path does; it says something about the sender or the content, not the address
     """
 
     HARD = "hard"
     SOFT = "soft"
     DELAYED = "delayed"
+    UNEXPLAINED = "unexplained"
     REFUSED = "refused"
 
 
@@ -91,6 +101,18 @@ _UNKNOWN_USER = re.compile(
     r"mailbox unavailable|invalid (recipient|mailbox|address)|recipient (address )?rejected|"
     r"not a valid (mailbox|recipient)|unrouteable address|account (is )?(disabled|inactive)",
     re.IGNORECASE)
+# The reporting MTA says the refusal came after RCPT, when the recipient was already accepted (Postfix:
+# "(in reply to end of DATA command)", Exim: "after end of data", "after MAIL FROM"): the send path
+# calls a refusal there one of the message or the sender (digest.mail.smtp.refusal_kind), not unexplained.
+_AFTER_RCPT = re.compile(r"in reply to (end of )?DATA command|after (end of )?data\b|after pipelined data\b|"
+                         r"in reply to MAIL FROM command|after MAIL FROM", re.IGNORECASE)
+# It says the refusal was RCPT's (older Postfix, Exim): the send path's RCPT rule holds, whatever the status.
+_AT_RCPT = re.compile(r"in reply to RCPT TO command|after RCPT TO\b", re.IGNORECASE)
+# RFC 3463 statuses that name a property of the message itself: 5.2.3 and 5.3.4 (too long or too big),
+# 5.6.x (content or media); and the 552 reply (storage exceeded, RCPT's "too many recipients"), which
+# the send path never counts against the address either.
+_MESSAGE_STATUSES = frozenset({(2, 3), (3, 4)})
+_STORAGE_REPLY = re.compile(r"(?<![\d.])552(?![\d.])")
 _BOUNCE_SENDER = re.compile(r"mailer-daemon|postmaster|mail delivery|mdaemon|mail administrator",
                             re.IGNORECASE)
 _BOUNCE_SUBJECT = re.compile(r"undeliver|delivery (status|failure|notification|has failed)|returned mail|"
@@ -105,7 +127,11 @@ def classify_status(status: str | None, diagnostic: str = "", action: str = "fai
 
     A generic status (``x.0.0``) is refined by an enhanced code inside the diagnostic
     (``smtp; 550 5.1.1 ...``); without any, the diagnostic's words decide whether a 5xx is about the
-    address (``User unknown``) or not.
+    address (``User unknown``). A permanent refusal that gives no reason about the address is
+    UNEXPLAINED, as the send path calls such a refusal at RCPT (digest.mail.smtp.refusal_kind): a DSN
+    seldom says at which step the refusal came, so it is taken as RCPT's unless the diagnostic says it
+    came later or the status is about the message (then REFUSED, as the send path says after RCPT).
+    tests/unit/test_refusal_consistency.py holds the two classifiers to each other.
     """
     code = _ENHANCED.search(status or "")
     if action.lower() == "delayed":
@@ -120,7 +146,9 @@ def classify_status(status: str | None, diagnostic: str = "", action: str = "fai
             return FailureKind.REFUSED, None
         if smtp.group(1) == "4":
             return FailureKind.SOFT, None
-        return (FailureKind.HARD if _UNKNOWN_USER.search(diagnostic) else FailureKind.REFUSED), None
+        if _UNKNOWN_USER.search(diagnostic):
+            return FailureKind.HARD, None
+        return _unexplained_or_refused(None, diagnostic), None
     klass, subject, detail = code.group(1), int(code.group(2)), int(code.group(3))
     used = f"{klass}.{subject}.{detail}"
     if klass == "4":
@@ -133,11 +161,27 @@ def classify_status(status: str | None, diagnostic: str = "", action: str = "fai
         return FailureKind.HARD, used
     if (subject, detail) == (2, 2):
         return FailureKind.SOFT, used  # mailbox full: it may empty again
-    if subject != 7 and (_UNKNOWN_USER.search(diagnostic) or ((subject, detail) == (0, 0) and not diagnostic)):
-        # The words say the address is unknown (sendmail's "553 5.3.0 Addressee unknown"), or a bare
-        # 5.0.0 says nothing else: the send path's "unexplained 5xx at RCPT".
+    if subject in (1, 7):
+        # 5.7.x is policy (the sender or the content); 5.1.7/5.1.8 refuse our sender's address, whatever
+        # the words ("sender domain does not exist"): never the reader's address.
+        return FailureKind.REFUSED, used
+    if _UNKNOWN_USER.search(diagnostic):
+        # The words say the address is unknown (sendmail's "553 5.3.0 Addressee unknown").
         return FailureKind.HARD, used
-    return FailureKind.REFUSED, used
+    return _unexplained_or_refused((subject, detail), diagnostic), used
+
+
+def _unexplained_or_refused(status: tuple[int, int] | None, diagnostic: str) -> FailureKind:
+    """A 5xx that names no reason about the address: what the send path makes of it at RCPT
+    (unexplained; a 552 is not a refusal there), unless the DSN says it came later or, saying nothing
+    of the step, its status names the message (then REFUSED, as the send path says after RCPT)."""
+    if _STORAGE_REPLY.search(diagnostic) or _AFTER_RCPT.search(diagnostic):
+        return FailureKind.REFUSED
+    if _AT_RCPT.search(diagnostic):
+        return FailureKind.UNEXPLAINED
+    if status is not None and (status in _MESSAGE_STATUSES or status[0] == 6):
+        return FailureKind.REFUSED
+    return FailureKind.UNEXPLAINED
 
 
 def parse_report(raw: bytes) -> Report:

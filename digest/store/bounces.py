@@ -13,16 +13,18 @@ from sqlalchemy.exc import IntegrityError
 
 from digest.models import DeliveryStatus, SubscriberStatus
 from digest.store import schema as t
+from digest.store.base import StoreBase
 from digest.store.records import IssueHealth
 from digest.store.rows import bounce_health
+from digest.store.subscribers import remember_unexplained_refusal
 
 if TYPE_CHECKING:
-    from sqlalchemy import Connection, Engine
+    from sqlalchemy import Connection
 
 __all__ = ["BounceEvent", "BouncePolicy", "BounceStore", "BounceTarget"]
 
 # Which kind a delivery keeps when several reports come back for it: the most telling one.
-_RANK = {"delayed": 0, "refused": 1, "soft": 2, "hard": 3, "complaint": 4}
+_RANK = {"delayed": 0, "refused": 1, "unexplained": 2, "soft": 3, "hard": 4, "complaint": 5}
 _ACTIVE = (SubscriberStatus.CONFIRMED.value, SubscriberStatus.PENDING.value)
 
 
@@ -44,7 +46,7 @@ class BounceEvent:
 
     report_key: str
     target: BounceTarget
-    kind: str  # hard | soft | delayed | refused | complaint
+    kind: str  # hard | soft | delayed | unexplained | refused | complaint
     source: str  # stdin | imap | webhook
     status: str | None = None
     diagnostic: str = ""
@@ -53,15 +55,15 @@ class BounceEvent:
 @dataclass(frozen=True, slots=True)
 class BouncePolicy:
     """When bounces suppress a reader: hard ones at ``hard_to_suppress`` (as the send path counts
-    them), soft ones at ``soft_to_suppress`` within ``soft_period``."""
+    them), soft ones at ``soft_to_suppress`` within ``soft_period``; an unexplained one counts as hard
+    only when the address was refused unexplained on an earlier issue too (as in the send path)."""
 
     hard_to_suppress: int
     soft_to_suppress: int
     soft_period: timedelta
 
 
-class BounceStore:
-    engine: Engine
+class BounceStore(StoreBase):
 
     def bounce_target(self, delivery_id: int) -> BounceTarget | None:
         return self._target(t.deliveries.c.id == delivery_id)
@@ -83,8 +85,10 @@ class BounceStore:
         """Record ``event`` on its delivery and reader and act on it, in one transaction.
 
         Returns the action: ``duplicate`` (this report was recorded before: nothing changes),
-        ``recorded`` (kept, nothing else: a warning, a refusal of the message, or a second report
-        for a delivery already counted), ``counted``, ``suppressed`` or ``unsubscribed``.
+        ``recorded`` (kept, nothing else: a warning, a refusal of the message, a first unexplained
+        refusal, or a second report for a delivery already counted), ``counted``, ``suppressed`` or
+        ``unsubscribed``. The report, its action and the unexplained-refusal memory are written in one
+        transaction, so a report ingested twice acts once.
         """
         try:
             with self.engine.begin() as conn:
@@ -137,6 +141,19 @@ class BounceStore:
                 values.update(status=SubscriberStatus.SUPPRESSED.value, status_reason=reason, status_changed_at=now)
                 self._suppress(conn, target.email, kind, reason, now)
                 action = "suppressed"
+        elif kind == "unexplained" and not counted_before:
+            # One alone never counts (a misconfigured relay says it of everyone); the same address
+            # refused so on an earlier issue too (by a DSN or at RCPT in the send path) is a hard bounce.
+            if remember_unexplained_refusal(conn, self._dialect_insert(), target.subscriber_id, target.issue_date,
+                                            reason, now):
+                reason = f"{reason} (refused on an earlier issue too)"[:500]
+                values["hard_bounces"] = s.hard_bounces + 1
+                action = "counted"
+                if sub[1] + 1 >= policy.hard_to_suppress and status in _ACTIVE:
+                    values.update(status=SubscriberStatus.SUPPRESSED.value, status_reason=reason,
+                                  status_changed_at=now)
+                    self._suppress(conn, target.email, "hard", reason, now)
+                    action = "suppressed"
         elif kind == "soft" and not counted_before:
             values["soft_bounces"] = s.soft_bounces + 1
             action = "counted"
@@ -219,6 +236,7 @@ class BounceStore:
 
 
 def _reason(kind: str, event: BounceEvent) -> str:
-    words = {"hard": "hard bounce", "soft": "soft bounce", "refused": "refused", "complaint": "complaint"}[kind]
+    words = {"hard": "hard bounce", "soft": "soft bounce", "unexplained": "unexplained refusal", "refused": "refused",
+             "complaint": "complaint"}[kind]
     detail = " ".join(p for p in (event.status or "", event.diagnostic) if p)
     return f"{words} ({event.source}){': ' + detail if detail else ''}"[:500]

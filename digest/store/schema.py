@@ -235,7 +235,7 @@ bounce_events = Table(
     Column("report_key", String(64), nullable=False, unique=True),
     Column("received_at", UTCDateTime(), nullable=False),
     Column("source", String(16), nullable=False),  # stdin | imap | webhook
-    Column("kind", String(16), nullable=False),  # hard | soft | delayed | refused | complaint
+    Column("kind", String(16), nullable=False),  # hard | soft | delayed | unexplained | refused | complaint
     Column("action", String(16), nullable=False),  # recorded | counted | suppressed | unsubscribed
     Column("delivery_id", Integer, ForeignKey("deliveries.id", ondelete="SET NULL")),
     Column("subscriber_id", Integer, ForeignKey("subscribers.id", ondelete="CASCADE")),

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import replace
 from datetime import date, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import bindparam, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
@@ -16,6 +16,9 @@ from digest.models import DeliveryStatus, Subscriber, SubscriberStatus
 from digest.store import schema as t
 from digest.store.base import StoreBase
 from digest.store.rows import chunks, inserted_id, row_to_subscriber, utc_now
+
+if TYPE_CHECKING:
+    from sqlalchemy import Connection, Table
 
 
 def _enhanced_status(reply: str) -> str | None:
@@ -212,24 +215,9 @@ class SubscriberStore(StoreBase):
         issue. True when this is the second sighting: the address was refused so on an earlier issue
         and nothing was delivered to it since (the caller then counts a hard bounce, and the memory is
         cleared). One refusal alone never counts: a misconfigured relay says the same of everyone."""
-        now = now or utc_now()
-        r, d = t.address_refusals.c, t.deliveries.c
         with self.engine.begin() as conn:
-            earlier = conn.execute(select(r.issue_date).where(r.subscriber_id == subscriber_id)).scalar_one_or_none()
-            if earlier is not None and earlier < issue_date:
-                delivered_since = conn.execute(select(d.id).where(
-                    d.subscriber_id == subscriber_id, d.status == DeliveryStatus.SENT.value,
-                    d.issue_date > earlier, d.issue_date < issue_date).limit(1)).first()
-                if delivered_since is None:
-                    conn.execute(delete(t.address_refusals).where(r.subscriber_id == subscriber_id))
-                    return True
-            values = {"issue_date": max(issue_date, earlier or issue_date), "detail": detail[:2000], "refused_at": now}
-            if earlier is None:
-                conn.execute(self._dialect_insert()(t.address_refusals).values(subscriber_id=subscriber_id, **values)
-                             .on_conflict_do_nothing(index_elements=["subscriber_id"]))
-            else:
-                conn.execute(update(t.address_refusals).where(r.subscriber_id == subscriber_id).values(**values))
-        return False
+            return remember_unexplained_refusal(conn, self._dialect_insert(), subscriber_id, issue_date, detail,
+                                                now or utc_now())
 
     def unexplained_refusal(self, subscriber_id: int) -> tuple[date, str] | None:
         """The issue date and reply of the reader's remembered unexplained refusal, if any."""
@@ -237,3 +225,25 @@ class SubscriberStore(StoreBase):
         with self._reading() as conn:
             row = conn.execute(select(r.issue_date, r.detail).where(r.subscriber_id == subscriber_id)).first()
         return (row[0], row[1]) if row else None
+
+
+def remember_unexplained_refusal(conn: Connection, dialect_insert: Callable[[Table], Any], subscriber_id: int,
+                                 issue_date: date, detail: str, now: datetime) -> bool:
+    """``record_unexplained_refusal`` inside the caller's transaction (the send path's refusal at RCPT
+    and the bounce path's unexplained DSN share this one memory per reader, ``address_refusals``)."""
+    r, d = t.address_refusals.c, t.deliveries.c
+    earlier = conn.execute(select(r.issue_date).where(r.subscriber_id == subscriber_id)).scalar_one_or_none()
+    if earlier is not None and earlier < issue_date:
+        delivered_since = conn.execute(select(d.id).where(
+            d.subscriber_id == subscriber_id, d.status == DeliveryStatus.SENT.value,
+            d.issue_date > earlier, d.issue_date < issue_date).limit(1)).first()
+        if delivered_since is None:
+            conn.execute(delete(t.address_refusals).where(r.subscriber_id == subscriber_id))
+            return True
+    values = {"issue_date": max(issue_date, earlier or issue_date), "detail": detail[:2000], "refused_at": now}
+    if earlier is None:
+        conn.execute(dialect_insert(t.address_refusals).values(subscriber_id=subscriber_id, **values)
+                     .on_conflict_do_nothing(index_elements=["subscriber_id"]))
+    else:
+        conn.execute(update(t.address_refusals).where(r.subscriber_id == subscriber_id).values(**values))
+    return False
