@@ -30,7 +30,8 @@ only when the reply gives a reason about the address: an RFC 3463 status 5.1.x (
 such reason (a bare ``550 relay not permitted``, or a status such as 5.4.1 or 5.0.0) is *unexplained*:
 a misconfigured relay says exactly that of every address, so one alone never suppresses; the send
 engine suppresses only when the same address is refused again on a later issue (``Store.
-record_unexplained_refusal``), and stops a run in which most recipients are refused (digest.relay_guard).
+record_unexplained_refusal``; a bounce that gives no reason counts there too, digest.bounces.parse),
+and stops a run in which most recipients are refused (digest.relay_guard).
 A 5.7.x (policy: spam filter, blocklist, DMARC) or any other refusal of the message itself fails this
 message and leaves the reader subscribed: the sender's reputation or the content is at fault, and
 suppressing readers for it would empty the list.

@@ -215,9 +215,9 @@ installation_secrets = Table(
     Column("created_at", UTCDateTime(), nullable=False),
 )
 
-# Per reader, the last refusal of their address that named no reason (a bare 5xx at RCPT): one alone
-# never suppresses (a misconfigured relay says the same of every address); a second on a later issue
-# counts as a hard bounce.
+# Per reader, the last refusal of their address that named no reason (a bare 5xx at RCPT, or a bounce
+# such as a bare 5.0.0 DSN, digest.bounces): one alone never suppresses (a misconfigured relay says the
+# same of every address); a second on a later issue, by either path, counts as a hard bounce.
 address_refusals = Table(
     "address_refusals",
     metadata,

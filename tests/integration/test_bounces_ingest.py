@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -105,6 +106,95 @@ def test_soft_bounces_outside_the_period_do_not_add_up(world: tuple[Settings, St
     late = processor.ingest(bounce_for(settings, store, "postfix_mailbox_full.eml", READERS[3],
                                        DAY + timedelta(days=1)), "stdin")
     assert late.actions[0].action == "counted" and _status(store)[READERS[3]] == "confirmed"
+
+
+def _bare(settings: Settings, store: Store, email: str, day: date) -> bytes:
+    """A relay's DSN for ``email``'s issue of ``day``: Status 5.0.0 and no diagnostic at all."""
+    return bounce_for(settings, store, "relay_bare_5_0_0.eml", email, day)
+
+
+def _next_issue(settings: Settings, store: Store, day: date) -> None:
+    sent = Pipeline(settings, store, mailer=MemoryMailer(),
+                    clock=lambda: datetime.combine(day, datetime.min.time(), UTC) + timedelta(hours=9)).send(day)
+    assert sent.sent > 0
+
+
+def test_an_unexplained_refusal_counts_only_when_repeated_on_a_later_issue(
+        world: tuple[Settings, Store, MemoryMailer]) -> None:
+    settings, store, _ = world
+    processor = BounceProcessor(settings, store)
+    reader = READERS[1]
+    sub = store.get_subscriber(reader)
+    assert sub is not None and sub.id is not None
+    raw = _bare(settings, store, reader, DAY)
+    first = processor.ingest(raw, "stdin")
+    assert [(a.email, a.kind, a.action, a.status) for a in first.actions] == [
+        (reader, "unexplained", "recorded", "5.0.0")]
+    assert first.line().endswith(f"{reader}=unexplained:recorded(5.0.0)")
+    assert _status(store)[reader] == "confirmed" and not store.is_suppressed(reader)
+    assert store.bounce_info()[reader]["hard_bounces"] == 0
+    remembered = store.unexplained_refusal(sub.id)
+    assert remembered is not None and remembered[0] == DAY and "5.0.0" in remembered[1]
+    delivery_id, _ = delivery_of(store, reader, DAY)
+    assert [(e["delivery_id"], e["kind"], e["action"], e["status"]) for e in store.bounce_events()] == [
+        (delivery_id, "unexplained", "recorded", "5.0.0")]
+    # The same DSN again acts once; another copy of a report for the same issue is no second sighting.
+    assert processor.ingest(raw, "stdin").actions[0].action == "duplicate"
+    copy = raw.replace(b"0G1V0070AJN2C7@", b"0G1V0070AJN2C8@")
+    assert processor.ingest(copy, "imap").actions[0].action == "recorded"
+    assert _status(store)[reader] == "confirmed" and len(store.bounce_events()) == 2
+
+    # The next issue is refused alike: that is the second sighting, a hard bounce (hard_bounces_to_suppress = 1).
+    later = DAY + timedelta(days=1)
+    _next_issue(settings, store, later)
+    second = processor.ingest(_bare(settings, store, reader, later), "stdin")
+    assert [(a.kind, a.action) for a in second.actions] == [("unexplained", "suppressed")]
+    assert _status(store) == {r: "suppressed" if r == reader else "confirmed" for r in READERS}
+    assert store.is_suppressed(reader) and store.unexplained_refusal(sub.id) is None
+    info = store.bounce_info()[reader]
+    assert info["hard_bounces"] == 1 and info["last_bounce"]["kind"] == "unexplained"
+    assert "refused on an earlier issue too" in (info["status_reason"] or "")
+    assert processor.ingest(_bare(settings, store, reader, later), "stdin").actions[0].action == "duplicate"
+    assert store.bounce_info()[reader]["hard_bounces"] == 1
+
+
+def test_a_delivery_in_between_forgets_an_unexplained_refusal(world: tuple[Settings, Store, MemoryMailer]) -> None:
+    settings, store, _ = world
+    processor = BounceProcessor(settings, store)
+    reader = READERS[2]
+    sub = store.get_subscriber(reader)
+    assert sub is not None
+    store.save_subscriber(replace(sub, send_empty=True))  # the seed's papers run out after two issues
+    assert processor.ingest(_bare(settings, store, reader, DAY), "stdin").actions[0].action == "recorded"
+    _next_issue(settings, store, DAY + timedelta(days=1))  # delivered: no bounce comes back for it
+    _next_issue(settings, store, DAY + timedelta(days=2))
+    third = processor.ingest(_bare(settings, store, reader, DAY + timedelta(days=2)), "stdin")
+    assert third.actions[0].action == "recorded" and _status(store)[reader] == "confirmed"
+
+
+def test_the_send_path_and_the_bounce_path_share_one_memory(world: tuple[Settings, Store, MemoryMailer]) -> None:
+    settings, store, _ = world
+    reader = READERS[3]
+    sub = store.get_subscriber(reader)
+    assert sub is not None and sub.id is not None
+    # The send path saw "550 relay not permitted" at RCPT for this reader on DAY (SendEngine.record_refusal) ...
+    assert not store.record_unexplained_refusal(sub.id, DAY, "550 relay not permitted")
+    # ... and the next issue, accepted by the relay, comes back as a bare 5.0.0: the second sighting.
+    later = DAY + timedelta(days=1)
+    _next_issue(settings, store, later)
+    result = BounceProcessor(settings, store).ingest(_bare(settings, store, reader, later), "stdin")
+    assert result.actions[0].action == "suppressed" and _status(store)[reader] == "suppressed"
+
+
+def test_a_bad_address_still_suppresses_at_once_beside_unexplained_ones(
+        world: tuple[Settings, Store, MemoryMailer]) -> None:
+    settings, store, _ = world
+    processor = BounceProcessor(settings, store)
+    for reader in READERS[:3]:
+        assert processor.ingest(_bare(settings, store, reader, DAY), "stdin").actions[0].action == "recorded"
+    hard = processor.ingest(bounce_for(settings, store, "postfix_unknown_user.eml", READERS[4], DAY), "stdin")
+    assert [(a.kind, a.action, a.status) for a in hard.actions] == [("hard", "suppressed", "5.1.1")]
+    assert _status(store) == {r: "suppressed" if r == READERS[4] else "confirmed" for r in READERS}
 
 
 def test_complaint_unsubscribes_exactly_that_reader(world: tuple[Settings, Store, MemoryMailer]) -> None:
@@ -231,6 +321,19 @@ def test_cli_ingest_exit_codes(world: tuple[Settings, Store, MemoryMailer], tmp_
     assert mine["status"] == "suppressed" and mine["hard_bounces"] == 1
     assert mine["last_bounce"]["status"] == "5.1.1" and mine["status_reason"].startswith("hard bounce (stdin)")
 
+
+
+def test_cli_shows_an_unexplained_refusal(world: tuple[Settings, Store, MemoryMailer], tmp_path: Path) -> None:
+    settings, store, _ = world
+    raw = _bare(settings, store, READERS[5], DAY)
+    proc = _cli(tmp_path, settings, "bounces", "ingest", stdin=raw)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.decode().strip() == f"kind=bounce format=dsn {READERS[5]}=unexplained:recorded(5.0.0)"
+    proc = _cli(tmp_path, settings, "bounces", "ingest", stdin=raw)
+    assert proc.returncode == 0 and f"{READERS[5]}=unexplained:duplicate(5.0.0)".encode() in proc.stdout
+    listed = _cli(tmp_path, settings, "bounces", "list").stdout.decode().splitlines()
+    assert len(listed) == 1 and f"{READERS[5]}\tunexplained\trecorded\t5.0.0" in listed[0]
+    assert _status(store)[READERS[5]] == "confirmed"
 
 
 def test_status_reports_health_and_warns(world: tuple[Settings, Store, MemoryMailer], tmp_path: Path) -> None:
