@@ -150,10 +150,13 @@ def private_dir(prefix: str) -> Path:
 
 
 class Postfix:
-    """One private Postfix: ``port`` takes SMTP from the digest; ``readers`` have mailboxes."""
+    """One private Postfix: ``port`` takes SMTP from the digest; ``readers`` have mailboxes; mail for
+    ``refused`` (readers too) fails with the given reply through Postfix's error transport (a DSN with
+    that status and no SMTP reply, as a relay reports a refusal it was given without a reason)."""
 
     def __init__(self, base: Path, readers: Iterable[str], bounce_to: str, digest_command: str = "",
-                 digest_config: Path | None = None, environment: dict[str, str] | None = None) -> None:
+                 digest_config: Path | None = None, environment: dict[str, str] | None = None,
+                 refused: dict[str, str] | None = None) -> None:
         self.base = base
         self.etc, self.queue, self.data, self.mail = (base / n for n in ("etc", "queue", "data", "mail"))
         for folder in (self.etc, self.queue, self.data, self.mail):
@@ -177,7 +180,9 @@ class Postfix:
         if bounce_to == "maildir":
             boxes.append(f"bounces@{BOUNCE_DOMAIN} bouncebox/")
         (self.etc / "vmailbox").write_text("\n".join(boxes) + "\n")
-        (self.etc / "transport").write_text(f"{BOUNCE_DOMAIN} digestbounce:\n" if bounce_to == "pipe" else "")
+        routes = [f"{BOUNCE_DOMAIN} digestbounce:"] if bounce_to == "pipe" else []
+        routes += [f"{address} error:{reply}" for address, reply in (refused or {}).items()]
+        (self.etc / "transport").write_text("".join(f"{line}\n" for line in routes))
 
     @property
     def bounce_box(self) -> Path:

@@ -83,7 +83,8 @@ def _wait(what: str, done: Callable[[], bool], log: Callable[[], str], seconds: 
     raise AssertionError(f"timed out waiting for {what}; mail log tail:\n{log()[-4000:]}")
 
 
-def _world(postgres_url: str, bounce_to: str, imap_port: int = 0) -> Iterator[World]:
+def _world(postgres_url: str, bounce_to: str, imap_port: int = 0,
+           refused: dict[str, str] | None = None) -> Iterator[World]:
     for reason in (postfix_missing(), pipe_user_missing(DIGEST) if bounce_to == "pipe" else None):
         if reason:
             pytest.skip(reason)
@@ -99,7 +100,7 @@ def _world(postgres_url: str, bounce_to: str, imap_port: int = 0) -> Iterator[Wo
         "logging": {"level": "WARNING"},
     }
     postfix = Postfix(base, sorted(set(READERS) - UNKNOWN), bounce_to, DIGEST, base / "digest.toml",
-                      {"DIGEST_SECRET_KEY": SECRET})
+                      {"DIGEST_SECRET_KEY": SECRET}, refused)
     data["smtp"]["port"] = postfix.port  # type: ignore[index]
     if imap_port:
         data["bounces"]["imap"] = {"host": "127.0.0.1", "port": imap_port,  # type: ignore[index]
@@ -186,6 +187,41 @@ def test_postfix_dsns_through_the_pipe_suppress_exactly_the_unknown(via_pipe: Wo
     assert w.postfix.delivered(complainer) == 1
     assert w.postfix.log().count("relay=digestbounce") == 13  # no new bounce: nobody unknown was mailed
     assert w.statuses() == statuses
+
+
+# Readers whose mail the relay fails with a bare 5.0.0 and no reason (Postfix's error transport).
+REFUSED = set(READERS[3::50])
+
+
+@pytest.fixture
+def via_pipe_refusing(postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
+    monkeypatch.setenv("DIGEST_SECRET_KEY", SECRET)
+    yield from _world(postgres_url, "pipe", refused=dict.fromkeys(REFUSED, "5.0.0 relay not permitted"))
+
+
+def test_postfix_bare_5_0_0_dsns_suppress_only_when_repeated_on_the_next_issue(via_pipe_refusing: World) -> None:
+    w = via_pipe_refusing
+    assert w.send(TODAY) == "sent=200 skipped=0 failed=0"
+    bounced = len(UNKNOWN) + len(REFUSED)
+    _wait(f"{bounced} DSNs through the pipe", lambda: w.postfix.log().count("relay=digestbounce") == bounced
+          and w.postfix.queue_empty(), w.postfix.log)
+    statuses = w.statuses()
+    assert {r for r, s in statuses.items() if s == "suppressed"} == UNKNOWN  # 5.1.1: at once
+    info = w.store.bounce_info()
+    for reader in REFUSED:
+        assert statuses[reader] == "confirmed" and info[reader]["hard_bounces"] == 0
+        assert (info[reader]["last_bounce"]["kind"], info[reader]["last_bounce"]["status"]) == ("unexplained", "5.0.0")
+    events = {e["email"]: (e["kind"], e["action"]) for e in w.store.bounce_events(1000)}
+    assert {r: events[r] for r in REFUSED} == dict.fromkeys(REFUSED, ("unexplained", "recorded"))
+
+    # The next issue is refused alike: the second sighting suppresses exactly those readers.
+    assert w.send(TODAY + timedelta(days=1)) == f"sent={len(READERS) - len(UNKNOWN)} skipped=0 failed=0"
+    _wait(f"{len(REFUSED)} more DSNs", lambda: w.postfix.log().count("relay=digestbounce") == bounced + len(REFUSED)
+          and w.postfix.queue_empty(), w.postfix.log)
+    statuses = w.statuses()
+    assert {r for r, s in statuses.items() if s == "suppressed"} == UNKNOWN | REFUSED
+    info = w.store.bounce_info()
+    assert all(info[r]["hard_bounces"] == 1 and "earlier issue" in info[r]["status_reason"] for r in REFUSED)
 
 
 @pytest.fixture
