@@ -49,8 +49,9 @@ class FailureKind(StrEnum):
                  an earlier issue too counts as a hard bounce (the send path's
                  ``Store.record_unexplained_refusal`` memory, shared by both paths)
     REFUSED      a permanent refusal of this message (5.7.x policy, 5.1.7/5.1.8 our sender, content or
-                 size, anything the DSN says came after the message data): recorded only, as the send
-                 path does; it says something about the sender or the content, not the address
+                 size, "Message refused", anything the DSN says came after the message data): recorded
+                 only, as the send path does; it says something about the sender or the content, not
+                 the address
     """
 
     HARD = "hard"
@@ -112,6 +113,9 @@ _AT_RCPT = re.compile(r"in reply to RCPT TO command|after RCPT TO\b", re.IGNOREC
 # 5.6.x (content or media); and the 552 reply (storage exceeded, RCPT's "too many recipients"), which
 # the send path never counts against the address either.
 _MESSAGE_STATUSES = frozenset({(2, 3), (3, 4)})
+# Words that say the message, not the recipient, was refused ("554 Message refused"): after RCPT's reading.
+_MESSAGE_REFUSED = re.compile(r"\b(message|content) (was |is )?(refused|rejected|blocked|not accepted)\b",
+                              re.IGNORECASE)
 _STORAGE_REPLY = re.compile(r"(?<![\d.])552(?![\d.])")
 _BOUNCE_SENDER = re.compile(r"mailer-daemon|postmaster|mail delivery|mdaemon|mail administrator",
                             re.IGNORECASE)
@@ -130,7 +134,8 @@ def classify_status(status: str | None, diagnostic: str = "", action: str = "fai
     address (``User unknown``). A permanent refusal that gives no reason about the address is
     UNEXPLAINED, as the send path calls such a refusal at RCPT (digest.mail.smtp.refusal_kind): a DSN
     seldom says at which step the refusal came, so it is taken as RCPT's unless the diagnostic says it
-    came later or the status is about the message (then REFUSED, as the send path says after RCPT).
+    came later or the status or words are about the message (then REFUSED, as the send path says after
+    RCPT).
     tests/unit/test_refusal_consistency.py holds the two classifiers to each other.
     """
     code = _ENHANCED.search(status or "")
@@ -174,12 +179,15 @@ def classify_status(status: str | None, diagnostic: str = "", action: str = "fai
 def _unexplained_or_refused(status: tuple[int, int] | None, diagnostic: str) -> FailureKind:
     """A 5xx that names no reason about the address: what the send path makes of it at RCPT
     (unexplained; a 552 is not a refusal there), unless the DSN says it came later or, saying nothing
-    of the step, its status names the message (then REFUSED, as the send path says after RCPT)."""
+    of the step, its status or its words name the message (then REFUSED, as the send path says after
+    RCPT)."""
     if _STORAGE_REPLY.search(diagnostic) or _AFTER_RCPT.search(diagnostic):
         return FailureKind.REFUSED
     if _AT_RCPT.search(diagnostic):
         return FailureKind.UNEXPLAINED
     if status is not None and (status in _MESSAGE_STATUSES or status[0] == 6):
+        return FailureKind.REFUSED
+    if _MESSAGE_REFUSED.search(diagnostic):
         return FailureKind.REFUSED
     return FailureKind.UNEXPLAINED
 

@@ -49,8 +49,9 @@ def test_forged_unsigned_foreign(rp: ReturnPath) -> None:
     ("5.7.1", "550 5.7.1 message rejected as spam", "failed", FailureKind.REFUSED),
     ("5.7.1", "550 5.7.1 user unknown", "failed", FailureKind.REFUSED),  # policy stays policy
     ("5.0.0", "smtp; 550 5.1.1 <a@b>: Recipient address rejected", "failed", FailureKind.HARD),
-    ("5.0.0", "smtp; 554 Message refused", "failed", FailureKind.REFUSED),
-    ("5.0.0", "", "failed", FailureKind.HARD),  # a bare 5xx: as the send path's at RCPT
+    ("5.0.0", "smtp; 554 Message refused", "failed", FailureKind.REFUSED),  # the words name the message
+    ("5.0.0", "", "failed", FailureKind.UNEXPLAINED),  # a bare 5xx: as the send path's at RCPT
+    ("5.0.0", "smtp; 550 relay not permitted", "failed", FailureKind.UNEXPLAINED),
     ("5.3.0", "553 5.3.0 <a@b>... Addressee unknown", "failed", FailureKind.HARD),
     ("5.6.0", "content rejected", "failed", FailureKind.REFUSED),
     (None, "550 no such user here", "failed", FailureKind.HARD),
@@ -70,5 +71,5 @@ def test_a_rotated_key_still_verifies_old_return_paths() -> None:
 def test_a_status_field_in_no_standard_form_is_not_kept() -> None:
     # It would not fit the 16 characters a status is stored in, and means nothing anyway.
     kind, used = classify_status("failed, very badly indeed (see below)", "554 rejected", "failed")
-    assert (kind, used) == (FailureKind.REFUSED, None)
+    assert (kind, used) == (FailureKind.UNEXPLAINED, None)  # a 5xx with no reason: as the send path's at RCPT
     assert classify_status("4.4.7 (delivery time expired)", "", "delayed")[1] == "4.4.7"
