@@ -623,6 +623,9 @@ def run_bench(settings: Settings, n_subscribers: int = 10_000, n_papers: int = 3
     if n_subscribers < 1 or n_papers < 1:
         raise UsageError("--subscribers and --papers must be at least 1")
     report = BenchReport(n_subscribers, n_papers)
+    # Every scratch database makes its own link-signing key and says so: a dozen lines of noise here
+    # (forked workers inherit the level; the send children run with their output captured).
+    logging.getLogger("digest.signing_key").setLevel(logging.WARNING)
     out(f"workload: {n_subscribers} readers with mixed preferences, {n_papers} papers, issue date {BENCH_DATE}; "
         f"{os.cpu_count()} CPUs")
     runs: dict[str, Callable[[], dict[str, Any]]] = {

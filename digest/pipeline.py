@@ -69,6 +69,8 @@ class Pipeline:
     # Readers from which a send builds its issues in a process of its own (digest.build_process): its
     # start costs about half a second of CPU, building a thousand readers in the sending process more.
     build_process_from = 1000
+    # Fewer issues than this to build (two of the builder's chunks): built before the send loop starts.
+    build_alongside_from = 200
 
     def __init__(
         self,
@@ -287,20 +289,34 @@ class Pipeline:
                 expected = len(listed) if listed is not None else self.store.count_subscribers().get(
                     SubscriberStatus.CONFIRMED.value, 0)
                 session.expect(expected)  # a large run's render process starts now
-                progress.start(self.store.delivery_counts(issue_date).get(DeliveryStatus.PENDING.value, 0))
-                with self._building(listed, expected, issue_date, now, summary, session.writing) as feed:
-                    session.deliver(issue_date, summary, progress, due_since=due_since, feed=feed)
-                summary.skipped += session.skipped(feed)
+                counts = self.store.delivery_counts(issue_date)
+                # Readers whose issue is not built yet (each built issue has its delivery record): a run
+                # after a crash, or over issues built beforehand, has little building left to do.
+                unbuilt = max(0, expected - sum(counts.values()))
+                if unbuilt < self.build_alongside_from:
+                    # Little to build (a small send, a re-run, issues built beforehand): built first, in
+                    # a blink, rather than beside the send loop, whose looking over every reader's
+                    # issue would only compete with the delivery for the interpreter.
+                    targets = iter(listed) if listed is not None else self.issues.due(issue_date)
+                    self.issues.store_issues(targets, issue_date, now, summary, None)
+                    progress.start(self.store.delivery_counts(issue_date).get(DeliveryStatus.PENDING.value, 0))
+                    session.deliver(issue_date, summary, progress, due_since=due_since)
+                else:
+                    progress.start(counts.get(DeliveryStatus.PENDING.value, 0))
+                    with self._building(listed, unbuilt, issue_date, now, summary, session.writing) as feed:
+                        session.deliver(issue_date, summary, progress, due_since=due_since, feed=feed)
+                    summary.skipped += session.skipped(feed)
         self.store.finish_send_run(run_id, self.clock(), summary.sent, summary.skipped,
                                    summary.failed + summary.unknown)
         log.info("send done date=%s %s deferred=%d", issue_date, summary.line(), summary.deferred)
         return summary
 
-    def _building(self, listed: list[Subscriber] | None, expected: int, issue_date: date, now: datetime,
+    def _building(self, listed: list[Subscriber] | None, unbuilt: int, issue_date: date, now: datetime,
                   summary: SendSummary, writing: AbstractContextManager[object]) -> AbstractContextManager[IssueFeed]:
-        """Where a send's issues are built beside its send loop: in a process of their own for a large
-        send on a machine with a core to spare (digest.build_process says why), else in a thread."""
-        if expected >= self.build_process_from and (os.cpu_count() or 1) >= 2:
+        """Where a send's issues are built beside its send loop: in a process of their own when many are
+        still to build (``unbuilt``) on a machine with a core to spare (digest.build_process says why),
+        else in a thread (looking over issues already built costs less than starting a process)."""
+        if unbuilt >= self.build_process_from and (os.cpu_count() or 1) >= 2:
             from digest.build_process import build_alongside
 
             return build_alongside(self.settings, issue_date, now, listed, summary)
