@@ -634,7 +634,7 @@ def run_bench(settings: Settings, n_subscribers: int = 10_000, n_papers: int = 3
         "memory": lambda: bench_memory(settings, n_subscribers, n_papers),
         "tagger": lambda: bench_tagger(settings, n_papers),
         # Workloads that live with the repository's benchmarks (benchmarks/workloads_*.py).
-        "distinct": lambda: _workload("workloads_distinct").bench_distinct(settings, n_subscribers, n_papers),
+        "distinct": lambda: _workload("workloads_distinct").bench_distinct_fresh(settings, n_subscribers, n_papers),
         "mta": lambda: _workload("workloads_mta").bench_mta(settings, n_subscribers, n_papers),
     }
     for part in PARTS:
