@@ -202,6 +202,22 @@ def _render_share(settings: Settings, papers: list[Paper], indexes: range, seed:
             "naive": len(sample), "naive_wall": naive_wall, "naive_cpu": naive_cpu}
 
 
+def smtp_workload(settings: Settings, directory: Path, port: int, n_papers: int, readers: int, seed: int,
+                  timeout: float) -> tuple[Settings, Store, int]:
+    """The settings of a send through SMTP to 127.0.0.1:``port`` (no TLS, no rate limit), with a fresh
+    database in ``directory`` holding the workload (``n_papers`` tagged papers, ``readers`` readers of
+    mixed preferences): (settings, store, readers stored)."""
+    bench = bench_settings(
+        settings, directory, mailer={"backend": "smtp"},
+        smtp={"host": "127.0.0.1", "port": port, "security": "none", "username": "",
+              "rate_per_second": 0, "local_hostname": "bench.local", "timeout_seconds": timeout},
+    )
+    papers = make_papers(n_papers)
+    store, stored = prepare_store(bench, n_papers, make_subscribers(
+        readers, list(bench.enabled_topics), authors_of(papers), seed=seed))
+    return bench, store, stored
+
+
 def _render_process(settings: Settings, papers: list[Paper], indexes: range, seed: int, barrier: Any,
                     results: Any, feedback_share: float = 0.0) -> None:
     try:
@@ -216,23 +232,32 @@ def _render_pool(settings: Settings, papers: list[Paper], n_subscribers: int, pr
     """Every reader's email in ``processes`` processes at once (forked before this one has rendered
     anything, so they start cold, as a send does): (emails, seconds from the common start to the last
     end, CPU seconds of the process that used the most)."""
-    # Forked workers start at once with everything imported; nothing in this process runs threads.
-    ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context("spawn")
-    barrier, results = ctx.Barrier(processes), ctx.Queue()
     step = -(-n_subscribers // processes)
-    procs = [ctx.Process(target=_render_process, daemon=True,
-                         args=(settings, papers, range(k * step, min(n_subscribers, (k + 1) * step)), seed,
-                               barrier, results, feedback_share)) for k in range(processes)]
+    shares = run_together(_render_process, [
+        (settings, papers, range(k * step, min(n_subscribers, (k + 1) * step)), seed) for k in range(processes)],
+        "render", extra=(feedback_share,), timeout=3600)
+    span = max(s["end"] for s in shares) - min(s["start"] for s in shares)
+    return sum(s["emails"] for s in shares), span, max(s["cpu"] for s in shares)
+
+
+def run_together(target: Callable[..., None], args: list[tuple[Any, ...]], what: str,
+                 extra: tuple[Any, ...] = (), timeout: float = 1800) -> list[dict[str, Any]]:
+    """One process per ``args``, started together: ``target(*args, barrier, results, *extra)`` waits at
+    the barrier, then puts one dict of figures (or ``{"error": ...}``) on ``results``; their dicts.
+    Forked where the platform can (workers start at once with everything imported; nothing in this
+    process runs threads), spawned elsewhere."""
+    ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context("spawn")
+    barrier, results = ctx.Barrier(len(args)), ctx.Queue()
+    procs = [ctx.Process(target=target, args=(*a, barrier, results, *extra), daemon=True) for a in args]
     for proc in procs:
         proc.start()
-    shares = [results.get(timeout=3600) for _ in procs]
+    shares: list[dict[str, Any]] = [results.get(timeout=timeout) for _ in procs]
     for proc in procs:
         proc.join(timeout=60)
     errors = [s["error"] for s in shares if "error" in s]
     if errors:
-        raise BenchError(f"render worker failed: {errors[0]}")
-    span = max(s["end"] for s in shares) - min(s["start"] for s in shares)
-    return sum(s["emails"] for s in shares), span, max(s["cpu"] for s in shares)
+        raise BenchError(f"{what} worker failed: {errors[0]}")
+    return shares
 
 
 def bench_render(settings: Settings, n_subscribers: int, n_papers: int, processes: int = RENDER_PROCESSES,
@@ -434,14 +459,7 @@ def bench_send(settings: Settings, n_subscribers: int, n_papers: int, sample: in
             bare_first = bool(messages) and round_number % 2 == 1
             bare_seconds = bare() if bare_first else 0.0
             with tempfile.TemporaryDirectory(prefix="digest-bench-") as tmp:
-                bench = bench_settings(
-                    settings, Path(tmp), mailer={"backend": "smtp"},
-                    smtp={"host": "127.0.0.1", "port": port, "security": "none", "username": "",
-                          "rate_per_second": 0, "local_hostname": "bench.local", "timeout_seconds": 60.0},
-                )
-                papers = make_papers(n_papers)
-                store, _ = prepare_store(bench, n_papers, make_subscribers(
-                    count, list(bench.enabled_topics), authors_of(papers), seed=seed))
+                bench, store, _ = smtp_workload(settings, Path(tmp), port, n_papers, count, seed, timeout=60.0)
                 pipeline = Pipeline(bench, store, clock=lambda: NOW)
                 pipeline.renderer  # noqa: B018 (built once per process, before the loop: templates compile here)
                 before, _ = counts()

@@ -30,7 +30,7 @@ from typing import Any
 if __name__ == "__main__":  # run as a script: the checkout's package, not an installed one
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.suite import BenchError, _quiet
+from benchmarks.suite import BenchError, _quiet, run_together
 from digest.config import Settings
 from digest.gcpause import frozen_heap
 from digest.models import Issue, IssueEntry, IssueSection, Paper, Subscriber
@@ -116,18 +116,7 @@ def _share(index: int, processes: int, barrier: Any, results: Any) -> None:
 def _round(processes: int) -> dict[str, float]:
     """Every job rendered by ``processes`` fresh forked processes from a common start: emails per second
     (wall clock, first start to last end) and per CPU second of the busier process."""
-    ctx = mp.get_context("fork")
-    barrier, results = ctx.Barrier(processes), ctx.Queue()
-    procs = [ctx.Process(target=_share, args=(k, processes, barrier, results), daemon=True)
-             for k in range(processes)]
-    for proc in procs:
-        proc.start()
-    shares = [results.get(timeout=1800) for _ in procs]
-    for proc in procs:
-        proc.join(timeout=60)
-    errors = [s["error"] for s in shares if "error" in s]
-    if errors:
-        raise BenchError(f"distinct-readers worker failed: {errors[0]}")
+    shares = run_together(_share, [(k, processes) for k in range(processes)], "distinct-readers")
     emails = sum(s["emails"] for s in shares)
     span = max(s["end"] for s in shares) - min(s["start"] for s in shares)
     return {"per_s": emails / span, "per_s_cpu": emails / max(s["cpu"] for s in shares),

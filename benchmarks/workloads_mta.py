@@ -47,7 +47,7 @@ REPO = Path(__file__).resolve().parent.parent
 if __name__ == "__main__":  # run as a script: the checkout's package, not an installed one
     sys.path.insert(0, str(REPO))
 
-from benchmarks.suite import BenchError, raw_send, smtp_sink  # noqa: E402
+from benchmarks.suite import BenchError, raw_send, smtp_sink, smtp_workload  # noqa: E402
 from digest.config import Settings  # noqa: E402
 from digest.models import Outcome, OutgoingMessage, SendResult  # noqa: E402
 from tests.integration.mta import DiscardPostfix, postfix_missing, private_dir  # noqa: E402
@@ -55,11 +55,6 @@ from tests.samples import (  # noqa: E402
     BENCH_DATE,
     NOW,
     SEED,
-    authors_of,
-    bench_settings,
-    make_papers,
-    make_subscribers,
-    prepare_store,
 )
 
 __all__ = ["MTA_SAMPLE", "bench_mta", "postfix_usable", "send_child"]
@@ -280,14 +275,8 @@ def bench_mta(settings: Settings, n_subscribers: int, n_papers: int, rounds: int
             bare_first = bool(messages) and k % 2 == 1
             bare_rate = bare() if bare_first else 0.0
             with tempfile.TemporaryDirectory(prefix="digest-bench-") as tmp:
-                bench = bench_settings(
-                    settings, Path(tmp), mailer={"backend": "smtp"},
-                    smtp={"host": "127.0.0.1", "port": port, "security": "none", "username": "",
-                          "rate_per_second": 0, "local_hostname": "bench.local", "timeout_seconds": 120.0},
-                )
-                papers = make_papers(n_papers)
-                store, readers = prepare_store(bench, n_papers, make_subscribers(
-                    count, list(bench.enabled_topics), authors_of(papers), seed=seed))
+                bench, store, readers = smtp_workload(settings, Path(tmp), port, n_papers, count, seed,
+                                                      timeout=120.0)
                 store.close()
                 drain()
                 raw_send(port, sender, warm_up, connections)

@@ -21,6 +21,7 @@ from operator import itemgetter
 from digest.email_view import CardView, clean_text, plain_card
 from digest.errors import RenderError
 from digest.models import Issue, Paper
+from digest.templating import number_prefix
 
 __all__ = ["LESS", "MORE", "NUMBER", "WHY", "CardFormat", "CardFormats", "UnusualCard"]
 
@@ -171,7 +172,7 @@ def _alternation(kinds: dict[bytes, int]) -> re.Pattern[bytes]:
 
 def _number(number: int) -> tuple[bytes, bytes]:
     """A card's number as the HTML shows it, and as the text part's ``numbered`` filter writes it."""
-    return b"%d" % number, f"{number:>2}. ".encode("ascii")
+    return b"%d" % number, number_prefix(number).encode("ascii")
 
 
 _NUMBERS = tuple(_number(n) for n in range(1000))

@@ -180,11 +180,24 @@ def _feedback_state(secret: str) -> Any:
     return hashlib.blake2b(key=key, digest_size=_TAG_CHARS)
 
 
-def _feedback_digest(state: Any, email: str, paper_id: str) -> str:
-    h = state.copy()
-    h.update(email.lower().encode("utf-8") + b"\x00" + paper_id.encode("utf-8"))
+def _reader_state(state: Any, email: str) -> Any:
+    """The keyed hash with the reader's part of a feedback tag's message in: (address, NUL)."""
+    reader = state.copy()
+    reader.update(email.lower().encode("utf-8") + b"\x00")
+    return reader
+
+
+def _paper_digest(reader: Any, paper_id: str) -> str:
+    """The digest of (address, paper): the paper's part added to a copy of ``_reader_state``; a reader's
+    links hash their address once, whatever the number of papers."""
+    h = reader.copy()
+    h.update(paper_id.encode("utf-8"))
     hexdigest: str = h.hexdigest()
     return hexdigest
+
+
+def _feedback_digest(state: Any, email: str, paper_id: str) -> str:
+    return _paper_digest(_reader_state(state, email), paper_id)
 
 
 def _feedback_tag(state: Any, email: str, paper_id: str, verdict: Verdict) -> str:
@@ -216,10 +229,7 @@ class FeedbackLinks:
     __slots__ = ("_head", "_state")
 
     def __init__(self, base_url: str, state: Any, email: str, subscriber_id: int) -> None:
-        # The hash of (address, paper) is the hash of the address part, then the paper's: the address
-        # part is hashed once per reader here, each paper's link only adds its id (_feedback_digest).
-        self._state = state.copy()
-        self._state.update(email.lower().encode("utf-8") + b"\x00")
+        self._state = _reader_state(state, email)  # hashed once here; each paper's link adds its id
         self._head = f"{base_url}/feedback/{subscriber_id}."
 
     def pairs(self, paper_ids: Sequence[str]) -> list[tuple[str, str]]:
@@ -227,9 +237,7 @@ class FeedbackLinks:
         head, state, part = self._head, self._state, _paper_part
         out = []
         for paper_id in paper_ids:
-            h = state.copy()
-            h.update(paper_id.encode("utf-8"))
-            digest = h.hexdigest()
+            digest = _paper_digest(state, paper_id)
             at = head + (_PAPER_PARTS.get(paper_id) or part(paper_id))
             out.append((f"{at}.more.{digest[:_TAG_CHARS]}", f"{at}.less.{digest[_TAG_CHARS:]}"))
         return out

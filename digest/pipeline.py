@@ -276,36 +276,32 @@ class Pipeline:
         run_id = self.store.start_send_run(issue_date, now)
         summary.unknown += self.engine.recover(now)
         with self.engine.session() as session:
-            if only is not None:
-                only_id = self.issues.store_issues(self.due_subscribers(issue_date, only), issue_date, now,
-                                                   summary, only)
-                progress.start(self.store.delivery_counts(issue_date).get(DeliveryStatus.PENDING.value))
+            listed: list[Subscriber] | None = None
+            unbuilt = 0
+            if only is None:
+                listed = list(subscribers()) if subscribers is not None else None
+                expected = len(listed) if listed is not None else self.store.count_subscribers().get(
+                    SubscriberStatus.CONFIRMED.value, 0)
+                session.expect(expected)  # a large run's render process starts now
+                # Readers whose issue is not built yet (each built issue has its delivery record): a run
+                # after a crash, or over issues built beforehand, has little building left to do.
+                unbuilt = max(0, expected - sum(self.store.delivery_counts(issue_date).values()))
+            if only is not None or unbuilt < self.build_alongside_from:
+                # One reader (--subscriber), or little to build (a small send, a re-run, issues built
+                # beforehand): built first, in a blink, rather than beside the send loop, whose looking
+                # over every reader's issue would only compete with the delivery for the interpreter.
+                targets = iter(listed) if listed is not None else self.due_subscribers(issue_date, only)
+                only_id = self.issues.store_issues(targets, issue_date, now, summary, only)
+                progress.start(self.store.delivery_counts(issue_date).get(DeliveryStatus.PENDING.value, 0))
                 session.deliver(issue_date, summary, progress, subscriber_id=only_id, due_since=due_since)
             else:
                 # The issues are built by chunks beside the send loop, which delivers each chunk once it
                 # is stored: the first messages go out within seconds however many readers there are.
                 # The progress bar starts with the records already pending and grows by each chunk.
-                listed = list(subscribers()) if subscribers is not None else None
-                expected = len(listed) if listed is not None else self.store.count_subscribers().get(
-                    SubscriberStatus.CONFIRMED.value, 0)
-                session.expect(expected)  # a large run's render process starts now
-                counts = self.store.delivery_counts(issue_date)
-                # Readers whose issue is not built yet (each built issue has its delivery record): a run
-                # after a crash, or over issues built beforehand, has little building left to do.
-                unbuilt = max(0, expected - sum(counts.values()))
-                if unbuilt < self.build_alongside_from:
-                    # Little to build (a small send, a re-run, issues built beforehand): built first, in
-                    # a blink, rather than beside the send loop, whose looking over every reader's
-                    # issue would only compete with the delivery for the interpreter.
-                    targets = iter(listed) if listed is not None else self.issues.due(issue_date)
-                    self.issues.store_issues(targets, issue_date, now, summary, None)
-                    progress.start(self.store.delivery_counts(issue_date).get(DeliveryStatus.PENDING.value, 0))
-                    session.deliver(issue_date, summary, progress, due_since=due_since)
-                else:
-                    progress.start(counts.get(DeliveryStatus.PENDING.value, 0))
-                    with self._building(listed, unbuilt, issue_date, now, summary, session.writing) as feed:
-                        session.deliver(issue_date, summary, progress, due_since=due_since, feed=feed)
-                    summary.skipped += session.skipped(feed)
+                progress.start(self.store.delivery_counts(issue_date).get(DeliveryStatus.PENDING.value, 0))
+                with self._building(listed, unbuilt, issue_date, now, summary, session.writing) as feed:
+                    session.deliver(issue_date, summary, progress, due_since=due_since, feed=feed)
+                summary.skipped += session.skipped(feed)
         self.store.finish_send_run(run_id, self.clock(), summary.sent, summary.skipped,
                                    summary.failed + summary.unknown)
         log.info("send done date=%s %s deferred=%d", issue_date, summary.line(), summary.deferred)

@@ -134,7 +134,7 @@ class Renderer:
         self._shared = _SharedBodies()
         # Each paper's card as a format, for readers whose bodies are not kept (_mime_direct).
         self._formats = CardFormats(
-            self._marked_card, lambda why: (_escape(why).encode("utf-8"), _wrap("Why: " + why).encode("utf-8")),
+            self._marked_card, _why_lines,
             {**_PERSONAL_KINDS, _NUMBER_MARK_BYTES: NUMBER, _WHY_HTML: WHY, _MORE_BYTES: MORE, _LESS_BYTES: LESS},
             {**_PERSONAL_KINDS, _NUMBER_MARK_BYTES: NUMBER, _WHY_TEXT: WHY, _MORE_BYTES: MORE, _LESS_BYTES: LESS},
             NUMBER_MARK, WHY_MARK, (MORE_MARK, LESS_MARK))
@@ -196,8 +196,8 @@ class Renderer:
                 self._unnumbered[marked] = fragment
             parts = fragment.numbered(card.number)
             if why == WHY_MARK:
-                parts = (parts[0].replace(_WHY_HTML, _escape(card.why).encode("utf-8")),
-                         parts[1].replace(_WHY_TEXT, _wrap("Why: " + card.why).encode("utf-8")))
+                html_why, text_why = _why_lines(card.why)
+                parts = (parts[0].replace(_WHY_HTML, html_why), parts[1].replace(_WHY_TEXT, text_why))
             self._numbered.put(card, (), parts)
         return parts
 
@@ -494,6 +494,12 @@ _NUMBER_MARK_BYTES = NUMBER_MARK.encode("ascii")
 # The "why" line of a card rendered with WHY_MARK: in the HTML the mark alone, in the text the wrapped line.
 _WHY_HTML = WHY_MARK.encode("ascii")
 _WHY_TEXT = _wrap("Why: " + WHY_MARK).encode("ascii")
+
+
+def _why_lines(why: str) -> tuple[bytes, bytes]:
+    """A card's reason as the shipped templates show it, put where WHY_MARK stood: escaped in the HTML,
+    one wrapped "Why:" paragraph in the text (Renderer._why_splits checks a template does so)."""
+    return _escape(why).encode("utf-8"), _wrap("Why: " + why).encode("utf-8")
 
 
 @dataclass(frozen=True, slots=True)
